@@ -1,0 +1,153 @@
+"""Pure aggregation and gate verdicts: P_avg, σ_P and thresholds.
+
+No pytest and no torch here, so every rule can be checked with hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+AXES = ("tasks", "domains", "compression")
+
+
+@dataclass(frozen=True)
+class CaseScore:
+    """One case's outcome over its seeds; ``score`` is None when any seed has no result."""
+
+    suite: str
+    model: str
+    axis: str
+    name: str
+    higher_is_better: bool
+    seed_scores: Mapping[str, float | None]
+
+    @property
+    def score(self) -> float | None:
+        values = list(self.seed_scores.values())
+        if not values or any(v is None or not math.isfinite(v) for v in values):
+            return None
+        return math.fsum(values) / len(values)
+
+    @property
+    def seed_std(self) -> float | None:
+        values = list(self.seed_scores.values())
+        if self.score is None:
+            return None
+        return population_std(values)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    suite: str
+    model: str
+    axis: str
+    n: int
+    missing: int
+    p_avg: float | None
+    sigma_p: float | None
+    mean_seed_std: float | None
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float
+    message: str
+    suite: str = ""
+    model: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values)
+
+
+def population_std(values: Iterable[float]) -> float:
+    """σ = sqrt(mean((x - mean)^2)); exactly 0.0 when all values are equal."""
+    values = list(values)
+    if all(v == values[0] for v in values):
+        return 0.0
+    centre = mean(values)
+    return math.sqrt(math.fsum((v - centre) ** 2 for v in values) / len(values))
+
+
+def aggregate(cases: Iterable[CaseScore]) -> list[Aggregate]:
+    """One aggregate per (suite, model, axis), in first-seen order."""
+    groups: dict[tuple[str, str, str], list[CaseScore]] = {}
+    for case in cases:
+        groups.setdefault((case.suite, case.model, case.axis), []).append(case)
+    result = []
+    for (suite, model, axis), members in groups.items():
+        scores = [c.score for c in members if c.score is not None]
+        stds = [c.seed_std for c in members if c.seed_std is not None]
+        missing = len(members) - len(scores)
+        complete = missing == 0 and scores
+        result.append(Aggregate(
+            suite=suite, model=model, axis=axis, n=len(members), missing=missing,
+            p_avg=mean(scores) if complete else None,
+            sigma_p=population_std(scores) if complete else None,
+            mean_seed_std=mean(stds) if stds else None,
+            higher_is_better=members[0].higher_is_better,
+        ))
+    return result
+
+
+def at_least_as_good(value: float, threshold: float, higher_is_better: bool) -> bool:
+    return value >= threshold if higher_is_better else value <= threshold
+
+
+def _bound_gate(name: str, value: float | None, bound: str, threshold: float,
+                higher_is_better: bool, missing_note: str) -> GateResult:
+    """``min`` is the worst acceptable value in the metric's direction, ``max`` the literal upper bound."""
+    label = name.rsplit("/", 1)[-1]
+    if value is None:
+        return GateResult(name, False, None, threshold, f"incomplete: {missing_note}; {label} cannot be computed")
+    if bound == "min":
+        passed = at_least_as_good(value, threshold, higher_is_better)
+        op = ">=" if higher_is_better else "<="
+        direction = "" if higher_is_better else " (lower is better)"
+    else:
+        passed = value <= threshold
+        op, direction = "<=", ""
+    verdict = "ok" if passed else "FAILED"
+    return GateResult(name, passed, value, threshold, f"{label} = {value:.4f}, required {op} {threshold:g}{direction}: {verdict}")
+
+
+def axis_gates(agg: Aggregate, spec: Mapping[str, Mapping[str, float]]) -> list[GateResult]:
+    """Gates ``p_avg`` and ``sigma_p`` (each with ``min``/``max``) for one aggregate."""
+    results = []
+    note = f"{agg.missing} of {agg.n} {agg.axis} cases have no score"
+    values = {"p_avg": agg.p_avg, "sigma_p": agg.sigma_p}
+    for stat in ("p_avg", "sigma_p"):
+        for bound, threshold in (spec.get(stat) or {}).items():
+            name = f"{agg.axis}/{stat}.{bound}"
+            # σ_P is a spread: it has no direction, so its bounds are literal.
+            hib = agg.higher_is_better if stat == "p_avg" else True
+            gate = _bound_gate(name, values[stat], bound, threshold, hib, note)
+            results.append(GateResult(**{**gate.__dict__, "suite": agg.suite, "model": agg.model}))
+    return results
+
+
+def case_min_gate(cases: list[CaseScore], threshold: float, suite: str, model: str) -> GateResult:
+    """Every case must be at least ``threshold`` good, in its own metric's direction."""
+    name = "case_min"
+    missing = [c.name for c in cases if c.score is None]
+    if missing:
+        return GateResult(name, False, None, threshold,
+                          f"incomplete: {len(missing)} of {len(cases)} cases have no score ({', '.join(missing)})",
+                          suite, model)
+    failing = [c for c in cases if not at_least_as_good(c.score, threshold, c.higher_is_better)]
+    worst = min(cases, key=lambda c: c.score if c.higher_is_better else -c.score) if cases else None
+    value = worst.score if worst else None
+    if failing:
+        names = ", ".join(f"{c.axis}/{c.name} = {c.score:.4f}" for c in failing)
+        return GateResult(name, False, value, threshold, f"below {threshold:g}: {names}", suite, model)
+    return GateResult(name, True, value, threshold,
+                      f"all {len(cases)} cases reach {threshold:g} (worst {value:.4f}): ok" if cases else "no cases",
+                      suite, model)

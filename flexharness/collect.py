@@ -1,0 +1,76 @@
+"""pytest nodes: a suite file collects into one item per (model, case, seed).
+
+Items only compute: they put their record into ``user_properties`` and never
+touch session state, so the controller sees the same thing with or without
+pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flexharness.errors import FlexError, SuiteError
+from flexharness.options import Options
+from flexharness.suite import Planned, Suite, expand, load_suite
+
+RESULT_PROPERTY = "flex_result"  # a JSON string: readable in JUnit XML, parsed back by the controller
+
+
+def suite_models(suite: Suite, options: Options) -> tuple[str, ...]:
+    """``--model`` wins over the suite's ``model``; one of them must be there."""
+    models = options.models or ((suite.model,) if suite.model else ())
+    if not models:
+        raise SuiteError(suite.path, None, "model", "no model to evaluate: set 'model' in the suite or pass --model")
+    return models
+
+
+def plan(path: Any, options: Options) -> tuple[Suite, list[Planned]]:
+    suite = load_suite(path, options.train_overrides())
+    return suite, expand(suite, suite_models(suite, options))
+
+
+class SuiteFile(pytest.File):
+    """A ``*.flex.yaml`` file; invalid suites become a one-paragraph collection error."""
+
+    def collect(self):
+        from flexharness.plugin import options_of
+
+        try:
+            _, planned = plan(self.path, options_of(self.config))
+        except SuiteError as exc:
+            raise self.CollectError(str(exc)) from None
+        for item in planned:
+            yield CaseItem.from_parent(self, name=item.name, planned=item)
+
+
+class CaseItem(pytest.Item):
+    """Fine-tunes and scores one case for one model and seed."""
+
+    def __init__(self, *, planned: Planned, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.planned = planned
+        case = planned.case
+        self.add_marker(case.axis)
+        self.add_marker("flex")
+
+    def runtest(self) -> None:
+        from flexharness.plugin import options_of
+        from flexharness.runner import run_case
+
+        options = options_of(self.config)
+        record = run_case(self.planned.case, self.planned.model, self.planned.seed,
+                          options.device, options.trust_remote_code)
+        self.user_properties.append(("score", record["score"]))
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, FlexError):
+            return f"{self.planned.case.axis}/{self.planned.case.name} (model {self.planned.model}, " \
+                   f"seed {self.planned.seed}): {excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, self.planned.case.line - 1, self.name

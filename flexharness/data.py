@@ -1,0 +1,249 @@
+"""Data sources → filtered, label-mapped, deterministically split examples → token ids.
+
+Sources are read with the ``datasets`` library (local files, ``save_to_disk``
+folders, the hub). Everything after loading is deterministic: the same suite
+gives the same train and eval rows on every machine and every seed, so seeds
+vary only the initialisation and the batch order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexharness.errors import DataError
+from flexharness.metrics import REGRESSION
+from flexharness.resources import resolve_path
+from flexharness.suite import FILE_FORMATS, DatasetSpec, Filter
+
+DATA_SEED = 0  # fixed: subsampling and hold-out never depend on the training seed
+EVAL_SPLIT_NAMES = ("eval", "validation", "dev", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Examples:
+    texts: tuple[tuple[str, ...], ...]   # one tuple per text column
+    labels: np.ndarray                   # int64 ids, or float32 for regression
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> "Examples":
+        return Examples(tuple(tuple(col[i] for i in indices) for col in self.texts), self.labels[indices])
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    train: Examples
+    eval: Examples
+    label_names: tuple[str, ...] | None   # None for regression
+    eval_split: str
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) if self.label_names else 1
+
+
+@functools.lru_cache(maxsize=8)
+def load_source(spec: DatasetSpec) -> Any:
+    """The raw ``datasets.DatasetDict`` of a source, read once per process."""
+    import datasets
+
+    datasets.disable_progress_bars()  # they would interleave with pytest's own output
+    try:
+        if spec.disk:
+            loaded = datasets.load_from_disk(str(resolve_path(spec.disk, Path(spec.base_dir))))
+            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+        if spec.hub:
+            hub = dict(spec.hub)
+            return datasets.load_dataset(hub["path"], hub.get("name"), revision=hub.get("revision"))
+        return _load_files(spec)
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types; the user needs one clear line
+        raise DataError(_source_hint(spec, exc)) from None
+
+
+def _load_files(spec: DatasetSpec) -> Any:
+    import datasets
+
+    files = {split: str(resolve_path(ref, Path(spec.base_dir))) for split, ref in spec.files}
+    suffix = Path(next(iter(files.values()))).suffix.lower()
+    fmt = spec.format or FILE_FORMATS[suffix]
+    kwargs: dict[str, Any] = {}
+    if spec.encoding:
+        kwargs["encoding"] = spec.encoding
+    if suffix == ".tsv":
+        kwargs["delimiter"] = "\t"
+    return datasets.load_dataset(fmt, data_files=files, **kwargs)
+
+
+def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if spec.hub:
+        hub = dict(spec.hub)
+        return (f"dataset '{spec.name}': cannot load hub dataset '{hub['path']}'"
+                f"{' (' + hub['name'] + ')' if hub.get('name') else ''}: {reason}. Offline, download it once "
+                "elsewhere and set HF_DATASETS_OFFLINE=1 with a filled cache, or point the dataset at local "
+                "copies with 'files:' or a save_to_disk folder with 'disk:'")
+    return f"dataset '{spec.name}': cannot read its data: {reason}"
+
+
+@functools.lru_cache(maxsize=32)
+def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
+            max_train: int | None, max_eval: int | None) -> Prepared:
+    """Rows for one case: filtered, labels mapped, eval split chosen or held out, subsampled."""
+    source = load_source(spec)
+    if spec.train_split not in source:
+        raise DataError(f"dataset '{spec.name}': no split '{spec.train_split}' (has: {', '.join(source)}); "
+                        "set 'train_split'")
+    train_rows = _rows(spec, source[spec.train_split], where, spec.train_split)
+    eval_name = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in source and s != spec.train_split), None)
+    if spec.eval_split and spec.eval_split not in source:
+        raise DataError(f"dataset '{spec.name}': no split '{spec.eval_split}' (has: {', '.join(source)})")
+    label_names, encode = _label_map(spec, source[spec.train_split], train_rows[1], kind)
+    train = Examples(train_rows[0], encode(train_rows[1], spec.train_split))
+    if eval_name:
+        texts, raw = _rows(spec, source[eval_name], where, eval_name)
+        evaluation = Examples(texts, encode(raw, eval_name))
+    else:
+        eval_name = f"held-out {spec.eval_fraction:g} of {spec.train_split}"
+        train, evaluation = _hold_out(train, spec.eval_fraction, kind)
+    train = _subsample(train, max_train, kind)
+    evaluation = _subsample(evaluation, max_eval, kind)
+    _check_sizes(spec, train, evaluation, label_names)
+    return Prepared(train, evaluation, label_names, eval_name)
+
+
+def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str) -> tuple[tuple, list]:
+    columns = set(split.column_names)
+    for needed, role in [(c, "text") for c in spec.text] + [(spec.label, "label")] + [(f.column, "where") for f in where]:
+        if needed not in columns:
+            raise DataError(f"dataset '{spec.name}', split '{split_name}': no {role} column '{needed}' "
+                            f"(columns: {', '.join(sorted(columns))}); fix '{role}' in the suite")
+    table = split.select_columns(sorted({*spec.text, spec.label, *(f.column for f in where)})).to_dict()
+    keep = [i for i in range(len(table[spec.label])) if _kept(table, i, spec, where)]
+    texts = tuple(tuple(str(table[c][i]) for i in keep) for c in spec.text)
+    return texts, [table[spec.label][i] for i in keep]
+
+
+def _kept(table: dict, i: int, spec: DatasetSpec, where: tuple[Filter, ...]) -> bool:
+    if _missing(table[spec.label][i]) or any(_missing(table[c][i]) for c in spec.text):
+        return False
+    return all(_passes(f, table[f.column][i]) for f in where)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _passes(rule: Filter, value: Any) -> bool:
+    if rule.matches is not None:
+        return value is not None and _compiled(rule.matches).search(str(value)) is not None
+    return value in rule.values or str(value) in {str(v) for v in rule.values}
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
+    """Label names in a stable order, and a function turning raw labels into ids."""
+    if kind == REGRESSION:
+        def to_float(raw: list, split_name: str) -> np.ndarray:
+            try:
+                return np.asarray(raw, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise DataError(f"dataset '{spec.name}', split '{split_name}': label column '{spec.label}' "
+                                "is not numeric, but the case's metric is a regression metric") from None
+        return None, to_float
+    feature = split.features.get(spec.label)
+    class_names = getattr(feature, "names", None)
+    if spec.label_names:
+        names = spec.label_names
+    elif class_names:
+        names = tuple(class_names)
+    else:
+        names = tuple(str(v) for v in sorted(set(train_labels), key=_sort_key))
+    index = {name: i for i, name in enumerate(names)}
+
+    def to_ids(raw: list, split_name: str) -> np.ndarray:
+        keys = [class_names[v] if class_names and isinstance(v, int) and 0 <= v < len(class_names) else str(v)
+                for v in raw]
+        unknown = sorted({k for k in keys if k not in index})
+        if unknown:
+            raise DataError(f"dataset '{spec.name}', split '{split_name}': labels {unknown[:5]} never appear in "
+                            f"training (known: {list(names)}); filter them out with 'where' or set 'label_names'")
+        return np.asarray([index[k] for k in keys], dtype=np.int64)
+    return names, to_ids
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
+
+
+def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator, stratify: bool) -> np.ndarray:
+    """``n`` indices chosen at random, keeping class proportions (largest-remainder rounding)."""
+    if n >= len(labels):
+        return np.arange(len(labels))
+    if not stratify:
+        return np.sort(rng.permutation(len(labels))[:n])
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = counts * n / len(labels)
+    take = np.floor(quotas).astype(int)
+    for c in np.argsort(-(quotas - take), kind="stable")[: n - take.sum()]:
+        take[c] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == cls))[:k] for cls, k in zip(classes, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _subsample(examples: Examples, n: int | None, kind: str) -> Examples:
+    if n is None or n >= len(examples):
+        return examples
+    rng = np.random.default_rng(DATA_SEED)
+    return examples.take(stratified_indices(examples.labels, n, rng, stratify=kind != REGRESSION))
+
+
+def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples, Examples]:
+    rng = np.random.default_rng(DATA_SEED)
+    n_eval = max(1, round(len(examples) * fraction))
+    eval_idx = stratified_indices(examples.labels, n_eval, rng, stratify=kind != REGRESSION)
+    train_mask = np.ones(len(examples), dtype=bool)
+    train_mask[eval_idx] = False
+    return examples.take(np.flatnonzero(train_mask)), examples.take(eval_idx)
+
+
+def _check_sizes(spec: DatasetSpec, train: Examples, evaluation: Examples, names: tuple[str, ...] | None) -> None:
+    need = len(names) if names else 2
+    for split, examples in (("training", train), ("evaluation", evaluation)):
+        if len(examples) < need:
+            raise DataError(f"dataset '{spec.name}': only {len(examples)} {split} examples after filtering "
+                            f"(need at least {need}); loosen 'where' or add data")
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """Token ids per example (unpadded) and their lengths; padding happens per batch."""
+
+    input_ids: tuple[np.ndarray, ...]
+    token_type_ids: tuple[np.ndarray, ...] | None
+    lengths: np.ndarray
+    labels: np.ndarray
+
+
+def encode(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
+    """Tokenize once, without padding: dynamic padding per batch wastes no compute on pad tokens."""
+    columns = [list(col) for col in examples.texts]
+    out = tokenizer(*columns, truncation=True, max_length=max_length, padding=False,
+                    return_attention_mask=False, return_token_type_ids=None)
+    ids = tuple(np.asarray(x, dtype=np.int64) for x in out["input_ids"])
+    types = out.get("token_type_ids")
+    types = tuple(np.asarray(x, dtype=np.int64) for x in types) if types is not None else None
+    return Encoded(ids, types, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), examples.labels)

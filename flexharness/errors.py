@@ -1,0 +1,35 @@
+"""The plugin's own error types: each carries a message fit to show a user as is.
+
+pytest prints these without a traceback (see ``collect.py``), so the message
+must say where the problem is and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class FlexError(Exception):
+    """Base class: an expected failure with a plain-language message."""
+
+
+class SuiteError(FlexError):
+    """A suite file is invalid: ``file:line: key: what is wrong``."""
+
+    def __init__(self, path: str, line: int | None, key: str | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        self.message = message
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class DataError(FlexError):
+    """A data source cannot be read or does not hold what the suite says."""
+
+
+class ModelLoadError(FlexError):
+    """A model cannot be resolved or loaded."""
+
+
+class TrainingError(FlexError):
+    """Fine-tuning failed in a way the user can act on (divergence, out of memory)."""

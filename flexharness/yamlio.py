@@ -1,0 +1,90 @@
+"""Safe YAML loading that remembers where every mapping key came from.
+
+Suite errors must name a line, so mappings are loaded as :class:`Located`
+dicts carrying the line of each key. Only the safe loader is used: Python
+object tags are rejected, and duplicate keys are an error rather than a
+silent overwrite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flexharness.errors import SuiteError
+
+
+class Located(dict):
+    """A dict that knows the 1-based line of itself and of each of its keys."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings are :class:`Located` and reject duplicate keys."""
+
+    path = "<suite>"
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Located:
+    loader.flatten_mapping(node)
+    mapping = Located()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)):
+            raise SuiteError(loader.path, line, None, f"mapping keys must be plain scalars, got {key!r}")
+        key = str(key)
+        if key in mapping:
+            raise SuiteError(
+                loader.path, line, key,
+                f"duplicate key (first defined on line {mapping.key_lines[key]}); remove one of them",
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = line
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse one YAML file safely; every failure becomes a :class:`SuiteError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(str(path), None, None, f"cannot read the suite file ({exc})") from None
+    return loads_yaml(text, str(path))
+
+
+def loads_yaml(text: str, path: str) -> Any:
+    """Parse YAML text; ``path`` is only used in error messages."""
+    loader = _LineLoader(text)
+    loader.path = path
+    try:
+        return loader.get_single_data()
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        tag = f" ({exc.problem})" if exc.problem else ""
+        raise SuiteError(
+            path, line, None,
+            f"unsupported YAML tag{tag}; suites are plain data: use mappings, lists, strings and numbers",
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise SuiteError(path, line, None, f"invalid YAML: {what}; check indentation and quoting") from None
+    except yaml.YAMLError as exc:
+        raise SuiteError(path, None, None, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
