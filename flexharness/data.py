@@ -221,11 +221,17 @@ def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples,
 
 
 def _check_sizes(spec: DatasetSpec, train: Examples, evaluation: Examples, names: tuple[str, ...] | None) -> None:
-    need = len(names) if names else 2
-    for split, examples in (("training", train), ("evaluation", evaluation)):
-        if len(examples) < need:
-            raise DataError(f"dataset '{spec.name}': only {len(examples)} {split} examples after filtering "
-                            f"(need at least {need}); loosen 'where' or add data")
+    """A case needs at least as many training rows as labels (two at least) and one eval row."""
+    need = max(2, len(names) if names else 2)
+    if len(train) < need:
+        raise DataError(f"dataset '{spec.name}': only {len(train)} training examples after filtering "
+                        f"(need at least {need}); loosen 'where' or add data")
+    if len(evaluation) == 0:
+        raise DataError(f"dataset '{spec.name}': the evaluation split is empty after filtering; "
+                        "loosen 'where', raise 'eval_fraction' or name an 'eval_split'")
+    if names and len(np.unique(train.labels)) < 2:
+        raise DataError(f"dataset '{spec.name}': training holds a single label ({names[int(train.labels[0])]!r}); "
+                        "a classifier needs at least two: loosen 'where'")
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,7 +11,7 @@ import pytest
 from flexharness import options as opts
 from flexharness.collect import SuiteFile
 from flexharness.gates import report_gates
-from flexharness.report import summary_lines, write_json
+from flexharness.report import summary_lines, write_json, write_report_dir
 from flexharness.session import Controller
 
 OPTIONS_KEY = pytest.StashKey[opts.Options]()
@@ -72,9 +72,14 @@ class ControllerHooks:
         return result
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        path = options_of(self.config).json_path
-        if path and self.controller.items:
-            write_json(path, self.controller.document())
+        options = options_of(self.config)
+        if not self.controller.items:
+            return
+        doc = self.controller.document()
+        if options.json_path:
+            write_json(options.json_path, doc)
+        if options.report_dir:
+            write_report_dir(options.report_dir, doc)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.controller.items:

@@ -59,3 +59,35 @@ def write_atomic(path: str | Path, write: Callable[[Any], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """A summary fit for a CI step summary: cases, aggregates, gates."""
+    out = ["# flexharness results", ""]
+    verdict = all(g["passed"] for g in doc["gates"])
+    out += [f"**{'PASSED' if verdict else 'FAILED'}**: {sum(g['passed'] for g in doc['gates'])} of "
+            f"{len(doc['gates'])} gates passed, {len(doc['cases'])} cases.", ""]
+    out += ["| case | model | metric | score | ± seed std | status |", "|---|---|---|---:|---:|---|"]
+    for c in doc["cases"]:
+        out.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
+                   f"{_fmt(c['seed_std'])} | {c['status']} |")
+    out += ["", "| suite | model | axis | n | P_avg | σ_P |", "|---|---|---|---:|---:|---:|"]
+    for a in doc["aggregates"]:
+        out.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
+                   f"{_fmt(a['sigma_p'])} |")
+    if doc["gates"]:
+        out += ["", "| gate | suite | model | verdict | detail |", "|---|---|---|---|---|"]
+        for g in doc["gates"]:
+            out.append(f"| {g['name']} | {g['suite']} | {model_label(g['model'])} | "
+                       f"{'pass' if g['passed'] else '**FAIL**'} | {g['message']} |")
+    return "\n".join(out) + "\n"
+
+
+def write_report_dir(directory: str | Path, doc: dict[str, Any]) -> list[Path]:
+    """Markdown summary and PNG plots; returns the files written."""
+    from flexharness.plots import write_plots
+
+    directory = Path(directory)
+    summary = directory / "summary.md"
+    write_atomic(summary, lambda handle: handle.write(markdown(doc)))
+    return [summary, *write_plots(doc, directory)]

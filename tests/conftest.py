@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+# Imported here, once, so that pytester's in-process runs find them in sys.modules: re-importing
+# datasets in a second run registers pyarrow extension types twice and fails.
+import datasets  # noqa: F401
+import pytest
+import torch  # noqa: F401
+import transformers  # noqa: F401
+
+from toy import build_tiny_bert, sentiment_rows, write_csv
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight BERT (~40k parameters) saved with its tokenizer."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", sentiment_rows(400))
+
+
+TRAIN = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0]}"
+
+
+@pytest.fixture
+def suite_text(tiny_model: Path, toy_csv: Path):
+    """Build suite YAML around the tiny model and toy data; callers add tasks and gates."""
+
+    def make(body: str, train: str = TRAIN) -> str:
+        return (f"suite: toy\nmodel: {tiny_model}\n{train}\n"
+                f"datasets:\n  reviews:\n    files: {{train: {toy_csv}}}\n    label: label\n{body}")
+
+    return make
