@@ -66,8 +66,15 @@ class ControllerHooks:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        # Gates are test results too: count them so that progress ends at 100 %. Under xdist the
+        # items are only known once the loop has run, so the count is added there.
+        counted = self.controller.items and not self.config.pluginmanager.hasplugin("dsession")
+        if counted:
+            session.testscollected += len(self.controller.compute_gates())
         result = yield
         if self.controller.items:
+            if not counted:
+                session.testscollected += len(self.controller.compute_gates())
             report_gates(self.config, self.controller)
         return result
 
