@@ -24,6 +24,11 @@ def _validate(args: argparse.Namespace) -> int:
         axes = sorted({c.axis for c in suite.cases})
         print(f"ok      {path}: suite '{suite.name}', {len(suite.cases)} cases ({', '.join(axes)}), "
               f"{len(items)} items per model")
+        for case in suite.cases:
+            scored = f"  -> {', '.join(case.scored_names)}" if len(case.scored_names) > 1 else ""
+            direction = "higher is better" if case.higher_is_better else "lower is better"
+            print(f"          {case.axis}/{case.name}: {case.metric} ({case.kind}, {direction}), "
+                  f"seeds {list(case.train.seeds)}{scored}")
     return 1 if failed else 0
 
 

@@ -28,7 +28,7 @@ def suite_models(suite: Suite, options: Options) -> tuple[str, ...]:
 
 
 def plan(path: Any, options: Options) -> tuple[Suite, list[Planned]]:
-    suite = load_suite(path, options.train_overrides())
+    suite = load_suite(path, options.train_overrides(), options.data_dir)
     return suite, expand(suite, suite_models(suite, options))
 
 

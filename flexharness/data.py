@@ -41,9 +41,16 @@ class Examples:
 @dataclass(frozen=True, eq=False)
 class Prepared:
     train: Examples
-    eval: Examples
-    label_names: tuple[str, ...] | None   # None for regression
-    eval_split: str
+    evals: tuple[tuple[str, Examples], ...]   # (split name, examples); the first is the case's own
+    label_names: tuple[str, ...] | None       # None for regression
+
+    @property
+    def eval(self) -> Examples:
+        return self.evals[0][1]
+
+    @property
+    def eval_split(self) -> str:
+        return self.evals[0][0]
 
     @property
     def num_labels(self) -> int:
@@ -62,12 +69,28 @@ def load_source(spec: DatasetSpec) -> Any:
             return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
         if spec.hub:
             hub = dict(spec.hub)
+            local = _mirrored(spec)
+            if local is not None:
+                return datasets.load_from_disk(str(local))
             return datasets.load_dataset(hub["path"], hub.get("name"), revision=hub.get("revision"))
         return _load_files(spec)
     except DataError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs one clear line
         raise DataError(_source_hint(spec, exc)) from None
+
+
+def mirror_path(spec: DatasetSpec) -> Path | None:
+    """Where ``--flex-data-dir`` would hold a hub dataset: DIR/PATH/NAME (NAME is 'default' without one)."""
+    if not spec.hub or not spec.hub_mirror:
+        return None
+    hub = dict(spec.hub)
+    return Path(spec.hub_mirror).expanduser() / hub["path"] / (hub.get("name") or "default")
+
+
+def _mirrored(spec: DatasetSpec) -> Path | None:
+    path = mirror_path(spec)
+    return path if path is not None and path.is_dir() else None
 
 
 def _load_files(spec: DatasetSpec) -> Any:
@@ -89,9 +112,10 @@ def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
     if spec.hub:
         hub = dict(spec.hub)
         return (f"dataset '{spec.name}': cannot load hub dataset '{hub['path']}'"
-                f"{' (' + hub['name'] + ')' if hub.get('name') else ''}: {reason}. Offline, download it once "
-                "elsewhere and set HF_DATASETS_OFFLINE=1 with a filled cache, or point the dataset at local "
-                "copies with 'files:' or a save_to_disk folder with 'disk:'")
+                f"{' (' + hub['name'] + ')' if hub.get('name') else ''}: {reason}. Offline: fill the datasets "
+                "cache once where the hub is reachable and set HF_DATASETS_OFFLINE=1, or save it with "
+                "save_to_disk() under --flex-data-dir DIR as DIR/PATH/NAME, or point the dataset at local "
+                "files with 'files:'")
     return f"dataset '{spec.name}': cannot read its data: {reason}"
 
 
@@ -104,21 +128,26 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
         raise DataError(f"dataset '{spec.name}': no split '{spec.train_split}' (has: {', '.join(source)}); "
                         "set 'train_split'")
     train_rows = _rows(spec, source[spec.train_split], where, spec.train_split)
-    eval_name = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in source and s != spec.train_split), None)
-    if spec.eval_split and spec.eval_split not in source:
-        raise DataError(f"dataset '{spec.name}': no split '{spec.eval_split}' (has: {', '.join(source)})")
+    missing = [split for split in spec.eval_splits if split not in source]
+    if missing:
+        raise DataError(f"dataset '{spec.name}': no split '{missing[0]}' (has: {', '.join(source)}); "
+                        "fix 'eval_split'")
+    eval_names = spec.eval_splits or tuple(
+        s for s in EVAL_SPLIT_NAMES if s in source and s != spec.train_split)[:1]
     label_names, encode = _label_map(spec, source[spec.train_split], train_rows[1], kind)
     train = Examples(train_rows[0], encode(train_rows[1], spec.train_split))
-    if eval_name:
-        texts, raw = _rows(spec, source[eval_name], where, eval_name)
-        evaluation = Examples(texts, encode(raw, eval_name))
-    else:
-        eval_name = f"held-out {spec.eval_fraction:g} of {spec.train_split}"
-        train, evaluation = _hold_out(train, spec.eval_fraction, kind)
+    evals = []
+    for name in eval_names:
+        texts, raw = _rows(spec, source[name], where, name)
+        evals.append((name, Examples(texts, encode(raw, name))))
+    if not evals:
+        train, held_out = _hold_out(train, spec.eval_fraction, kind)
+        evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
     train = _subsample(train, max_train, kind)
-    evaluation = _subsample(evaluation, max_eval, kind)
-    _check_sizes(spec, train, evaluation, label_names)
-    return Prepared(train, evaluation, label_names, eval_name)
+    evals = [(name, _subsample(examples, max_eval, kind)) for name, examples in evals]
+    for name, examples in evals:
+        _check_sizes(spec, train, examples, label_names, name)
+    return Prepared(train, tuple(evals), label_names)
 
 
 def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str) -> tuple[tuple, list]:
@@ -220,14 +249,15 @@ def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples,
     return examples.take(np.flatnonzero(train_mask)), examples.take(eval_idx)
 
 
-def _check_sizes(spec: DatasetSpec, train: Examples, evaluation: Examples, names: tuple[str, ...] | None) -> None:
+def _check_sizes(spec: DatasetSpec, train: Examples, evaluation: Examples, names: tuple[str, ...] | None,
+                 eval_name: str) -> None:
     """A case needs at least as many training rows as labels (two at least) and one eval row."""
     need = max(2, len(names) if names else 2)
     if len(train) < need:
         raise DataError(f"dataset '{spec.name}': only {len(train)} training examples after filtering "
                         f"(need at least {need}); loosen 'where' or add data")
     if len(evaluation) == 0:
-        raise DataError(f"dataset '{spec.name}': the evaluation split is empty after filtering; "
+        raise DataError(f"dataset '{spec.name}': the evaluation split '{eval_name}' is empty after filtering; "
                         "loosen 'where', raise 'eval_fraction' or name an 'eval_split'")
     if names and len(np.unique(train.labels)) < 2:
         raise DataError(f"dataset '{spec.name}': training holds a single label ({names[int(train.labels[0])]!r}); "

@@ -20,6 +20,7 @@ class Options:
     models: tuple[str, ...]
     json_path: str | None
     report_dir: str | None
+    data_dir: str | None
     seeds: tuple[int, ...] | None
     epochs: int | None
     max_train_samples: int | None
@@ -46,6 +47,8 @@ def add_options(parser: pytest.Parser) -> None:
                          "overrides the suite's 'model'")
     group.addoption("--flex-json", metavar="PATH", help="write the results JSON here")
     group.addoption("--flex-report-dir", metavar="DIR", help="write a Markdown summary and PNG plots here")
+    group.addoption("--flex-data-dir", metavar="DIR",
+                    help="local copies of hub datasets (DIR/PATH/NAME, made with save_to_disk), used before the hub")
     group.addoption("--flex-seeds", metavar="0,1,2", help="seeds for every case, overriding the suites")
     group.addoption("--flex-epochs", metavar="N", help="epochs for every case, overriding the suites")
     group.addoption("--flex-max-train-samples", metavar="N", help="cap on training examples per case")
@@ -54,7 +57,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="allow models whose code lives in their repository to run it (off by default)")
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "seeds", "epochs", "max_train_samples", "device"):
+    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device"):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
 
@@ -98,6 +101,7 @@ def parse(config: pytest.Config) -> Options:
         models=models,
         json_path=_value(config, "json") or None,
         report_dir=_value(config, "report_dir") or None,
+        data_dir=_value(config, "data_dir") or None,
         seeds=_seeds(_value(config, "seeds")),
         epochs=_positive_int(_value(config, "epochs"), "--flex-epochs"),
         max_train_samples=_positive_int(_value(config, "max_train_samples"), "--flex-max-train-samples"),

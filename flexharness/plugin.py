@@ -66,6 +66,8 @@ class ControllerHooks:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        if self.config.option.collectonly:
+            return (yield)
         # Gates are test results too: count them so that progress ends at 100 %. Under xdist the
         # items are only known once the loop has run, so the count is added there.
         counted = self.controller.items and not self.config.pluginmanager.hasplugin("dsession")
@@ -80,7 +82,7 @@ class ControllerHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         options = options_of(self.config)
-        if not self.controller.items:
+        if not self.controller.items or self.config.option.collectonly:
             return
         doc = self.controller.document()
         if options.json_path:
@@ -89,7 +91,7 @@ class ControllerHooks:
             write_report_dir(options.report_dir, doc)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.controller.items:
+        if not self.controller.items or self.config.option.collectonly:
             return
         terminalreporter.write_sep("=", "flexharness summary")
         for line in summary_lines(self.controller.document()):

@@ -20,7 +20,7 @@ def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trus
     """Tokenize a prepared dataset once per (data, tokenizer, max length), shared by seeds and cases."""
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     return (data_mod.encode(case_data.train, tokenizer, max_length),
-            data_mod.encode(case_data.eval, tokenizer, max_length))
+            tuple((name, data_mod.encode(examples, tokenizer, max_length)) for name, examples in case_data.evals))
 
 
 def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
@@ -29,7 +29,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     config = case.train
     prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
                                 config.max_eval_samples)
-    train_data, eval_data = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
+    train_data, eval_sets = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
     device = models.resolve_device(device_option)
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -40,16 +40,20 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     try:
         stats = train.fine_tune(model, train_data, config, seed, device, pad_id, regression, progress)
         eval_start = time.perf_counter()
-        predictions = train.predict(model, eval_data, config.eval_batch_size, device, pad_id, regression)
+        splits = {}
+        for name, eval_data in eval_sets:
+            predictions = train.predict(model, eval_data, config.eval_batch_size, device, pad_id, regression)
+            score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
+            splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
         eval_seconds = time.perf_counter() - eval_start
     finally:
         del model
         train.release_memory()
-    score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
+    first = splits[prepared.eval_split]
     return {
-        "score": score, "metrics": per_metric, "seed": seed, "device": device,
-        "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
-        "eval_split": prepared.eval_split, "num_labels": prepared.num_labels,
+        "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
+        "train_examples": len(prepared.train), "eval_examples": first["eval_examples"],
+        "eval_split": prepared.eval_split, "splits": splits, "num_labels": prepared.num_labels,
         "train_seconds": round(stats.seconds, 3), "eval_seconds": round(eval_seconds, 3),
         "setup_seconds": round(setup_seconds, 3), "steps": stats.steps, "final_loss": stats.final_loss,
         "train_tokens": stats.train_tokens,

@@ -90,10 +90,10 @@ class Controller:
         result = []
         for (file, model, _, _), states in groups.items():
             case = states[0].planned.case
-            seeds = {str(s.planned.seed): _finite((s.record or {}).get("score")) if s.status == "passed" else None
-                     for s in states}
-            result.append((file, agg.CaseScore(case.suite, model, case.axis, case.name,
-                                               case.higher_is_better, seeds), states))
+            for scored_name, split in zip(case.scored_names, case.dataset.eval_splits or (None,)):
+                seeds = {str(s.planned.seed): _split_score(s, split, len(case.scored_names) > 1) for s in states}
+                result.append((file, agg.CaseScore(case.suite, model, case.axis, scored_name,
+                                                   case.higher_is_better, seeds), states))
         return result
 
     def compute_gates(self) -> list[agg.GateResult]:
@@ -150,16 +150,26 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
     statuses = {s.status for s in states}
     status = "error" if "error" in statuses else "failed" if statuses - {"passed"} else "passed"
     records = [s.record for s in states if s.record]
+    split = case.name[len(planned.name) + 1:] if case.name != planned.name else None
+    split_records = [r["splits"][split] for r in records] if split else records
     return {
         "id": f"{file}::{case.axis}/{case.name}", "suite": case.suite, "model": case.model, "axis": case.axis,
         "name": case.name, "metric": planned.metric, "higher_is_better": METRICS[planned.metrics[0]].higher_is_better,
         "seeds": dict(case.seed_scores), "score": case.score, "seed_std": case.seed_std, "status": status,
         "cached": bool(records) and all(r.get("cached", False) for r in records),
         "items": {s.planned.name: s.status for s in states},
-        "metrics": _mean_metrics(records),
+        "metrics": _mean_metrics(split_records),
         "train_examples": records[0]["train_examples"] if records else None,
-        "eval_examples": records[0]["eval_examples"] if records else None,
+        "eval_examples": split_records[0]["eval_examples"] if records else None,
     }
+
+
+def _split_score(state: ItemState, split: str | None, per_split: bool) -> float | None:
+    """The item's score for one evaluation split (its only one unless the case has several)."""
+    if state.status != "passed" or not state.record:
+        return None
+    record = state.record["splits"][split] if per_split else state.record
+    return _finite(record.get("score"))
 
 
 def _finite(value: Any) -> float | None:

@@ -69,8 +69,9 @@ class DatasetSpec:
     label: str = "label"
     label_names: tuple[str, ...] | None = None
     train_split: str = "train"
-    eval_split: str | None = None
+    eval_splits: tuple[str, ...] = ()           # empty: found by name, or held out
     eval_fraction: float = 0.2
+    hub_mirror: str | None = None               # --flex-data-dir: local save_to_disk copies of hub datasets
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,12 @@ class Case:
     def metric(self) -> str:
         return "+".join(self.metrics)
 
+    @property
+    def scored_names(self) -> tuple[str, ...]:
+        """One scored case per evaluation split when the dataset names several (MNLI matched/mismatched)."""
+        splits = self.dataset.eval_splits
+        return tuple(f"{self.name}:{split}" for split in splits) if len(splits) > 1 else (self.name,)
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -110,14 +117,19 @@ class Suite:
     gates: Mapping[str, Any] = field(default_factory=dict)
 
 
-def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:
-    """Load, validate and expand one suite file; ``overrides`` are train keys from the command line."""
+def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub_mirror: str | None = None) -> Suite:
+    """Load, validate and expand one suite file.
+
+    ``overrides`` are train keys from the command line; ``hub_mirror`` is a folder of local copies of
+    hub datasets, looked up before the hub.
+    """
     path = Path(path)
     top = Reader(load_yaml(path), str(path))
     top.only(TOP_KEYS)
     name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
     defaults = _train(top.child("train"), TrainConfig())
-    datasets = _datasets(top.child("datasets"), path.parent)
+    datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub else spec
+                for key, spec in _datasets(top.child("datasets"), path.parent).items()}
     if not any(top.raw(axis) for axis in ("tasks", "domains", "compression")):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
     cases = _tasks(top, name, datasets, defaults)
@@ -191,7 +203,7 @@ def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
         name=name, files=files, hub=hub, disk=disk, base_dir=str(base_dir.resolve()), format=fmt,
         encoding=reader.typed("encoding", str), text=_text_columns(reader),
         label=reader.typed("label", str, "label"), label_names=label_names,
-        train_split=reader.typed("train_split", str, "train"), eval_split=reader.typed("eval_split", str),
+        train_split=reader.typed("train_split", str, "train"), eval_splits=reader.str_or_list("eval_split"),
         eval_fraction=reader.typed("eval_fraction", float, 0.2, check=open_fraction),
     )
 

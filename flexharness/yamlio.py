@@ -33,21 +33,24 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Located:
-    loader.flatten_mapping(node)
+    explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # '<<' merges come first; the explicit keys after them override them
+    first_explicit = len(node.value) - explicit
     mapping = Located()
     mapping.line = node.start_mark.line + 1
     mapping.key_lines = {}
-    for key_node, value_node in node.value:
+    explicit_keys: set[str] = set()
+    for position, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if not isinstance(key, (str, int, float, bool)):
             raise SuiteError(loader.path, line, None, f"mapping keys must be plain scalars, got {key!r}")
         key = str(key)
-        if key in mapping:
-            raise SuiteError(
-                loader.path, line, key,
-                f"duplicate key (first defined on line {mapping.key_lines[key]}); remove one of them",
-            )
+        if position >= first_explicit:
+            if key in explicit_keys:
+                raise SuiteError(loader.path, line, key,
+                                 f"duplicate key (first defined on line {mapping.key_lines[key]}); remove one of them")
+            explicit_keys.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = line
     return mapping

