@@ -89,7 +89,7 @@ def trainer_run(args, prepared, pad_to_max: bool) -> dict:
     model = models.fresh_model(args.model, prepared.num_labels, args.seed)
     training_args = TrainingArguments(
         output_dir=os.path.join(args.workdir, "trainer"), per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=128, learning_rate=args.lr, num_train_epochs=args.epochs, warmup_ratio=0.1,
+        per_device_eval_batch_size=128, learning_rate=args.lr, num_train_epochs=args.epochs, warmup_steps=0.1,
         weight_decay=0.01, max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     collator = default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer)
