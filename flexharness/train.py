@@ -114,6 +114,9 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     import torch
 
     seed_everything(seed)
+    if device == "cuda":  # TF32 for the fp32 parts that autocast leaves in fp32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     rng = np.random.default_rng(seed)
     model.to(device).train()
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
