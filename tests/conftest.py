@@ -23,7 +23,7 @@ def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", sentiment_rows(400))
 
 
-TRAIN = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0]}"
+TRAIN = "train: {epochs: 5, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0]}"
 
 
 @pytest.fixture
