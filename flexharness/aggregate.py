@@ -151,3 +151,18 @@ def case_min_gate(cases: list[CaseScore], threshold: float, suite: str, model: s
     return GateResult(name, True, value, threshold,
                       f"all {len(cases)} cases reach {threshold:g} (worst {value:.4f}): ok" if cases else "no cases",
                       suite, model)
+
+
+def suite_gates(cases: list[CaseScore], specs: Mapping[str, Mapping]) -> list[GateResult]:
+    """Axis gates and ``case_min`` of every (suite, model), from the suites' ``gates:`` specs."""
+    gates = []
+    for summary in aggregate(cases):
+        spec = specs.get(summary.suite, {}).get(summary.axis)
+        if spec:
+            gates.extend(axis_gates(summary, spec))
+    for suite, model in dict.fromkeys((c.suite, c.model) for c in cases):
+        threshold = specs.get(suite, {}).get("case_min")
+        if threshold is not None:
+            members = [c for c in cases if c.suite == suite and c.model == model]
+            gates.append(case_min_gate(members, threshold, suite, model))
+    return gates

@@ -3,11 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from flexharness.errors import SuiteError
+from flexharness.errors import FlexError, SuiteError
 from flexharness.suite import expand, load_suite
+
+
+class ResultsFileError(FlexError):
+    """A results file given on the command line cannot be read."""
+
+
+def _read_results(path: str) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ResultsFileError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list) or "aggregates" not in doc:
+        raise ResultsFileError(f"{path} is not a flexharness results file (write one with --flex-json)")
+    return doc
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Print a results file's summary; ``--markdown`` also writes it as Markdown."""
+    from flexharness.report import markdown, summary_lines, write_atomic
+
+    doc = _read_results(args.results)
+    print("\n".join(summary_lines(doc)))
+    if args.markdown:
+        write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Two results files side by side, B − A per case and per axis."""
+    from flexharness.compare import compare_lines, compare_markdown
+    from flexharness.report import write_atomic
+
+    a, b = _read_results(args.a), _read_results(args.b)
+    print("\n".join(compare_lines(a, b, (args.a, args.b))))
+    if args.markdown:
+        write_atomic(args.markdown, lambda handle: handle.write(compare_markdown(a, b, (args.a, args.b))))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Join shards into one results file; exit 1 when a recomputed gate fails, as the unsharded run would."""
+    from flexharness import baseline, merge
+    from flexharness.report import markdown, summary_lines, write_atomic, write_json
+
+    doc = merge.merge([(path, _read_results(path)) for path in args.shards])
+    write_json(args.output, doc)
+    if args.markdown:
+        write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
+    if args.junitxml:
+        merge.junit_xml(doc, args.junitxml)
+    if args.save_baseline:
+        write_json(args.save_baseline, baseline.make(doc))
+    print("\n".join(summary_lines(doc)))
+    failed = [c for c in doc["cases"] if c["status"] != "passed"] + [g for g in doc["gates"] if not g["passed"]]
+    return 1 if failed else 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -38,12 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check suite files without running them")
     validate.add_argument("paths", nargs="+", metavar="SUITE")
     validate.set_defaults(run=_validate)
+    report = commands.add_parser("report", help="print a results file's summary (and write it as Markdown)")
+    report.add_argument("results", metavar="RESULTS.json")
+    report.add_argument("--markdown", metavar="PATH", help="also write the summary as Markdown")
+    report.set_defaults(run=_report)
+    compare = commands.add_parser("compare", help="two results files side by side, with deltas")
+    compare.add_argument("a", metavar="A.json")
+    compare.add_argument("b", metavar="B.json")
+    compare.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown")
+    compare.set_defaults(run=_compare)
+    merge = commands.add_parser("merge", help="join shard results into one, aggregates and gates recomputed")
+    merge.add_argument("shards", nargs="+", metavar="SHARD.json")
+    merge.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the merged results file")
+    merge.add_argument("--markdown", metavar="PATH", help="also write the merged summary as Markdown")
+    merge.add_argument("--junitxml", metavar="PATH", help="also write cases and gates as JUnit XML")
+    merge.add_argument("--save-baseline", metavar="PATH", help="also write the merged scores as a baseline")
+    merge.set_defaults(run=_merge)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except FlexError as exc:
+        print(f"flexharness {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

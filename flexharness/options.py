@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 
+from flexharness.baseline import Tolerance, parse_tolerance
+from flexharness.scaleout import parse_shard
+
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PATTERN = "*.flex.yaml"
+DEFAULT_PROGRESS_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,12 @@ class Options:
     device: str
     trust_remote_code: bool
     patterns: tuple[str, ...]
+    baseline: str | None = None
+    save_baseline: str | None = None
+    tolerance: Tolerance | None = None
+    no_cache: bool = False
+    shard: tuple[int, int] | None = None
+    progress: float = DEFAULT_PROGRESS_S
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -55,11 +65,32 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--flex-device", metavar="auto|cpu|cuda", help="where to fine-tune (default: auto)")
     group.addoption("--flex-trust-remote-code", action="store_true", default=None,
                     help="allow models whose code lives in their repository to run it (off by default)")
+    add_ci_options(group)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device"):
+    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", *CI_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
+    parser.addini("flex_no_cache", "default for --flex-no-cache", type="bool", default=False)
+
+
+CI_OPTIONS = ("baseline", "save_baseline", "tolerance", "shard", "progress")
+
+
+def add_ci_options(group: Any) -> None:
+    """Regression gates, the result cache, sharding and progress (docs/ci.md)."""
+    group.addoption("--flex-baseline", metavar="PATH",
+                    help="add regression gates against this baseline (or results) JSON")
+    group.addoption("--flex-save-baseline", metavar="PATH", help="write this run's scores as a baseline JSON")
+    group.addoption("--flex-tolerance", metavar="abs:0.02|rel:0.05",
+                    help="regression tolerance, overriding the suites' gates.regression (default abs:0)")
+    group.addoption("--flex-no-cache", action="store_true", default=None,
+                    help="recompute every item instead of reusing the result cache (results are stored again)")
+    group.addoption("--flex-shard", metavar="K/N",
+                    help="run only shard K of N (balanced, deterministic); join the shards with flexharness merge")
+    group.addoption("--flex-progress", metavar="SECONDS",
+                    help=f"progress line interval when output is not a terminal (default {DEFAULT_PROGRESS_S:g}); "
+                         "0 turns progress off")
 
 
 def _value(config: pytest.Config, name: str) -> Any:
@@ -108,4 +139,31 @@ def parse(config: pytest.Config) -> Options:
         device=device,
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
+        **_ci_options(config),
     )
+
+
+def _ci_options(config: pytest.Config) -> dict[str, Any]:
+    values = {name: _value(config, name) or None for name in CI_OPTIONS}
+    if values["shard"] and values["save_baseline"]:
+        raise pytest.UsageError("--flex-save-baseline needs the whole suite: merge the shards with "
+                                "'flexharness merge ... -o merged.json' and use merged.json as the baseline")
+    try:
+        tolerance = parse_tolerance(values["tolerance"]) if values["tolerance"] else None
+        shard = parse_shard(values["shard"]) if values["shard"] else None
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return {"baseline": values["baseline"], "save_baseline": values["save_baseline"], "tolerance": tolerance,
+            "no_cache": bool(_value(config, "no_cache")), "shard": shard, "progress": _seconds(values["progress"])}
+
+
+def _seconds(text: Any) -> float:
+    if text is None:
+        return DEFAULT_PROGRESS_S
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise pytest.UsageError(f"--flex-progress: expected 0 or more seconds, got {text!r}")
+    return value

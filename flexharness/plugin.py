@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flexharness import baseline as base
 from flexharness import options as opts
-from flexharness.collect import SuiteFile
+from flexharness import scaleout
+from flexharness.collect import RESULT_PROPERTY, SuiteFile
 from flexharness.gates import report_gates
 from flexharness.report import summary_lines, write_json, write_report_dir
 from flexharness.session import Controller
@@ -35,7 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in AXIS_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
     config.stash[OPTIONS_KEY] = opts.parse(config)
-    if not hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        scaleout.pin_gpu(config.workerinput)  # before anything initialises CUDA in this worker
+    else:
         config.pluginmanager.register(ControllerHooks(config), "flexharness-controller")
 
 
@@ -46,12 +51,38 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m, so the shards split what will really run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = options_of(config).shard
+    if shard:
+        items[:], deselected = scaleout.select_shard(items, *shard)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
+    """``PASSED (cached)`` in verbose output for items reused from the result cache."""
+    if report.when == "call" and report.passed and _cached(report):
+        return "passed", ".", ("PASSED (cached)", {"green": True})
+    return None
+
+
+def _cached(report: pytest.TestReport) -> bool:
+    raw = dict(report.user_properties).get(RESULT_PROPERTY)
+    return bool(raw) and json.loads(raw).get("cached") is True
+
+
 class ControllerHooks:
     """Hooks of the main process (never an xdist worker): results in, gates and reports out."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.controller = Controller(config.rootpath, options_of(config))
+        options = options_of(config)
+        try:
+            baseline = base.load(options.baseline) if options.baseline else None
+        except base.BaselineError as exc:
+            raise pytest.UsageError(f"--flex-baseline: {exc}") from None
+        self.controller = Controller(config.rootpath, options, baseline=baseline)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.pluginmanager.hasplugin("dsession"):
@@ -82,11 +113,15 @@ class ControllerHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         options = options_of(self.config)
-        if not self.controller.items or self.config.option.collectonly:
+        if self.config.option.collectonly or (not self.controller.items and not options.shard):
             return
+        if not self.controller.items and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # a shard left empty by a wide CI matrix; merge checks the whole
         doc = self.controller.document()
         if options.json_path:
             write_json(options.json_path, doc)
+        if options.save_baseline:
+            write_json(options.save_baseline, base.make(doc))
         if options.report_dir:
             write_report_dir(options.report_dir, doc)
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from flexharness.compare import ranking_lines, ranking_markdown
 from flexharness.models import model_label
 
 
@@ -28,19 +29,37 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         std = "" if c["seed_std"] is None else f"± {c['seed_std']:.4f}"
         score = _fmt(c["score"]) if c["score"] is not None else c["status"].upper()
         lines.append(f"{c['axis'] + '/' + c['name']:<{width}}{model_label(c['model'])[:23]:<24}{c['metric'][:17]:<18}"
-                     f"{score:>8}  {std:<12}{seeds:>7}")
+                     f"{score:>8}  {std:<12}{seeds:>7}{'  cached' if c.get('cached') else ''}")
     lines.append("")
     lines.append(f"{'suite':<20}{'model':<24}{'axis':<13}{'n':>4}{'P_avg':>9}{'σ_P':>9}{'seed std':>10}")
     for a in doc["aggregates"]:
         note = f"  ({a['missing']} without score)" if a["missing"] else ""
         lines.append(f"{a['suite'][:19]:<20}{model_label(a['model'])[:23]:<24}{a['axis']:<13}{a['n']:>4}"
                      f"{_fmt(a['p_avg']):>9}{_fmt(a['sigma_p']):>9}{_fmt(a['mean_seed_std']):>10}{note}")
+    lines += ranking_lines(doc)
     if doc["gates"]:
         lines.append("")
         for g in doc["gates"]:
             lines.append(f"{'PASS' if g['passed'] else 'FAIL'}  {g['suite']} [{model_label(g['model'])}] "
                          f"{g['name']}: {g['message']}")
-    return lines
+    notes = run_notes(doc)
+    return lines + ([""] + notes if notes else [])
+
+
+def run_notes(doc: dict[str, Any]) -> list[str]:
+    """How the run was made: reused cache records, the shard it covers, the files it was merged from."""
+    notes = []
+    total = sum(len(c.get("items", {})) for c in doc["cases"])
+    cached = sum(c.get("cached_items", 0) for c in doc["cases"])
+    if cached:
+        notes.append(f"{cached} of {total} items reused from the result cache "
+                     "(--flex-no-cache or --cache-clear recomputes them)")
+    if doc.get("shard"):
+        notes.append(f"shard {doc['shard']['index']}/{doc['shard']['count']}: {len(doc['cases'])} cases; "
+                     "gates are decided by 'flexharness merge' over all shards")
+    if doc.get("merged_from"):
+        notes.append(f"merged from {len(doc['merged_from'])} results files")
+    return notes
 
 
 def write_json(path: str | Path, doc: dict[str, Any]) -> None:
@@ -75,12 +94,14 @@ def markdown(doc: dict[str, Any]) -> str:
     for a in doc["aggregates"]:
         out.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
                    f"{_fmt(a['sigma_p'])} |")
+    out += ranking_markdown(doc)
     if doc["gates"]:
         out += ["", "| gate | suite | model | verdict | detail |", "|---|---|---|---|---|"]
         for g in doc["gates"]:
             out.append(f"| {g['name']} | {g['suite']} | {model_label(g['model'])} | "
                        f"{'pass' if g['passed'] else '**FAIL**'} | {g['message']} |")
-    return "\n".join(out) + "\n"
+    notes = run_notes(doc)
+    return "\n".join(out + ([""] + [f"_{n}_" for n in notes] if notes else [])) + "\n"
 
 
 def write_report_dir(directory: str | Path, doc: dict[str, Any]) -> list[Path]:

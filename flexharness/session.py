@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from flexharness import aggregate as agg
-from flexharness.collect import RESULT_PROPERTY, plan
+from flexharness.baseline import Baseline, current_run, regression_gates, to_json, tolerance_of
+from flexharness.cache import case_fingerprint, suite_fingerprint
+from flexharness.collect import RESULT_PROPERTY, plan, suite_models
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
 from flexharness.options import Options
@@ -45,6 +47,7 @@ class Controller:
     options: Options
     items: dict[str, ItemState] = field(default_factory=dict)
     gates: list[agg.GateResult] = field(default_factory=list)
+    baseline: Baseline | None = None
     _plans: dict[str, dict[str, tuple[Suite, Planned]]] = field(default_factory=dict)
 
     def expect(self, nodeids: Iterable[str]) -> None:
@@ -97,21 +100,28 @@ class Controller:
         return result
 
     def compute_gates(self) -> list[agg.GateResult]:
-        cases = self.case_scores()
-        aggregates = agg.aggregate(c for _, c, _ in cases)
-        suites = {c.suite: states[0].suite for _, c, states in cases}
-        gates = []
-        for summary in aggregates:
-            spec = suites[summary.suite].gates.get(summary.axis)
-            if spec:
-                gates.extend(agg.axis_gates(summary, spec))
-        for (suite_name, model) in dict.fromkeys((c.suite, c.model) for _, c, _ in cases):
-            threshold = suites[suite_name].gates.get("case_min")
-            if threshold is not None:
-                members = [c for _, c, _ in cases if c.suite == suite_name and c.model == model]
-                gates.append(agg.case_min_gate(members, threshold, suite_name, model))
+        """A shard holds part of each axis: its gates are decided by ``flexharness merge``, not here."""
+        if self.options.shard:
+            return []
+        cases = [c for _, c, _ in self.case_scores()]
+        gates = agg.suite_gates(cases, self.gate_specs())
+        if self.baseline:
+            gates += regression_gates(cases, self.baseline, current_run(self.document()))
         self.gates = gates
         return gates
+
+    def suites(self) -> dict[str, tuple[str, Suite]]:
+        return {s.suite.name: (s.file, s.suite) for s in self.items.values()}
+
+    def gate_specs(self) -> dict[str, dict[str, Any]]:
+        """Each suite's gates, the regression tolerance resolved (the command line wins over the suite)."""
+        specs = {}
+        for name, (_, suite) in self.suites().items():
+            specs[name] = dict(suite.gates)
+            if self.baseline:
+                specs[name]["regression"] = tolerance_of(suite.gates.get("regression"),
+                                                         self.options.tolerance).to_json()
+        return specs
 
     def suite_file(self, suite_name: str) -> str:
         return next(s.file for s in self.items.values() if s.suite.name == suite_name)
@@ -131,7 +141,19 @@ class Controller:
                             "higher_is_better": a.higher_is_better} for a in aggregates],
             "gates": [{"name": g.name, "suite": g.suite, "model": g.model, "passed": g.passed, "value": g.value,
                        "threshold": g.threshold, "message": g.message} for g in self.gates],
+            **self._run_json(),
         }
+
+    def _run_json(self) -> dict[str, Any]:
+        """What a merge needs to redo aggregates and gates: suites with gate specs, the baseline, the shard."""
+        specs = self.gate_specs()
+        suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
+                   "cases": [f"{c.axis}/{c.name}" for c in suite.cases],
+                   "models": list(suite_models(suite, self.options)), "gates": specs[name]}
+                  for name, (file, suite) in self.suites().items()]
+        shard = self.options.shard
+        return {"suites": suites, "baseline": to_json(self.baseline) if self.baseline else None,
+                "shard": {"index": shard[0], "count": shard[1]} if shard else None}
 
     def _environment(self) -> dict[str, Any]:
         versions = {}
@@ -157,6 +179,9 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "name": case.name, "metric": planned.metric, "higher_is_better": METRICS[planned.metrics[0]].higher_is_better,
         "seeds": dict(case.seed_scores), "score": case.score, "seed_std": case.seed_std, "status": status,
         "cached": bool(records) and all(r.get("cached", False) for r in records),
+        "cached_items": sum(1 for r in records if r.get("cached")),
+        "fingerprint": case_fingerprint(planned),
+        "model_fingerprint": records[0].get("model_fingerprint") if records else None,
         "items": {s.planned.name: s.status for s in states},
         "metrics": _mean_metrics(split_records),
         "train_examples": records[0]["train_examples"] if records else None,

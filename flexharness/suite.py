@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from flexharness.baseline import read_tolerance
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
 from flexharness.resources import is_pkg, resolve_pkg
@@ -300,8 +301,10 @@ def _filters(reader: Reader) -> tuple[Filter, ...]:
 
 
 def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
-    reader.only(("tasks", "domains", "compression", "case_min"))
+    reader.only(("tasks", "domains", "compression", "case_min", "regression"))
     gates: dict[str, Any] = {}
+    if reader.has("regression"):
+        gates["regression"] = read_tolerance(reader.child("regression"))
     for axis in ("tasks", "domains", "compression"):
         if reader.has(axis):
             gates[axis] = _axis_gates(reader.child(axis))

@@ -122,7 +122,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
     labels = torch.from_numpy(data.labels)
-    step, start, loss_value = 0, time.perf_counter(), float("nan")
+    step, seen, start, loss_value = 0, 0, time.perf_counter(), float("nan")
     for epoch in range(config.epochs):
         for indices in batch_order(data.lengths, config.batch_size, rng, config.group_by_length):
             batch = collate(data, indices, pad_id, device)
@@ -140,9 +140,10 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            seen += len(indices)
             if progress:
-                progress({"epoch": epoch + 1, "step": step, "loss": loss_value,
-                          "seconds": time.perf_counter() - start})
+                progress({"epoch": epoch + 1, "step": step, "loss": loss_value, "seconds": time.perf_counter() - start,
+                          "epochs": config.epochs, "total_steps": steps_per_epoch * config.epochs, "examples": seen})
     return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value)
 
 

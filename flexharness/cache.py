@@ -1,0 +1,183 @@
+"""The result cache: each finished (model, case, seed) record is kept and reused on a rerun.
+
+Records live as one JSON file each under pytest's cache directory
+(``.pytest_cache/d/flexharness-results``), so ``--cache-clear`` empties it
+and a CI cache step can carry it between runs. A file is written to a
+temporary name and renamed into place, so a run killed at any moment leaves
+either the whole record or none: a rerun recomputes only what had not
+finished. The key hashes everything that decides a record; anything else (a
+case's line in the file, the other seeds of the case) is left out, so that
+editing one case reruns that case only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pytest
+
+from flexharness import models
+from flexharness.report import write_atomic
+from flexharness.resources import resolve_path
+from flexharness.suite import Case, DatasetSpec, Planned
+
+RESULTS_DIR = "flexharness-results"
+VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
+_CHUNK = 1 << 20
+
+
+def digest(value: Any) -> str:
+    """sha256 of the canonical JSON of ``value`` (sorted keys, tuples as lists)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_case(case: Case) -> dict[str, Any]:
+    """The case's dataclass fields, without those that cannot change a record (line, seed list)."""
+    fields = dataclasses.asdict(case)
+    fields.pop("line")
+    fields["train"].pop("seeds")
+    return fields
+
+
+def case_fingerprint(case: Case) -> str:
+    return digest(canonical_case(case))[:16]
+
+
+def suite_fingerprint(cases: Iterable[Case]) -> str:
+    """One value per suite version: changes when any case's configuration changes."""
+    return digest(sorted(f"{c.axis}/{c.name}:{case_fingerprint(c)}" for c in cases))[:16]
+
+
+def path_fingerprint(path: Path) -> str:
+    """Content hash of a file or of every file under a folder (names, sizes, bytes).
+
+    Contents rather than modification times: a fresh CI checkout or a copied
+    model has new mtimes but the same weights. The stat listing is only the
+    memo key of this process, so a file rewritten in place is hashed again.
+    """
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+    listing = tuple((str(p.relative_to(path)) if p != path else p.name, *_stat(p)) for p in files)
+    return _content_digest(str(path), listing)
+
+
+def _stat(file: Path) -> tuple[int, int, int]:
+    """Size, mtime and ctime: a rewrite changes the ctime even when size and mtime are put back."""
+    stat = file.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _hidden(file: Path, root: Path) -> bool:
+    return any(part.startswith(".") or part == "__pycache__" for part in file.relative_to(root).parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(root: str, listing: tuple[tuple[str, int, int, int], ...]) -> str:
+    total = hashlib.sha256()
+    base = Path(root)
+    for name, size, _, _ in listing:
+        file = base if base.is_file() else base / name
+        content = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(_CHUNK), b""):
+                content.update(block)
+        total.update(f"{name}\0{size}\0{content.hexdigest()}\n".encode())
+    return total.hexdigest()
+
+
+def model_identity(ref: str) -> dict[str, Any] | None:
+    """Local folders (and pkg://) by their files' contents; hub ids by id and the commit in the local hub cache.
+
+    None when a hub model is not downloaded yet: there is nothing to look up,
+    and the record is stored under the commit that the run downloads.
+    """
+    location = models.resolve_model(ref)
+    if Path(location).is_dir():
+        return {"files": path_fingerprint(Path(location))}
+    revision = _hub_revision(location)
+    return {"hub": location, "revision": revision} if revision else None
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def data_identity(spec: DatasetSpec) -> list[str] | None:
+    """Content hashes of a dataset's local files; None when one is missing (the case will say why)."""
+    refs = [ref for _, ref in spec.files] + ([spec.disk] if spec.disk else [])
+    try:
+        return [path_fingerprint(resolve_path(ref, Path(spec.base_dir))) for ref in refs]
+    except (FileNotFoundError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def result_key(planned: Planned, device: str) -> tuple[str | None, str | None]:
+    """(record key, model fingerprint); the key is None when something it needs cannot be known yet."""
+    model = model_identity(planned.model)
+    model_print = digest(model)[:16] if model else None
+    data = data_identity(planned.case.dataset)
+    if model is None or data is None:
+        return None, model_print
+    parts = {"case": canonical_case(planned.case), "data": data, "model": model, "seed": planned.seed,
+             "device": device, "versions": library_versions()}
+    return digest(parts), model_print
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultCache:
+    """One JSON file per record; ``reuse`` is False under ``--flex-no-cache`` (recompute, then refresh)."""
+
+    directory: Path
+    reuse: bool
+
+    @classmethod
+    def of(cls, config: pytest.Config, reuse: bool) -> "ResultCache | None":
+        cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
+        return cls(cache.mkdir(RESULTS_DIR), reuse) if cache is not None else None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            entry = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return entry.get("record") if isinstance(entry, dict) else None
+
+    def put(self, key: str, nodeid: str, record: dict[str, Any]) -> None:
+        entry = {"key": key, "nodeid": nodeid, "record": record}
+        write_atomic(self.directory / f"{key}.json", lambda handle: json.dump(entry, handle, sort_keys=True))
+
+
+def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device: str,
+               compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The stored record when there is one (``cached: true``), else a fresh one, stored before returning."""
+    key, model_print = result_key(planned, device)
+    if store and store.reuse and key:
+        hit = store.get(key)
+        if hit is not None:
+            return {**hit, "cached": True}
+    record = {**compute(), "cached": False, "model_fingerprint": model_print}
+    if key is None:  # a hub model is in the local hub cache now
+        key, record["model_fingerprint"] = result_key(planned, device)
+    if store and key:
+        store.put(key, nodeid, record)
+    return record

@@ -1,0 +1,148 @@
+"""Reading results side by side: models ranked per axis, and two runs compared case by case.
+
+Plain functions of results documents (the ``--flex-json`` contract), shared by
+the terminal summary, the Markdown report and the ``flexharness`` command.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flexharness.models import model_label
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def ranking(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per (suite, axis) evaluated with several models: the models from best to worst P_avg.
+
+    Best honours the metric's direction; a model whose P_avg is incomplete is
+    listed last, without a rank.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for a in doc["aggregates"]:
+        groups.setdefault((a["suite"], a["axis"]), []).append(a)
+    result = []
+    for (suite, axis), rows in groups.items():
+        if len(rows) < 2:
+            continue
+        sign = -1.0 if rows[0].get("higher_is_better", True) else 1.0
+        ordered = sorted(rows, key=lambda a: (a["p_avg"] is None, sign * (a["p_avg"] or 0.0)))
+        result.append({"suite": suite, "axis": axis, "models": [
+            {"rank": i + 1 if a["p_avg"] is not None else None, "model": a["model"], "p_avg": a["p_avg"],
+             "sigma_p": a["sigma_p"], "n": a["n"], "missing": a.get("missing", 0)} for i, a in enumerate(ordered)]})
+    return result
+
+
+def ranking_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for group in ranking(doc):
+        lines += ["", f"ranking: {group['suite']} / {group['axis']} (by P_avg, σ_P beside it)"]
+        for row in group["models"]:
+            rank = f"{row['rank']}." if row["rank"] else "-"
+            note = f"  ({row['missing']} of {row['n']} cases without score)" if row["missing"] else ""
+            lines.append(f"  {rank:<4}{model_label(row['model'])[:30]:<32}P_avg {_fmt(row['p_avg'])}  "
+                         f"σ_P {_fmt(row['sigma_p'])}{note}")
+    return lines
+
+
+def ranking_markdown(doc: Mapping[str, Any]) -> list[str]:
+    out = []
+    for group in ranking(doc):
+        out += ["", f"### Ranking: {group['suite']} / {group['axis']}", "",
+                "| rank | model | P_avg | σ_P | cases |", "|---:|---|---:|---:|---:|"]
+        for row in group["models"]:
+            out.append(f"| {row['rank'] or '-'} | {model_label(row['model'])} | {_fmt(row['p_avg'])} | "
+                       f"{_fmt(row['sigma_p'])} | {row['n'] - row['missing']}/{row['n']} |")
+    return out
+
+
+def _single_model(doc: Mapping[str, Any]) -> bool:
+    models: dict[str, set[str]] = {}
+    for case in doc["cases"]:
+        models.setdefault(case["suite"], set()).add(case["model"])
+    return all(len(found) <= 1 for found in models.values())
+
+
+def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Cases and aggregates of two runs matched up, with B − A and whether B is better.
+
+    Rows match on suite, axis and case name, and on the model too unless each
+    run evaluated one model per suite (then comparing two models is the point).
+    """
+    by_model = not (_single_model(a) and _single_model(b))
+
+    def key(row: Mapping[str, Any], name: str) -> tuple:
+        return (row["suite"], row["model"] if by_model else "", row["axis"], row.get(name, ""))
+
+    return {"cases": _pair(a["cases"], b["cases"], lambda r: key(r, "name"), "score"),
+            "aggregates": _pair(a["aggregates"], b["aggregates"], lambda r: key(r, "axis"), "p_avg")}
+
+
+def _pair(left: list, right: list, key: Any, field: str) -> list[dict[str, Any]]:
+    rows: dict[tuple, dict[str, Any]] = {}
+    for side, entries in (("a", left), ("b", right)):
+        for entry in entries:
+            row = rows.setdefault(key(entry), {"suite": entry["suite"], "axis": entry["axis"],
+                                               "name": entry.get("name", "P_avg"), "a": None, "b": None,
+                                               "higher_is_better": entry.get("higher_is_better", True)})
+            row[side] = entry.get(field)
+            row[f"model_{side}"] = entry["model"]
+    for row in rows.values():
+        row["delta"] = row["b"] - row["a"] if row["a"] is not None and row["b"] is not None else None
+        row["verdict"] = _verdict(row)
+    return list(rows.values())
+
+
+def _verdict(row: Mapping[str, Any]) -> str:
+    if "model_a" not in row:
+        return "only in B"
+    if "model_b" not in row:
+        return "only in A"
+    if row["delta"] is None:
+        return "no score"
+    if row["delta"] == 0:
+        return "same"
+    return "better" if (row["delta"] > 0) == row["higher_is_better"] else "worse"
+
+
+def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
+    result = compare(a, b)
+    width = max([len(f"{r['axis']}/{r['name']}") for r in result["cases"]] + [10]) + 2
+    lines = [f"A = {names[0]}", f"B = {names[1]}", "",
+             f"{'case':<{width}}{'A':>9}{'B':>9}{'B - A':>10}  verdict"]
+    for rows in (result["cases"], result["aggregates"]):
+        for r in rows:
+            lines.append(f"{r['axis'] + '/' + r['name']:<{width}}{_fmt(r['a']):>9}{_fmt(r['b']):>9}"
+                         f"{_fmt(r['delta'], signed=True):>10}  {r['verdict']}")
+        lines.append("")
+    lines += _gate_changes(a, b)
+    return lines
+
+
+def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> str:
+    result = compare(a, b)
+    out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`", "",
+           "| case | A | B | B − A | verdict |", "|---|---:|---:|---:|---|"]
+    for r in result["cases"] + result["aggregates"]:
+        verdict = f"**{r['verdict']}**" if r["verdict"] == "worse" else r["verdict"]
+        out.append(f"| {r['axis']}/{r['name']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['delta'], True)} | "
+                   f"{verdict} |")
+    changes = _gate_changes(a, b)
+    return "\n".join(out + ([""] + [f"- {line}" for line in changes] if changes else [])) + "\n"
+
+
+def _gate_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Gates whose verdict differs between the runs (matched on name and suite)."""
+    before = {(g["suite"], g["name"]): g["passed"] for g in a.get("gates", [])}
+    changes = []
+    for g in b.get("gates", []):
+        old = before.get((g["suite"], g["name"]))
+        if old is not None and old != g["passed"]:
+            changes.append(f"gate {g['suite']} {g['name']}: {'pass' if old else 'FAIL'} -> "
+                           f"{'pass' if g['passed'] else 'FAIL'}")
+    return changes

@@ -1,0 +1,181 @@
+"""Joining results files (shards, or runs split by seed) into one run, with its verdict recomputed.
+
+Aggregates and gates are recomputed from the per-seed scores with the same
+pure functions a pytest run uses (``aggregate.suite_gates``,
+``baseline.regression_gates``), from the gate specs and the baseline that
+every results file carries, so N merged shards decide exactly what one
+unsharded run decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from flexharness import aggregate as agg
+from flexharness import baseline as base
+from flexharness.errors import FlexError
+from flexharness.models import model_label
+from flexharness.session import RESULTS_VERSION
+
+_STATUS_ORDER = ("passed", "skipped", "not run", "failed", "error")
+
+
+class MergeError(FlexError):
+    """The files cannot be joined into one run (missing shard, different suites, conflicting seeds)."""
+
+
+def case_scores(doc: Mapping[str, Any]) -> list[agg.CaseScore]:
+    return [agg.CaseScore(c["suite"], c["model"], c["axis"], c["name"], c["higher_is_better"], c["seeds"])
+            for c in doc["cases"]]
+
+
+def recompute(doc: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``aggregates`` and ``gates`` of ``doc`` from its cases, suites' gate specs and baseline."""
+    scores = case_scores(doc)
+    doc["aggregates"] = [dataclasses.asdict(a) for a in agg.aggregate(scores)]
+    gates = agg.suite_gates(scores, {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []})
+    if doc.get("baseline"):
+        reference = base.parse(doc["baseline"], doc["baseline"].get("path", "baseline"))
+        gates += base.regression_gates(scores, reference, base.current_run(doc))
+    doc["gates"] = [{k: v for k, v in dataclasses.asdict(g).items() if k != "extra"} for g in gates]
+    return doc
+
+
+def merge(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One results document from ``(name, document)`` pairs."""
+    if not docs:
+        raise MergeError("nothing to merge")
+    for name, doc in docs:
+        if not isinstance(doc, dict) or doc.get("version") != RESULTS_VERSION or "cases" not in doc:
+            raise MergeError(f"{name}: not a flexharness results file of version {RESULTS_VERSION}")
+    _check_shards(docs)
+    if not any(doc["cases"] for _, doc in docs):
+        raise MergeError("the files hold no cases: did the runs collect the suite files?")
+    suites = _merge_suites(docs)
+    baselines = {repr(doc.get("baseline")) for _, doc in docs}
+    if len(baselines) > 1:
+        raise MergeError("the files were gated against different baselines (--flex-baseline); rerun with one")
+    first = docs[0][1]
+    environment = dict(first.get("environment") or {})
+    environment["devices"] = sorted({d for _, doc in docs for d in (doc.get("environment") or {}).get("devices", [])})
+    merged = {
+        "version": RESULTS_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment,
+        "cases": _merge_cases(docs, suites),
+        "transfer": [t for _, doc in docs for t in doc.get("transfer", [])],
+        "aggregates": [], "gates": [],
+        "suites": suites, "baseline": first.get("baseline"), "shard": None,
+        "merged_from": [name for name, _ in docs],
+    }
+    return recompute(merged)
+
+
+def _check_shards(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    shards = [(name, doc.get("shard")) for name, doc in docs]
+    if not any(shard for _, shard in shards):
+        return
+    plain = [name for name, shard in shards if not shard]
+    if plain:
+        raise MergeError(f"sharded and unsharded results cannot be mixed: {', '.join(plain)} ran without --flex-shard")
+    counts = {shard["count"] for _, shard in shards}
+    if len(counts) > 1:
+        raise MergeError(f"the shards were cut differently (N = {', '.join(map(str, sorted(counts)))})")
+    count = counts.pop()
+    seen: dict[int, str] = {}
+    for name, shard in shards:
+        if shard["index"] in seen:
+            raise MergeError(f"shard {shard['index']}/{count} given twice: {seen[shard['index']]} and {name}")
+        seen[shard["index"]] = name
+    missing = sorted(set(range(1, count + 1)) - set(seen))
+    if missing:
+        raise MergeError(f"missing shard{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(f'{k}/{count}' for k in missing)}: the merged run would lack its cases")
+
+
+def _merge_suites(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    suites: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, doc in docs:
+        for suite in doc.get("suites") or []:
+            if suite["name"] not in suites:
+                suites[suite["name"]] = (name, dict(suite))
+                continue
+            other, known = suites[suite["name"]]
+            for key in ("fingerprint", "gates", "cases"):
+                if known.get(key) != suite.get(key):
+                    raise MergeError(f"suite '{suite['name']}' differs between {other} and {name} ({key}): "
+                                     "every shard must run the same suite files with the same options")
+            known["models"] = list(dict.fromkeys(known.get("models", []) + suite.get("models", [])))
+    return sorted((s for _, s in suites.values()), key=lambda s: s.get("file", ""))
+
+
+def _merge_cases(docs: Sequence[tuple[str, Mapping[str, Any]]], suites: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    joined: dict[tuple, tuple[str, dict[str, Any]]] = {}
+    for name, doc in docs:
+        for case in doc["cases"]:
+            key = (case["suite"], case["model"], case["axis"], case["name"])
+            if key in joined:
+                joined[key] = (name, _join_case(joined[key], (name, case)))
+            else:
+                joined[key] = (name, dict(case))
+    order = {s["name"]: (i, s.get("models", []), s.get("cases", [])) for i, s in enumerate(suites)}
+
+    def position(key: tuple) -> tuple:
+        suite, model, axis, case = key
+        index, models, cases = order.get(suite, (len(order), [], []))
+        return (index, suite, _index(models, model), model, _index(cases, f"{axis}/{case}"))
+
+    return [joined[key][1] for key in sorted(joined, key=position)]
+
+
+def _index(values: list[str], value: str) -> int:
+    return values.index(value) if value in values else len(values)
+
+
+def _join_case(first: tuple[str, dict[str, Any]], second: tuple[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The same case from two files with disjoint seeds (runs split by --flex-seeds)."""
+    (name_a, a), (name_b, b) = first, second
+    overlap = set(a["seeds"]) & set(b["seeds"])
+    if overlap:
+        raise MergeError(f"case {a['id']} ({model_label(a['model'])}) has seed {sorted(overlap)[0]} in both "
+                         f"{name_a} and {name_b}: the files overlap")
+    weights = [sum(v is not None for v in c["seeds"].values()) for c in (a, b)]
+    total = sum(weights) or 1
+    score = agg.CaseScore(a["suite"], a["model"], a["axis"], a["name"], a["higher_is_better"],
+                          {**a["seeds"], **b["seeds"]})
+    metrics = {m: (a["metrics"][m] * weights[0] + b["metrics"][m] * weights[1]) / total
+               for m in a.get("metrics", {}) if m in b.get("metrics", {})}
+    return {**a, "seeds": dict(score.seed_scores), "score": score.score, "seed_std": score.seed_std,
+            "status": max(a["status"], b["status"], key=_status_rank), "cached": a["cached"] and b["cached"],
+            "cached_items": a.get("cached_items", 0) + b.get("cached_items", 0),
+            "items": {**a.get("items", {}), **b.get("items", {})}, "metrics": metrics}
+
+
+def _status_rank(status: str) -> int:
+    return _STATUS_ORDER.index(status) if status in _STATUS_ORDER else len(_STATUS_ORDER)
+
+
+def junit_xml(doc: Mapping[str, Any], path: str | Path) -> None:
+    """Cases and gates of a merged run as JUnit testcases: the CI verdict of a sharded run."""
+    files = {s["name"]: s.get("file", s["name"]) for s in doc.get("suites") or []}
+    several = {s["name"] for s in doc.get("suites") or [] if len(s.get("models", [])) > 1}
+    root = ET.Element("testsuite", name="flexharness")
+    for c in doc["cases"]:
+        suffix = f"[{model_label(c['model'])}]" if c["suite"] in several else ""
+        case = ET.SubElement(root, "testcase", classname=files.get(c["suite"], c["suite"]),
+                             name=f"{c['axis']}/{c['name']}{suffix}")
+        if c["status"] != "passed":
+            ET.SubElement(case, "failure", message=f"status {c['status']}")
+    for g in doc["gates"]:
+        suffix = f"[{model_label(g['model'])}]" if g["suite"] in several else ""
+        case = ET.SubElement(root, "testcase", classname=files.get(g["suite"], g["suite"]),
+                             name=f"gates/{g['name']}{suffix}")
+        if not g["passed"]:
+            ET.SubElement(case, "failure", message=g["message"])
+    root.set("tests", str(len(root)))
+    root.set("failures", str(sum(1 for tc in root if tc.find("failure") is not None)))
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,127 @@
+"""The result cache: reruns reuse finished records, changes rerun only what they touch, a kill loses little."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flexharness.cache import RESULTS_DIR, canonical_case, model_identity, path_fingerprint
+from flexharness.suite import load_suite
+
+FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
+        "max_train_samples: 64, max_eval_samples: 64}")
+TWO = """tasks:
+  - {name: polarity, dataset: reviews, metric: accuracy}
+  - {name: polarity_f1, dataset: reviews, metric: [f1, accuracy]}
+"""
+
+
+def _doc(pytester: pytest.Pytester, name: str) -> dict:
+    return json.loads((pytester.path / name).read_text())
+
+
+def _scores(doc: dict) -> dict[str, dict]:
+    return {c["name"]: c["seeds"] for c in doc["cases"]}
+
+
+def _cached(doc: dict) -> dict[str, bool]:
+    return {c["name"]: c["cached"] for c in doc["cases"]}
+
+
+def test_rerun_reuses_records_and_a_changed_key_reruns_only_its_case(pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(TWO, train=FAST))
+    pytester.runpytest("--flex-json=first.json").assert_outcomes(passed=2)
+    second = pytester.runpytest("--flex-json=second.json", "-v")
+    second.assert_outcomes(passed=2)
+    second.stdout.fnmatch_lines(["*tasks/polarity[[]seed0] PASSED (cached)*",
+                                 "2 of 2 items reused from the result cache*"])
+    first, again = _doc(pytester, "first.json"), _doc(pytester, "second.json")
+    assert _cached(first) == {"polarity": False, "polarity_f1": False}
+    assert _cached(again) == {"polarity": True, "polarity_f1": True}
+    assert _scores(again) == _scores(first)
+
+    changed = TWO.replace("metric: [f1, accuracy]}", "metric: [f1, accuracy], train: {learning_rate: 1.0e-3}}")
+    pytester.makefile(".flex.yaml", toy=suite_text(changed, train=FAST))
+    pytester.runpytest("--flex-json=third.json").assert_outcomes(passed=2)
+    assert _cached(_doc(pytester, "third.json")) == {"polarity": True, "polarity_f1": False}
+
+    fresh = pytester.runpytest("--flex-no-cache", "--flex-json=fresh.json")
+    fresh.assert_outcomes(passed=2)
+    assert "reused from the result cache" not in fresh.stdout.str()
+    assert _cached(_doc(pytester, "fresh.json")) == {"polarity": False, "polarity_f1": False}
+    assert _scores(_doc(pytester, "fresh.json")) == _scores(_doc(pytester, "third.json"))
+
+    cleared = pytester.runpytest("--cache-clear", "--flex-json=cleared.json", "-k", "polarity_f1")
+    cleared.assert_outcomes(passed=1)
+    assert _cached(_doc(pytester, "cleared.json")) == {"polarity_f1": False}
+
+
+def test_sigkill_mid_suite_then_rerun_recomputes_only_unfinished_items(pytester: pytest.Pytester, suite_text) -> None:
+    four = "tasks:\n" + "".join(f"  - {{name: t{i}, dataset: reviews, metric: accuracy}}\n" for i in range(4))
+    pytester.makefile(".flex.yaml", toy=suite_text(four, train=FAST))
+    results = pytester.path / ".pytest_cache" / "d" / RESULTS_DIR
+    with open(pytester.path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "toy.flex.yaml", "-q"], cwd=pytester.path,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while not list(results.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (pytester.path / "killed.log").read_text()
+    finished = {json.loads(p.read_text())["nodeid"] for p in results.glob("*.json")}  # whole files only
+    assert 1 <= len(finished) < 4
+
+    rerun = pytester.runpytest("--flex-json=out.json")
+    rerun.assert_outcomes(passed=4)
+    rerun.stdout.fnmatch_lines([f"{len(finished)} of 4 items reused from the result cache*"])
+    reused = {c["id"] + "[seed0]" for c in _doc(pytester, "out.json")["cases"] if c["cached"]}
+    assert reused == finished
+
+
+def test_model_fingerprint_follows_contents_not_paths_or_mtimes(tiny_model: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_model, tmp_path / "copy")  # new mtimes, same bytes
+    assert path_fingerprint(copy) == path_fingerprint(tiny_model)
+    assert model_identity(str(copy)) == model_identity(str(tiny_model))
+    config = copy / "config.json"
+    stat = config.stat()
+    text = config.read_text()
+    assert '"hidden_act": "gelu"' in text
+    config.write_text(text.replace('"hidden_act": "gelu"', '"hidden_act": "relu"'))
+    assert config.stat().st_size == stat.st_size  # same size ...
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ... and same mtime: only the bytes differ
+    assert path_fingerprint(copy) != path_fingerprint(tiny_model)
+
+
+def test_hub_model_identity_is_the_commit_in_the_local_hub_cache(tmp_path: Path) -> None:
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "snapshots" / "0123abcd" / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    code = ("import json; from flexharness.cache import model_identity; "
+            "print(json.dumps([model_identity('org/tiny'), model_identity('org/absent')]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert json.loads(out.stdout) == [{"hub": "org/tiny", "revision": "0123abcd"}, None]
+
+
+def test_case_identity_ignores_its_line_and_the_other_seeds(suite_text, tmp_path: Path) -> None:
+    one = tmp_path / "one.flex.yaml"
+    one.write_text(suite_text(TWO))
+    two = tmp_path / "two.flex.yaml"
+    two.write_text(suite_text("\n\n" + TWO).replace("seeds: [0]", "seeds: [0, 1, 2]"))
+    a, b = load_suite(one).cases[0], load_suite(two).cases[0]
+    assert (a.line, a.train.seeds) != (b.line, b.train.seeds)
+    assert canonical_case(a) == canonical_case(b)
+    three = tmp_path / "three.flex.yaml"
+    three.write_text(suite_text(TWO).replace("batch_size: 16", "batch_size: 8"))
+    assert canonical_case(load_suite(three).cases[0]) != canonical_case(a)
