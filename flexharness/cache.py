@@ -39,10 +39,14 @@ def digest(value: Any) -> str:
 
 
 def canonical_case(case: Case) -> dict[str, Any]:
-    """The case's dataclass fields, without those that cannot change a record (line, seed list)."""
+    """The case's dataclass fields, without those that cannot change a record (line, seed list) and
+    without this machine's folders (suite folder, --flex-data-dir): the data's contents are hashed instead,
+    so a baseline or a shard made in another checkout still compares with this one."""
     fields = dataclasses.asdict(case)
     fields.pop("line")
     fields["train"].pop("seeds")
+    fields["dataset"].pop("base_dir")
+    fields["dataset"].pop("hub_mirror")
     return fields
 
 
@@ -112,11 +116,17 @@ def _hub_revision(repo_id: str) -> str | None:
 
 
 def data_identity(spec: DatasetSpec) -> list[str] | None:
-    """Content hashes of a dataset's local files; None when one is missing (the case will say why)."""
-    refs = [ref for _, ref in spec.files] + ([spec.disk] if spec.disk else [])
+    """Content hashes of a dataset's local files (a hub dataset's --flex-data-dir copy too); None when one
+    is missing (the case will say why)."""
+    from flexharness.data import mirror_path
+
     try:
-        return [path_fingerprint(resolve_path(ref, Path(spec.base_dir))) for ref in refs]
-    except (FileNotFoundError, OSError):
+        paths = [resolve_path(ref, Path(spec.base_dir)) for _, ref in spec.files]
+        paths += [resolve_path(spec.disk, Path(spec.base_dir))] if spec.disk else []
+        mirror = mirror_path(spec)
+        paths += [mirror] if mirror is not None and mirror.is_dir() else []
+        return [path_fingerprint(path) for path in paths]
+    except OSError:
         return None
 
 

@@ -13,7 +13,7 @@ from flexharness.aggregate import CaseScore
 from flexharness.baseline import (Baseline, Current, Tolerance, judge, parse_tolerance, per_seed_means,
                                   regression_gates, welch_p)
 
-SEEDS = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1, 2]}"
+SEEDS = "--flex-seeds=0,1,2"  # on the toy recipe of conftest.py
 ONE = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\ngates:\n  regression: {abs: 0.02}\n"
 
 
@@ -128,26 +128,27 @@ def _failed_testcases(pytester: pytest.Pytester, junit: str) -> list[str]:
 
 
 def test_regression_gates_in_a_real_run(pytester: pytest.Pytester, suite_text) -> None:
-    pytester.makefile(".flex.yaml", toy=suite_text(ONE, train=SEEDS))
-    pytester.runpytest("--flex-save-baseline=base.json").assert_outcomes(passed=3)
+    pytester.makefile(".flex.yaml", toy=suite_text(ONE))
+    pytester.runpytest(SEEDS, "--flex-save-baseline=base.json").assert_outcomes(passed=3)
     saved = json.loads((pytester.path / "base.json").read_text())
     assert saved["kind"] == "flexharness-baseline" and saved["harness_version"]
     assert len(saved["cases"][0]["seeds"]) == 3 and saved["suites"][0]["fingerprint"]
 
     _edit(pytester, "base.json", "better.json", [0.1, 0.1, 0.1])
-    worse = pytester.runpytest("--flex-baseline=better.json", "--junitxml=junit.xml")  # every item is cached now
+    # every item is cached from here on
+    worse = pytester.runpytest(SEEDS, "--flex-baseline=better.json", "--junitxml=junit.xml")
     worse.assert_outcomes(passed=3, failed=2)
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
     worse.stdout.fnmatch_lines(["FAIL*regression/tasks/polarity: score * vs baseline *Welch p = *FAILED: regression"])
     assert _failed_testcases(pytester, "junit.xml") == ["gates/regression/tasks/polarity",
                                                          "gates/regression/tasks/p_avg"]
-    pytester.runpytest("--flex-baseline=better.json", "--flex-tolerance=rel:0.5").assert_outcomes(passed=5)
+    pytester.runpytest(SEEDS, "--flex-baseline=better.json", "--flex-tolerance=rel:0.5").assert_outcomes(passed=5)
 
     _edit(pytester, "base.json", "close.json", [0.01, 0.01, 0.01])
-    pytester.runpytest("--flex-baseline=close.json").assert_outcomes(passed=5)  # within abs 0.02
+    pytester.runpytest(SEEDS, "--flex-baseline=close.json").assert_outcomes(passed=5)  # within abs 0.02
 
     _edit(pytester, "base.json", "noisy.json", [0.25, -0.15, 0.05], harness_version="0.0.1")
-    noisy = pytester.runpytest("--flex-baseline=noisy.json")  # 0.05 better on average, but the seeds disagree
+    noisy = pytester.runpytest(SEEDS, "--flex-baseline=noisy.json")  # 0.05 better on average, seeds disagree
     noisy.assert_outcomes(passed=5)
     noisy.stdout.fnmatch_lines(["PASS*regression/tasks/polarity: [[]baseline made with flexharness 0.0.1, "
                                 "this run uses *] score *ok: beyond the tolerance but within seed noise"])

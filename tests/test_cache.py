@@ -117,10 +117,11 @@ def test_hub_model_identity_is_the_commit_in_the_local_hub_cache(tmp_path: Path)
 def test_case_identity_ignores_its_line_and_the_other_seeds(suite_text, tmp_path: Path) -> None:
     one = tmp_path / "one.flex.yaml"
     one.write_text(suite_text(TWO))
-    two = tmp_path / "two.flex.yaml"
+    two = tmp_path / "elsewhere" / "two.flex.yaml"  # another folder: another checkout
+    two.parent.mkdir()
     two.write_text(suite_text("\n\n" + TWO).replace("seeds: [0]", "seeds: [0, 1, 2]"))
     a, b = load_suite(one).cases[0], load_suite(two).cases[0]
-    assert (a.line, a.train.seeds) != (b.line, b.train.seeds)
+    assert (a.line, a.train.seeds, a.dataset.base_dir) != (b.line, b.train.seeds, b.dataset.base_dir)
     assert canonical_case(a) == canonical_case(b)
     three = tmp_path / "three.flex.yaml"
     three.write_text(suite_text(TWO).replace("batch_size: 16", "batch_size: 8"))
