@@ -28,7 +28,7 @@ class CaseScore:
         values = list(self.seed_scores.values())
         if not values or any(v is None or not math.isfinite(v) for v in values):
             return None
-        return math.fsum(values) / len(values)
+        return mean(values)
 
     @property
     def seed_std(self) -> float | None:
@@ -64,8 +64,9 @@ class GateResult:
 
 
 def mean(values: Iterable[float]) -> float:
+    """The mean, kept within [min, max]: dividing a rounded sum can overshoot by an ulp."""
     values = list(values)
-    return math.fsum(values) / len(values)
+    return min(max(math.fsum(values) / len(values), min(values)), max(values))
 
 
 def population_std(values: Iterable[float]) -> float:
@@ -74,7 +75,10 @@ def population_std(values: Iterable[float]) -> float:
     if all(v == values[0] for v in values):
         return 0.0
     centre = mean(values)
-    return math.sqrt(math.fsum((v - centre) ** 2 for v in values) / len(values))
+    deviations = [v - centre for v in values]
+    scale = max(abs(d) for d in deviations)  # > 0: the values differ; scaling keeps tiny squares from underflowing
+    std = scale * math.sqrt(math.fsum((d / scale) ** 2 for d in deviations) / len(values))
+    return max(std, math.ulp(0.0))  # the values differ, so σ > 0 even where the product underflows
 
 
 def aggregate(cases: Iterable[CaseScore]) -> list[Aggregate]:

@@ -47,6 +47,9 @@ def canonical_case(case: Case) -> dict[str, Any]:
     fields["train"].pop("seeds")
     fields["dataset"].pop("base_dir")
     fields["dataset"].pop("hub_mirror")
+    for located in (fields["dataset"], *fields["where"]):  # where a key was written, for error messages
+        for key in ("origin", "lines", "key", "line"):
+            located.pop(key, None)
     return fields
 
 

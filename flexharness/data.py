@@ -20,6 +20,7 @@ import numpy as np
 from flexharness.errors import DataError
 from flexharness.metrics import REGRESSION
 from flexharness.resources import resolve_path
+from flexharness.schema import did_you_mean
 from flexharness.suite import FILE_FORMATS, DatasetSpec, Filter
 
 DATA_SEED = 0  # fixed: subsampling and hold-out never depend on the training seed
@@ -77,7 +78,8 @@ def load_source(spec: DatasetSpec) -> Any:
     except DataError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs one clear line
-        raise DataError(_source_hint(spec, exc)) from None
+        source = "disk" if spec.disk else "hub" if spec.hub else "files"
+        raise DataError(_source_hint(spec, exc), *spec.locate(source)) from None
 
 
 def mirror_path(spec: DatasetSpec) -> Path | None:
@@ -107,16 +109,30 @@ def _load_files(spec: DatasetSpec) -> Any:
     return datasets.load_dataset(fmt, data_files=files, **kwargs)
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """datasets wraps the real reason (say a UnicodeDecodeError) in a generic error: dig it out."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
 def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = _root_cause(exc)
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     if spec.hub:
         hub = dict(spec.hub)
-        return (f"dataset '{spec.name}': cannot load hub dataset '{hub['path']}'"
+        return (f"cannot load hub dataset '{hub['path']}'"
                 f"{' (' + hub['name'] + ')' if hub.get('name') else ''}: {reason}. Offline: fill the datasets "
                 "cache once where the hub is reachable and set HF_DATASETS_OFFLINE=1, or save it with "
                 "save_to_disk() under --flex-data-dir DIR as DIR/PATH/NAME, or point the dataset at local "
                 "files with 'files:'")
-    return f"dataset '{spec.name}': cannot read its data: {reason}"
+    if isinstance(cause, UnicodeDecodeError) or "invalid utf8" in reason.lower().replace("-", ""):
+        return (f"cannot decode the data as {spec.encoding or 'utf-8'} ({reason}); "
+                "set 'encoding' to the files' encoding, e.g. 'encoding: latin-1'")
+    return (f"cannot read the data: {type(cause).__name__}: {reason}; "
+            f"check that the files are valid {spec.format or 'CSV, JSON or Parquet'}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -125,13 +141,13 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     """Rows for one case: filtered, labels mapped, eval split chosen or held out, subsampled."""
     source = load_source(spec)
     if spec.train_split not in source:
-        raise DataError(f"dataset '{spec.name}': no split '{spec.train_split}' (has: {', '.join(source)}); "
-                        "set 'train_split'")
+        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
+                        *spec.locate("train_split"))
     train_rows = _rows(spec, source[spec.train_split], where, spec.train_split)
     missing = [split for split in spec.eval_splits if split not in source]
     if missing:
-        raise DataError(f"dataset '{spec.name}': no split '{missing[0]}' (has: {', '.join(source)}); "
-                        "fix 'eval_split'")
+        raise DataError(f"no split '{missing[0]}' (has: {', '.join(source)}); set 'eval_split' to existing splits",
+                        *spec.locate("eval_split"))
     eval_names = spec.eval_splits or tuple(
         s for s in EVAL_SPLIT_NAMES if s in source and s != spec.train_split)[:1]
     label_names, encode = _label_map(spec, source[spec.train_split], train_rows[1], kind)
@@ -146,16 +162,17 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     train = _subsample(train, max_train, kind)
     evals = [(name, _subsample(examples, max_eval, kind)) for name, examples in evals]
     for name, examples in evals:
-        _check_sizes(spec, train, examples, label_names, name)
+        _check_sizes(spec, where, train, examples, label_names, name)
     return Prepared(train, tuple(evals), label_names)
 
 
 def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str) -> tuple[tuple, list]:
     columns = set(split.column_names)
-    for needed, role in [(c, "text") for c in spec.text] + [(spec.label, "label")] + [(f.column, "where") for f in where]:
+    needs = [(c, spec.locate("text")) for c in spec.text] + [(spec.label, spec.locate("label"))]
+    for needed, location in needs + [(f.column, (spec.origin, f.line, f.key)) for f in where]:
         if needed not in columns:
-            raise DataError(f"dataset '{spec.name}', split '{split_name}': no {role} column '{needed}' "
-                            f"(columns: {', '.join(sorted(columns))}); fix '{role}' in the suite")
+            raise DataError(f"split '{split_name}' has no column '{needed}'{did_you_mean(needed, columns)}; "
+                            f"its columns are: {', '.join(sorted(columns))}", *location)
     table = split.select_columns(sorted({*spec.text, spec.label, *(f.column for f in where)})).to_dict()
     keep = [i for i in range(len(table[spec.label])) if _kept(table, i, spec, where)]
     texts = tuple(tuple(str(table[c][i]) for i in keep) for c in spec.text)
@@ -190,8 +207,9 @@ def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
             try:
                 return np.asarray(raw, dtype=np.float32)
             except (TypeError, ValueError):
-                raise DataError(f"dataset '{spec.name}', split '{split_name}': label column '{spec.label}' "
-                                "is not numeric, but the case's metric is a regression metric") from None
+                raise DataError(f"split '{split_name}': label column '{spec.label}' is not numeric, but the "
+                                "case's metric is a regression metric; use a classification metric",
+                                *spec.locate("label")) from None
         return None, to_float
     feature = split.features.get(spec.label)
     class_names = getattr(feature, "names", None)
@@ -208,8 +226,9 @@ def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
                 for v in raw]
         unknown = sorted({k for k in keys if k not in index})
         if unknown:
-            raise DataError(f"dataset '{spec.name}', split '{split_name}': labels {unknown[:5]} never appear in "
-                            f"training (known: {list(names)}); filter them out with 'where' or set 'label_names'")
+            raise DataError(f"split '{split_name}' holds labels {unknown[:5]} never seen in training (known: "
+                            f"{list(names)}); filter them out with 'where' or list every label in 'label_names'",
+                            *spec.locate("label"))
         return np.asarray([index[k] for k in keys], dtype=np.int64)
     return names, to_ids
 
@@ -249,19 +268,21 @@ def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples,
     return examples.take(np.flatnonzero(train_mask)), examples.take(eval_idx)
 
 
-def _check_sizes(spec: DatasetSpec, train: Examples, evaluation: Examples, names: tuple[str, ...] | None,
-                 eval_name: str) -> None:
+def _check_sizes(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, evaluation: Examples,
+                 names: tuple[str, ...] | None, eval_name: str) -> None:
     """A case needs at least as many training rows as labels (two at least) and one eval row."""
     need = max(2, len(names) if names else 2)
+    # The fix is usually in the case's 'where' when it has one, else in the dataset itself.
+    location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
     if len(train) < need:
-        raise DataError(f"dataset '{spec.name}': only {len(train)} training examples after filtering "
-                        f"(need at least {need}); loosen 'where' or add data")
+        raise DataError(f"only {len(train)} training examples after filtering (need at least {need}); "
+                        "loosen 'where' or add data", *location)
     if len(evaluation) == 0:
-        raise DataError(f"dataset '{spec.name}': the evaluation split '{eval_name}' is empty after filtering; "
-                        "loosen 'where', raise 'eval_fraction' or name an 'eval_split'")
+        raise DataError(f"the evaluation split '{eval_name}' is empty after filtering; loosen 'where', "
+                        "raise 'eval_fraction' or name an 'eval_split'", *location)
     if names and len(np.unique(train.labels)) < 2:
-        raise DataError(f"dataset '{spec.name}': training holds a single label ({names[int(train.labels[0])]!r}); "
-                        "a classifier needs at least two: loosen 'where'")
+        raise DataError(f"training holds a single label ({names[int(train.labels[0])]!r}); a classifier needs "
+                        "at least two: loosen 'where'", *location)
 
 
 @dataclass(frozen=True, eq=False)

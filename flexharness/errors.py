@@ -24,7 +24,18 @@ class SuiteError(FlexError):
 
 
 class DataError(FlexError):
-    """A data source cannot be read or does not hold what the suite says."""
+    """A data source cannot be read or does not hold what the suite says.
+
+    Found only once the data is read (at run time), but it still names the
+    suite file, line and key to fix when the raiser knows them.
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.message = message
+        self.path, self.line, self.key = path, line, key
+        where = f"{path}:{line}" if path and line else path
+        super().__init__(": ".join(part for part in (where, key, message) if part))
 
 
 class ModelLoadError(FlexError):

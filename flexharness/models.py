@@ -56,7 +56,13 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _load_error(ref: str, exc: Exception) -> ModelLoadError:
+    if "trust_remote_code" in str(exc):
+        return ModelLoadError(f"model '{ref}' ships its own Python code, which flexharness does not run unless "
+                              "you pass --flex-trust-remote-code; do that only for a model whose code you trust")
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if Path(resolve_model(ref)).is_dir():
+        return ModelLoadError(f"cannot load model '{ref}': {reason}. Check that the folder holds a model and "
+                              "its tokenizer saved with save_pretrained() and that no file is damaged")
     return ModelLoadError(f"cannot load model '{ref}': {reason}. Without network, save the model once with "
                           "save_pretrained() and pass --model the local directory (or a pkg:// resource)")
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flexharness import baseline as base
+from flexharness import faults
 from flexharness import options as opts
 from flexharness import scaleout
 from flexharness.collect import RESULT_PROPERTY, SuiteFile
@@ -83,6 +84,15 @@ class ControllerHooks:
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
         self.controller = Controller(config.rootpath, options, baseline=baseline)
+        self.collect_errors: list[str] = []
+        self.previous_sigterm = faults.install_sigterm_handler()
+
+    def pytest_unconfigure(self) -> None:
+        faults.restore_sigterm_handler(self.previous_sigterm)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(report.nodeid)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.pluginmanager.hasplugin("dsession"):
@@ -97,6 +107,8 @@ class ControllerHooks:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        if faults.only_suite_errors(self.collect_errors, options_of(self.config).patterns):
+            session.config.option.continue_on_collection_errors = True  # the exit status still says failed
         if self.config.option.collectonly:
             return (yield)
         # Gates are test results too: count them so that progress ends at 100 %. Under xdist the
@@ -117,6 +129,7 @@ class ControllerHooks:
             return
         if not self.controller.items and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
             session.exitstatus = pytest.ExitCode.OK  # a shard left empty by a wide CI matrix; merge checks the whole
+        self.controller.compute_gates()  # again: after an interruption the gates were never reported
         doc = self.controller.document()
         if options.json_path:
             write_json(options.json_path, doc)

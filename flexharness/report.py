@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -64,7 +65,19 @@ def run_notes(doc: dict[str, Any]) -> list[str]:
 
 def write_json(path: str | Path, doc: dict[str, Any]) -> None:
     """Write atomically: a reader never sees half a file, even if the run is killed mid-write."""
+    doc = json_safe(doc)
     write_atomic(path, lambda handle: json.dump(doc, handle, indent=2, sort_keys=False, allow_nan=False))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null (no score): strict JSON, and one odd metric never loses the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def write_atomic(path: str | Path, write: Callable[[Any], None]) -> None:

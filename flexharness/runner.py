@@ -12,6 +12,7 @@ from typing import Any
 
 from flexharness import data as data_mod
 from flexharness import metrics, models, train
+from flexharness.faults import OutOfMemoryAsFailure
 from flexharness.suite import Case
 
 
@@ -38,14 +39,15 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     model = models.fresh_model(model_ref, prepared.num_labels, seed, trust_remote_code)
     setup_seconds = time.perf_counter() - setup_start
     try:
-        stats = train.fine_tune(model, train_data, config, seed, device, pad_id, regression, progress)
-        eval_start = time.perf_counter()
-        splits = {}
-        for name, eval_data in eval_sets:
-            predictions = train.predict(model, eval_data, config.eval_batch_size, device, pad_id, regression)
-            score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
-            splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
-        eval_seconds = time.perf_counter() - eval_start
+        with OutOfMemoryAsFailure(config):
+            stats = train.fine_tune(model, train_data, config, seed, device, pad_id, regression, progress)
+            eval_start = time.perf_counter()
+            splits = {}
+            for name, eval_data in eval_sets:
+                predictions = train.predict(model, eval_data, config.eval_batch_size, device, pad_id, regression)
+                score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
+                splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
+            eval_seconds = time.perf_counter() - eval_start
     finally:
         del model
         train.release_memory()

@@ -7,12 +7,13 @@ dotted key, so a user can fix a suite without reading our code.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Callable, Iterable
 
 from flexharness.errors import SuiteError
 from flexharness.yamlio import Located
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false",
                list: "a list", dict: "a mapping"}
 
 
@@ -65,7 +66,10 @@ class Reader:
         return self.data[name]
 
     def child(self, name: str) -> "Reader":
-        return Reader(self.data.get(name), self.path, self.key(name), self.line_of(name))
+        reader = Reader(self.data.get(name), self.path, self.key(name), self.line_of(name))
+        if name in self.data:
+            reader.line = self.line_of(name)  # errors about the whole mapping point at its key
+        return reader
 
     def typed(self, name: str, kind: type, default: Any = None, *, required: bool = False,
               check: Callable[[Any], str | None] | None = None) -> Any:
@@ -106,14 +110,11 @@ def coerce(value: Any, kind: type) -> Any:
     if kind is int:
         return value if isinstance(value, int) else _INVALID
     if kind is float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return _INVALID
-        return _INVALID
+        try:
+            number = float(value) if isinstance(value, (int, float, str)) else math.nan
+        except (ValueError, OverflowError):
+            return _INVALID
+        return number if math.isfinite(number) else _INVALID  # .nan or .inf would pass every check
     return value if isinstance(value, kind) else _INVALID
 
 

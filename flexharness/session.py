@@ -170,7 +170,7 @@ class Controller:
 def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[str, Any]:
     planned = states[0].planned.case
     statuses = {s.status for s in states}
-    status = "error" if "error" in statuses else "failed" if statuses - {"passed"} else "passed"
+    status = next((s for s in ("error", "failed", "not run") if s in statuses), "passed")  # "not run": interrupted
     records = [s.record for s in states if s.record]
     split = case.name[len(planned.name) + 1:] if case.name != planned.name else None
     split_records = [r["splits"][split] for r in records] if split else records

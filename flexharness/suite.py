@@ -6,6 +6,7 @@ fast and every error is found before any fine-tuning starts.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 from flexharness.baseline import read_tolerance
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
-from flexharness.resources import is_pkg, resolve_pkg
+from flexharness.resources import resolve_path
 from flexharness.schema import Reader, did_you_mean, fraction, non_negative, open_fraction, positive
 from flexharness.yamlio import load_yaml
 
@@ -55,6 +56,8 @@ class Filter:
     column: str
     values: tuple[Any, ...] | None = None
     matches: str | None = None
+    key: str = field(default="", compare=False)     # dotted suite key, for run-time errors
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,14 @@ class DatasetSpec:
     eval_splits: tuple[str, ...] = ()           # empty: found by name, or held out
     eval_fraction: float = 0.2
     hub_mirror: str | None = None               # --flex-data-dir: local save_to_disk copies of hub datasets
+    origin: str = field(default="", compare=False)   # the suite file, for run-time errors
+    lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)  # key → line; "" is the mapping
+
+    def locate(self, key: str | None = None) -> tuple[str, int | None, str]:
+        """(file, line, dotted key) of one of this dataset's keys, for a :class:`DataError`."""
+        lines = dict(self.lines)
+        line = lines.get(key or "", lines.get(""))
+        return self.origin, line, f"datasets.{self.name}.{key}" if key else f"datasets.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +207,7 @@ def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
                     for k in ("path", "name", "revision") if hub_reader.has(k) or k == "path")
     disk = reader.typed("disk", str)
     if disk is not None:
-        _check_exists(reader, "disk", disk, base_dir)
+        _check_exists(reader, "disk", disk, base_dir, folder=True)
     fmt = reader.typed("format", str, check=lambda v: None if v in set(FILE_FORMATS.values())
                        else f"unknown format{did_you_mean(v, set(FILE_FORMATS.values()))}; use csv, json or parquet")
     label_names = reader.str_or_list("label_names") or None
@@ -206,6 +217,7 @@ def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
         label=reader.typed("label", str, "label"), label_names=label_names,
         train_split=reader.typed("train_split", str, "train"), eval_splits=reader.str_or_list("eval_split"),
         eval_fraction=reader.typed("eval_fraction", float, 0.2, check=open_fraction),
+        origin=reader.path, lines=(("", reader.line), *((k, reader.line_of(k)) for k in reader.data)),
     )
 
 
@@ -228,13 +240,23 @@ def _files(reader: Reader, base_dir: Path) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
-def _check_exists(reader: Reader, key: str, ref: str, base_dir: Path) -> None:
+def _check_exists(reader: Reader, key: str, ref: str, base_dir: Path, folder: bool = False) -> None:
+    """Missing or unreadable data fails at collection, before any case starts."""
+    kind = "folder" if folder else "file"
     try:
-        path = resolve_pkg(ref) if is_pkg(ref) else (base_dir / Path(ref).expanduser())
+        path = resolve_path(ref, base_dir)
+        found = path.is_dir() if folder else path.is_file()
+        exists = found or path.exists()
     except FileNotFoundError as exc:
         raise reader.error(key, str(exc)) from None
-    if not path.exists():
-        raise reader.error(key, f"file not found: {path} (paths are relative to the suite file's folder)")
+    except (OSError, ValueError) as exc:
+        raise reader.error(key, f"not a usable path {ref!r} ({exc}); give a {kind} path") from None
+    if not exists:
+        raise reader.error(key, f"{kind} not found: {path} (relative paths start at the suite file's folder)")
+    if not found:
+        raise reader.error(key, f"{path} is not a {kind}; give the path of a {kind}")
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        raise reader.error(key, f"{path} is not readable (permission denied); fix its permissions")
 
 
 def _tasks(top: Reader, suite: str, datasets: dict[str, DatasetSpec], defaults: TrainConfig) -> tuple[Case, ...]:
@@ -291,12 +313,12 @@ def _filters(reader: Reader) -> tuple[Filter, ...]:
                 re.compile(pattern)
             except re.error as exc:
                 raise sub.error("matches", f"invalid regular expression {pattern!r}: {exc}") from None
-            filters.append(Filter(column, matches=pattern))
+            filters.append(Filter(column, matches=pattern, key=reader.key(column), line=reader.line_of(column)))
         else:
             values = rule if isinstance(rule, list) else [rule]
             if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
                 raise reader.error(column, "expected a value, a list of values, or {matches: REGEX}")
-            filters.append(Filter(column, values=tuple(values)))
+            filters.append(Filter(column, values=tuple(values), key=reader.key(column), line=reader.line_of(column)))
     return tuple(filters)
 
 
@@ -322,7 +344,8 @@ def _axis_gates(reader: Reader) -> dict[str, dict[str, float]]:
         if reader.has(stat):
             bounds = reader.child(stat)
             bounds.only(("min", "max"))
-            spec[stat] = {b: bounds.typed(b, float) for b in ("min", "max") if bounds.has(b)}
+            check = non_negative if stat == "sigma_p" else None
+            spec[stat] = {b: bounds.typed(b, float, check=check) for b in ("min", "max") if bounds.has(b)}
     return spec
 
 

@@ -132,8 +132,9 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingError(f"training diverged: loss is {loss_value} at step {step + 1} "
-                                    f"(epoch {epoch + 1}, learning rate {scheduler.get_last_lr()[0]:.3g}); "
-                                    "lower 'learning_rate' or check the labels")
+                                    f"(epoch {epoch + 1}, learning rate {scheduler.get_last_lr()[0]:.3g} at that step, "
+                                    f"'learning_rate: {config.learning_rate:g}'); lower 'learning_rate' or "
+                                    "check the labels")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()

@@ -64,16 +64,21 @@ def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(str(path), None, None, f"cannot read the suite file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(str(path), None, None, f"cannot read the suite file ({exc}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SuiteError(str(path), None, None,
+                         f"cannot read the suite file ({exc.strerror or exc}); check the path and its permissions"
+                         ) from None
     return loads_yaml(text, str(path))
 
 
 def loads_yaml(text: str, path: str) -> Any:
     """Parse YAML text; ``path`` is only used in error messages."""
-    loader = _LineLoader(text)
-    loader.path = path
+    loader = None
     try:
+        loader = _LineLoader(text)  # the reader already rejects control characters here
+        loader.path = path
         return loader.get_single_data()
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
@@ -85,9 +90,15 @@ def loads_yaml(text: str, path: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        what = exc.problem or "syntax error"
+        if exc.context and exc.context_mark:
+            what += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise SuiteError(path, line, None, f"invalid YAML: {what}; check indentation and quoting") from None
     except yaml.YAMLError as exc:
-        raise SuiteError(path, None, None, f"invalid YAML: {exc}") from None
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise SuiteError(path, None, None, f"invalid YAML: {reason}; save the suite as plain UTF-8 text") from None
+    except RecursionError:
+        raise SuiteError(path, None, None, "the YAML nests too deeply to be a suite") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
