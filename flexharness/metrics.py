@@ -78,6 +78,13 @@ METRICS: dict[str, Metric] = {
 }
 
 
+def unfit(metric_names: tuple[str, ...], num_labels: int) -> str | None:
+    """Why these metrics cannot score data with ``num_labels`` labels; checked before any training."""
+    if "f1" in metric_names and num_labels > 2:
+        return f"metric 'f1' is binary (label id 1 is positive) but the data has {num_labels} labels; use 'macro_f1'"
+    return None
+
+
 def score(metric_names: tuple[str, ...], y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, dict[str, float]]:
     """Score predictions with each metric; the case score is their mean (as the GLUE score does)."""
     values = {name: METRICS[name].compute(y_true, y_pred) for name in metric_names}

@@ -12,6 +12,7 @@ from typing import Any
 
 from flexharness import data as data_mod
 from flexharness import metrics, models, train
+from flexharness.errors import DataError
 from flexharness.faults import OutOfMemoryAsFailure
 from flexharness.suite import Case
 
@@ -30,6 +31,9 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     config = case.train
     prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
                                 config.max_eval_samples)
+    complaint = metrics.unfit(case.metrics, prepared.num_labels)
+    if complaint:
+        raise DataError(complaint, case.dataset.origin, case.line, "metric")
     train_data, eval_sets = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
     device = models.resolve_device(device_option)
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)

@@ -142,3 +142,10 @@ def fraction(value: float) -> str | None:
 
 def open_fraction(value: float) -> str | None:
     return None if 0 < value < 1 else "must be between 0 and 1 (exclusive)"
+
+
+def case_name(name: str) -> str | None:
+    """Case names become test ids: non-empty, and nothing that breaks a node id."""
+    if not name.strip() or any(bad in name for bad in ("::", "[", "]", "\n")):
+        return "must be a non-empty name without '::', '[', ']' or line breaks (it becomes part of the test id)"
+    return None

@@ -16,7 +16,8 @@ from flexharness.baseline import read_tolerance
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
 from flexharness.resources import resolve_path
-from flexharness.schema import Reader, did_you_mean, fraction, non_negative, open_fraction, positive
+from flexharness.schema import (Reader, case_name, did_you_mean, fraction, non_negative, open_fraction,
+                                positive)
 from flexharness.yamlio import load_yaml
 
 TOP_KEYS = ("suite", "description", "model", "train", "datasets", "tasks", "domains", "compression", "gates")
@@ -210,15 +211,30 @@ def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
         _check_exists(reader, "disk", disk, base_dir, folder=True)
     fmt = reader.typed("format", str, check=lambda v: None if v in set(FILE_FORMATS.values())
                        else f"unknown format{did_you_mean(v, set(FILE_FORMATS.values()))}; use csv, json or parquet")
-    label_names = reader.str_or_list("label_names") or None
+    label_names, train_split, eval_splits = _labels_and_splits(reader)
     return DatasetSpec(
         name=name, files=files, hub=hub, disk=disk, base_dir=str(base_dir.resolve()), format=fmt,
         encoding=reader.typed("encoding", str), text=_text_columns(reader),
         label=reader.typed("label", str, "label"), label_names=label_names,
-        train_split=reader.typed("train_split", str, "train"), eval_splits=reader.str_or_list("eval_split"),
+        train_split=train_split, eval_splits=eval_splits,
         eval_fraction=reader.typed("eval_fraction", float, 0.2, check=open_fraction),
         origin=reader.path, lines=(("", reader.line), *((k, reader.line_of(k)) for k in reader.data)),
     )
+
+
+def _labels_and_splits(reader: Reader) -> tuple[tuple[str, ...] | None, str, tuple[str, ...]]:
+    label_names = reader.str_or_list("label_names") or None
+    if label_names and len(set(label_names)) != len(label_names):
+        raise reader.error("label_names", "label names must be distinct")
+    train_split = reader.typed("train_split", str, "train")
+    eval_splits = reader.str_or_list("eval_split")
+    if train_split in eval_splits:
+        raise reader.error("eval_split", f"'{train_split}' is the training split: scores on training data say "
+                                         "nothing about flexibility; name other splits, or drop 'eval_split' to "
+                                         "hold out 'eval_fraction'")
+    if len(set(eval_splits)) != len(eval_splits):
+        raise reader.error("eval_split", "split names must be distinct")
+    return label_names, train_split, eval_splits
 
 
 def _text_columns(reader: Reader) -> tuple[str, ...]:
@@ -267,7 +283,7 @@ def _tasks(top: Reader, suite: str, datasets: dict[str, DatasetSpec], defaults: 
     for index, item in enumerate(items):
         reader = Reader(item, top.path, f"tasks[{index}]", top.line_of("tasks"))
         reader.only(("name", "dataset", "metric", "where", "train"))
-        name = reader.typed("name", str, required=True)
+        name = reader.typed("name", str, required=True, check=case_name)
         if name in seen:
             raise reader.error("name", f"duplicate case name '{name}' (first on line {seen[name]})")
         seen[name] = reader.line

@@ -67,6 +67,13 @@ COLLECTION_ERRORS = [
      "11: tasks[[]0].metric: metrics of one case must all be classification or all regression, *"),
     ("two-sources", "    label: label", "    label: label\n    hub: {path: glue}",
      "5: datasets.reviews: give exactly one source: 'files', 'hub' or 'disk'"),
+    ("eval-split-is-train", "    label: label", "    label: label\n    eval_split: train",
+     "8: datasets.reviews.eval_split: 'train' is the training split: scores on training data say nothing "
+     "about flexibility; name other splits, or drop 'eval_split' to hold out 'eval_fraction'"),
+    ("duplicate-label-names", "    label: label", "    label: label\n    label_names: [good, good]",
+     "8: datasets.reviews.label_names: label names must be distinct"),
+    ("bad-case-name", "name: polarity", "name: 'a::b'",
+     "9: tasks[[]0].name: must be a non-empty name without '::', '[[]', ']' or line breaks *"),
     ("negative-sigma-gate", "    metric: accuracy", "    metric: accuracy\ngates:\n  tasks: {sigma_p: {max: -0.1}}",
      "13: gates.tasks.sigma_p.max: must be 0 or more"),
 ]
@@ -170,6 +177,8 @@ DATA_ERRORS = [
      "e.g. 'encoding: latin-1'"),
     ("unreadable-file", [("{train: {csv}}", "{train: garbage.parquet}")],
      "6: datasets.reviews.files: cannot read the data: *; check that the files are valid CSV, JSON or Parquet"),
+    ("f1-on-three-labels", [("{train: {csv}}", "{train: three.csv}"), ("metric: accuracy", "metric: f1")],
+     "9: metric: metric 'f1' is binary (label id 1 is positive) but the data has 3 labels; use 'macro_f1'"),
     ("missing-train-split", [("    label: label", "    label: label\n    train_split: training")],
      "8: datasets.reviews.train_split: no split 'training' (has: train); set 'train_split' to one of them"),
 ]
@@ -180,6 +189,7 @@ def test_data_error_fails_its_item_naming_file_line_key(
         pytester: pytest.Pytester, good_suite, tiny_model: Path, toy_csv: Path, edits, expected: str) -> None:
     (pytester.path / "latin.csv").write_bytes("text,label\ncaf\xe9 good,positive\nbad,negative\n".encode("latin-1"))
     (pytester.path / "garbage.parquet").write_bytes(b"this is not parquet at all")
+    write_csv(pytester.path / "three.csv", sentiment_rows(30, labels=("positive", "negative", "neutral")))
     text = BASE.format(model=tiny_model, csv=toy_csv)
     for old, new in edits:
         old = old.replace("{csv}", str(toy_csv))
@@ -192,3 +202,15 @@ def test_data_error_fails_its_item_naming_file_line_key(
     result.stdout.fnmatch_lines([f"tasks/polarity (model *, seed 0): */bad.flex.yaml:{expected}"])
     result.stdout.fnmatch_lines(["gate tasks/p_avg.min (bad, model *): incomplete: 1 of 1 tasks cases have no score*"])
     assert_plain(result.stdout.str())
+
+
+def test_keys_merged_in_with_yaml_anchors_may_be_overridden(tmp_path: Path, toy_csv: Path) -> None:
+    from flexharness.suite import load_suite
+
+    suite = tmp_path / "merge.flex.yaml"
+    suite.write_text(f"suite: m\ntrain: &base {{epochs: 1, batch_size: 8}}\n"
+                     f"datasets:\n  reviews: {{files: {{train: {toy_csv}}}}}\n"
+                     "tasks:\n  - name: a\n    dataset: reviews\n    metric: accuracy\n"
+                     "    train:\n      <<: *base\n      epochs: 2\n")
+    (case,) = load_suite(suite).cases
+    assert (case.train.epochs, case.train.batch_size) == (2, 8)

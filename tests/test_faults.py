@@ -210,3 +210,26 @@ def test_a_signal_mid_suite_stops_cleanly_and_keeps_every_finished_case(
     assert cases == {"quick": ("passed", True), "endless": ("not run", False), "never": ("not run", False)}
     (gate,) = doc["gates"]
     assert not gate["passed"] and gate["message"].startswith("incomplete: 2 of 3 tasks cases have no score")
+
+
+def _custom_handler(signum: int, frame: object) -> None:
+    """Stands for a handler an embedding program installed."""
+
+
+def test_the_sigterm_handler_replaces_only_the_default_and_is_restored() -> None:
+    from flexharness.faults import install_sigterm_handler, restore_sigterm_handler
+
+    outer = signal.getsignal(signal.SIGTERM)  # this very run's plugin installed its own
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        previous = install_sigterm_handler()
+        assert previous is signal.SIG_DFL
+        with pytest.raises(KeyboardInterrupt, match="received signal SIGTERM"):
+            signal.raise_signal(signal.SIGTERM)
+        restore_sigterm_handler(previous)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _custom_handler)
+        assert install_sigterm_handler() is None
+        assert signal.getsignal(signal.SIGTERM) is _custom_handler
+    finally:
+        signal.signal(signal.SIGTERM, outer)
