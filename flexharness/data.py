@@ -226,7 +226,7 @@ def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
                 for v in raw]
         unknown = sorted({k for k in keys if k not in index})
         if unknown:
-            raise DataError(f"split '{split_name}' holds labels {unknown[:5]} never seen in training (known: "
+            raise DataError(f"split '{split_name}': labels {unknown[:5]} never appear in training (known: "
                             f"{list(names)}); filter them out with 'where' or list every label in 'label_names'",
                             *spec.locate("label"))
         return np.asarray([index[k] for k in keys], dtype=np.int64)

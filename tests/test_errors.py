@@ -165,7 +165,7 @@ DATA_ERRORS = [
     ("missing-where-column", [("    metric: accuracy", "    metric: accuracy\n    where: {topic: [car]}")],
      "12: tasks[[]0].where.topic: split 'train' has no column 'topic'; its columns are: label, score, text"),
     ("unseen-eval-labels", [("{train: {csv}}", "{train: {csv}, eval: {eval}}")],
-     "7: datasets.reviews.label: split 'eval' holds labels [[]'neutral'] never seen in training (known: "
+     "7: datasets.reviews.label: split 'eval': labels [[]'neutral'] never appear in training (known: "
      "[[]'negative', 'positive']); filter them out with 'where' or list every label in 'label_names'"),
     ("empty-after-filtering", [("    metric: accuracy", "    metric: accuracy\n    where: {label: [neutral]}")],
      "12: tasks[[]0].where.label: only 0 training examples after filtering (need at least 2); "

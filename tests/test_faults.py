@@ -182,15 +182,11 @@ class Output:
             time.sleep(0.2)
 
 
-@pytest.mark.parametrize("signum, workers", [(signal.SIGTERM, []), (signal.SIGINT, []), (signal.SIGTERM, ["-n", "1"])],
-                         ids=["SIGTERM", "SIGINT", "SIGTERM-xdist"])
-def test_a_signal_mid_suite_stops_cleanly_and_keeps_every_finished_case(
-        tmp_path: Path, tiny_model: Path, toy_csv: Path, signum: int, workers: list[str]) -> None:
-    (tmp_path / "run.flex.yaml").write_text(INTERRUPT_SUITE.format(model=tiny_model, csv=toy_csv))
+def run_and_signal(directory: Path, signum: int, *args: str) -> tuple[int, str]:
+    """Run pytest in a child process, send ``signum`` once the quick case has passed; (exit status, output)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *workers,
-                             "--flex-json=out.json", "run.flex.yaml"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-v", *args, "run.flex.yaml"], cwd=directory, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(proc)
     try:
         output.wait_for("PASSED", 300)  # the quick case has finished
@@ -201,8 +197,16 @@ def test_a_signal_mid_suite_stops_cleanly_and_keeps_every_finished_case(
         if proc.poll() is None:
             proc.kill()
     output.thread.join(timeout=10)
-    text = output.text()
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    return proc.returncode, output.text()
+
+
+@pytest.mark.parametrize("signum, workers", [(signal.SIGTERM, []), (signal.SIGINT, []), (signal.SIGTERM, ["-n", "1"])],
+                         ids=["SIGTERM", "SIGINT", "SIGTERM-xdist"])
+def test_a_signal_mid_suite_stops_cleanly_and_keeps_every_finished_case(
+        tmp_path: Path, tiny_model: Path, toy_csv: Path, signum: int, workers: list[str]) -> None:
+    (tmp_path / "run.flex.yaml").write_text(INTERRUPT_SUITE.format(model=tiny_model, csv=toy_csv))
+    status, text = run_and_signal(tmp_path, signum, "-p", "no:cacheprovider", "--flex-json=out.json", *workers)
+    assert status == pytest.ExitCode.INTERRUPTED, text
     assert "INTERNALERROR" not in text, text
     assert "flexharness summary" in text and "KeyboardInterrupt" in text, text
     doc = json.loads((tmp_path / "out.json").read_text())
@@ -210,6 +214,18 @@ def test_a_signal_mid_suite_stops_cleanly_and_keeps_every_finished_case(
     assert cases == {"quick": ("passed", True), "endless": ("not run", False), "never": ("not run", False)}
     (gate,) = doc["gates"]
     assert not gate["passed"] and gate["message"].startswith("incomplete: 2 of 3 tasks cases have no score")
+
+
+def test_a_rerun_after_sigkill_recomputes_only_what_was_lost(tmp_path: Path, tiny_model: Path,
+                                                              toy_csv: Path) -> None:
+    (tmp_path / "run.flex.yaml").write_text(INTERRUPT_SUITE.format(model=tiny_model, csv=toy_csv))
+    status, text = run_and_signal(tmp_path, signal.SIGKILL)
+    assert status == -signal.SIGKILL, text
+    rerun = subprocess.run([sys.executable, "-m", "pytest", "-v", "-k", "not endless", "--flex-json=out.json",
+                            "run.flex.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "tasks/quick[seed0] PASSED (cached)" in rerun.stdout, rerun.stdout
+    cases = {c["name"]: c["cached"] for c in json.loads((tmp_path / "out.json").read_text())["cases"]}
+    assert cases == {"quick": True, "never": False}
 
 
 def _custom_handler(signum: int, frame: object) -> None:

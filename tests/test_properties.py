@@ -112,8 +112,8 @@ def _report(nodeid: str, outcome: str, record: dict | None) -> pytest.TestReport
 def test_a_synthetic_run_round_trips_through_the_results_json(workdir: Path, suite: dict, data: st.DataObject) -> None:
     """Scores in, document out: strict JSON that reads back unchanged, one entry per (model, case)."""
     path = write_suite(workdir, suite)
-    options = Options(models=(), json_path=None, report_dir=None, seeds=None, epochs=None, max_train_samples=None,
-                      device="cpu", trust_remote_code=False, patterns=("*.flex.yaml",))
+    options = Options(models=(), json_path=None, report_dir=None, data_dir=None, seeds=None, epochs=None,
+                      max_train_samples=None, device="cpu", trust_remote_code=False, patterns=("*.flex.yaml",))
     controller = Controller(workdir, options)
     planned = expand(load_suite(path), (suite["model"],))
     controller.expect(f"{path.name}::{p.name}" for p in planned)
