@@ -8,6 +8,7 @@ importing a model package can pull in heavy dependencies.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 PKG_SCHEME = "pkg://"
@@ -45,3 +46,23 @@ def resolve_path(ref: str, base_dir: Path) -> Path:
         return resolve_pkg(ref)
     path = Path(ref).expanduser()
     return path if path.is_absolute() else base_dir / path
+
+
+def path_problem(ref: str, base_dir: Path, folder: bool = False) -> str | None:
+    """What is wrong with a data path (missing, not a file or folder, unreadable), or None."""
+    kind = "folder" if folder else "file"
+    try:
+        path = resolve_path(ref, base_dir)
+        found = path.is_dir() if folder else path.is_file()
+        exists = found or path.exists()
+    except FileNotFoundError as exc:
+        return str(exc)
+    except (OSError, ValueError) as exc:
+        return f"not a usable path {ref!r} ({exc}); give a {kind} path"
+    if not exists:
+        return f"{kind} not found: {path} (relative paths start at the suite file's folder)"
+    if not found:
+        return f"{path} is not a {kind}; give the path of a {kind}"
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        return f"{path} is not readable (permission denied); fix its permissions"
+    return None

@@ -6,7 +6,6 @@ fast and every error is found before any fine-tuning starts.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Mapping
 from flexharness.baseline import read_tolerance
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
-from flexharness.resources import resolve_path
+from flexharness.resources import path_problem
 from flexharness.schema import (Reader, case_name, did_you_mean, fraction, non_negative, open_fraction,
                                 positive)
 from flexharness.yamlio import load_yaml
@@ -258,21 +257,9 @@ def _files(reader: Reader, base_dir: Path) -> tuple[tuple[str, str], ...]:
 
 def _check_exists(reader: Reader, key: str, ref: str, base_dir: Path, folder: bool = False) -> None:
     """Missing or unreadable data fails at collection, before any case starts."""
-    kind = "folder" if folder else "file"
-    try:
-        path = resolve_path(ref, base_dir)
-        found = path.is_dir() if folder else path.is_file()
-        exists = found or path.exists()
-    except FileNotFoundError as exc:
-        raise reader.error(key, str(exc)) from None
-    except (OSError, ValueError) as exc:
-        raise reader.error(key, f"not a usable path {ref!r} ({exc}); give a {kind} path") from None
-    if not exists:
-        raise reader.error(key, f"{kind} not found: {path} (relative paths start at the suite file's folder)")
-    if not found:
-        raise reader.error(key, f"{path} is not a {kind}; give the path of a {kind}")
-    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
-        raise reader.error(key, f"{path} is not readable (permission denied); fix its permissions")
+    complaint = path_problem(ref, base_dir, folder)
+    if complaint:
+        raise reader.error(key, complaint)
 
 
 def _tasks(top: Reader, suite: str, datasets: dict[str, DatasetSpec], defaults: TrainConfig) -> tuple[Case, ...]:
