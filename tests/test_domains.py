@@ -164,8 +164,8 @@ def test_collection_reads_no_torch_and_caches_domain_sizes(pytester: pytest.Pyte
                                                                               f"    files: {{train: {data}}}\n"))
     pytester.makeconftest("import sys\ndef pytest_collection_finish(session):\n"
                           "    print('LOADED', 'torch' in sys.modules, 'datasets' in sys.modules)\n")
-    pytester.runpytest_subprocess("--collect-only", "-q").stdout.fnmatch_lines(["LOADED False True", "6 tests*"])
-    pytester.runpytest_subprocess("--collect-only", "-q").stdout.fnmatch_lines(["LOADED False False", "6 tests*"])
+    pytester.runpytest_subprocess("--collect-only", "-q").stdout.fnmatch_lines(["LOADED False True", "3 tests*"])
+    pytester.runpytest_subprocess("--collect-only", "-q").stdout.fnmatch_lines(["LOADED False False", "3 tests*"])
     write_csv(data, [r for r in sentiment_rows(200) if "phone" not in r["text"]])  # the cache sees the change
     changed = pytester.runpytest_subprocess("--collect-only", "-q")
     changed.stdout.fnmatch_lines(["*domain 'phone': only 0 training examples*"])
