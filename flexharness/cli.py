@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from flexharness.domains import check_sizes
 from flexharness.errors import FlexError, SuiteError
 from flexharness.suite import expand, load_suite
 
@@ -74,6 +75,7 @@ def _validate(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             suite = load_suite(Path(path))
+            check_sizes(suite)
         except SuiteError as exc:
             print(f"INVALID {exc}")
             failed += 1

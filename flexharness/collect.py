@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from flexharness.domains import check_sizes
 from flexharness.errors import FlexError, SuiteError
 from flexharness.options import Options
 from flexharness.suite import Planned, Suite, expand, load_suite
@@ -39,7 +40,8 @@ class SuiteFile(pytest.File):
         from flexharness.plugin import options_of
 
         try:
-            _, planned = plan(self.path, options_of(self.config))
+            suite, planned = plan(self.path, options_of(self.config))
+            check_sizes(suite, getattr(self.config, "cache", None))
         except SuiteError as exc:
             raise self.CollectError(str(exc)) from None
         for item in planned:

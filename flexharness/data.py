@@ -144,12 +144,7 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
         raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
                         *spec.locate("train_split"))
     train_rows = _rows(spec, source[spec.train_split], where, spec.train_split)
-    missing = [split for split in spec.eval_splits if split not in source]
-    if missing:
-        raise DataError(f"no split '{missing[0]}' (has: {', '.join(source)}); set 'eval_split' to existing splits",
-                        *spec.locate("eval_split"))
-    eval_names = spec.eval_splits or tuple(
-        s for s in EVAL_SPLIT_NAMES if s in source and s != spec.train_split)[:1]
+    eval_names = _eval_split_names(spec, source)
     label_names, encode = _label_map(spec, source[spec.train_split], train_rows[1], kind)
     train = Examples(train_rows[0], encode(train_rows[1], spec.train_split))
     evals = []
@@ -164,6 +159,45 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     for name, examples in evals:
         _check_sizes(spec, where, train, examples, label_names, name)
     return Prepared(train, tuple(evals), label_names)
+
+
+def _eval_split_names(spec: DatasetSpec, source: Any) -> tuple[str, ...]:
+    """The named evaluation splits, else the first conventional one; empty means 'hold out a fraction of train'."""
+    missing = [split for split in spec.eval_splits if split not in source]
+    if missing:
+        raise DataError(f"no split '{missing[0]}' (has: {', '.join(source)}); set 'eval_split' to existing splits",
+                        *spec.locate("eval_split"))
+    return spec.eval_splits or tuple(s for s in EVAL_SPLIT_NAMES if s in source and s != spec.train_split)[:1]
+
+
+@dataclass(frozen=True)
+class FilteredSizes:
+    """Row counts after ``where``, before hold-out and subsampling; ``eval`` (the smallest evaluation
+    split) is None when evaluation is held out of train."""
+
+    train: int
+    eval: int | None
+    labels: int
+
+
+@functools.lru_cache(maxsize=32)
+def filtered_sizes(spec: DatasetSpec, where: tuple[Filter, ...], kind: str) -> FilteredSizes:
+    """How many rows a filter keeps, and how many labels the whole dataset has (1 for regression)."""
+    source = load_source(spec)
+    if spec.train_split not in source:
+        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
+                        *spec.locate("train_split"))
+    split = source[spec.train_split]
+    kept = _rows(spec, split, where, spec.train_split)[1]
+    eval_sizes = [len(_rows(spec, source[name], where, name)[1]) for name in _eval_split_names(spec, source)]
+    eval_rows = min(eval_sizes) if eval_sizes else None
+    names, _ = _label_map(spec, split, _rows(spec, split, (), spec.train_split)[1], kind)
+    return FilteredSizes(len(kept), eval_rows, len(names) if names else 1)
+
+
+def hold_out_size(n: int, fraction: float) -> int:
+    """Rows the hold-out puts into evaluation: at least one when there is any."""
+    return min(n, max(1, round(n * fraction)))
 
 
 def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str) -> tuple[tuple, list]:
@@ -261,7 +295,7 @@ def _subsample(examples: Examples, n: int | None, kind: str) -> Examples:
 
 def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples, Examples]:
     rng = np.random.default_rng(DATA_SEED)
-    n_eval = max(1, round(len(examples) * fraction))
+    n_eval = hold_out_size(len(examples), fraction)
     eval_idx = stratified_indices(examples.labels, n_eval, rng, stratify=kind != REGRESSION)
     train_mask = np.ones(len(examples), dtype=bool)
     train_mask[eval_idx] = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,43 @@ def axes_summary(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def transfer_heatmap(doc: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
+    """One model's transfer matrix: rows fine-tuned on, columns scored on; missing scores left blank."""
+    import numpy as np
+
+    plt = _pyplot()
+    sources, targets = summary["sources"], summary["targets"]
+    scores = {(e["source"], e["target"]): e["score"] for e in doc["transfer"]
+              if e["suite"] == summary["suite"] and e["model"] == summary["model"]}
+    grid = np.array([[np.nan if scores[(s, t)] is None else scores[(s, t)] for t in targets] for s in sources])
+    fig, ax = plt.subplots(figsize=(1.1 * len(targets) + 3, 0.8 * len(sources) + 2))
+    image = ax.imshow(grid, cmap="viridis" if summary["higher_is_better"] else "viridis_r")
+    for (row, col), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            ax.text(col, row, f"{value:.3f}", ha="center", va="center", color="white", fontsize=9,
+                    fontweight="bold" if sources[row] == targets[col] else "normal")
+    ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("scored on (target domain)")
+    ax.set_ylabel("fine-tuned on (source)")
+    gap = summary["transfer_gap"]
+    ax.set_title(f"{model_label(summary['model'])}: {summary['metric']}, transfer gap "
+                 f"{'-' if gap is None else f'{gap:.3f}'}", fontsize=10)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _file_name(*parts: str) -> str:
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts) + ".png"
+
+
 def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     if not doc["cases"]:
         return []
-    return [case_scores(doc, directory / "cases.png"), axes_summary(doc, directory / "axes.png")]
+    heatmaps = [transfer_heatmap(doc, s, directory / _file_name("transfer", s["suite"], model_label(s["model"])))
+                for s in doc.get("transfer_summary", [])]
+    return [case_scores(doc, directory / "cases.png"), axes_summary(doc, directory / "axes.png"), *heatmaps]

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from flexharness.compare import ranking_lines, ranking_markdown
 from flexharness.models import model_label
+from flexharness.transfer import markdown_lines, table_lines
 
 
 def _fmt(value: float | None) -> str:
@@ -38,6 +39,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"{a['suite'][:19]:<20}{model_label(a['model'])[:23]:<24}{a['axis']:<13}{a['n']:>4}"
                      f"{_fmt(a['p_avg']):>9}{_fmt(a['sigma_p']):>9}{_fmt(a['mean_seed_std']):>10}{note}")
     lines += ranking_lines(doc)
+    lines += table_lines(doc)
     if doc["gates"]:
         lines.append("")
         for g in doc["gates"]:
@@ -108,6 +110,7 @@ def markdown(doc: dict[str, Any]) -> str:
         out.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
                    f"{_fmt(a['sigma_p'])} |")
     out += ranking_markdown(doc)
+    out += markdown_lines(doc)
     if doc["gates"]:
         out += ["", "| gate | suite | model | verdict | detail |", "|---|---|---|---|---|"]
         for g in doc["gates"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from flexharness import data as data_mod
 from flexharness import metrics, models, train
+from flexharness.domains import transfer_record
 from flexharness.errors import DataError
 from flexharness.faults import OutOfMemoryAsFailure
 from flexharness.suite import Case
@@ -42,6 +43,11 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     setup_start = time.perf_counter()
     model = models.fresh_model(model_ref, prepared.num_labels, seed, trust_remote_code)
     setup_seconds = time.perf_counter() - setup_start
+
+    def predict_on(other: data_mod.Prepared):  # another domain's (first) evaluation split
+        encoded = _encoded(other, model_ref, config.max_length, trust_remote_code)[1][0][1]
+        return train.predict(model, encoded, config.eval_batch_size, device, pad_id, regression)
+
     try:
         with OutOfMemoryAsFailure(config):
             stats = train.fine_tune(model, train_data, config, seed, device, pad_id, regression, progress)
@@ -52,6 +58,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
                 score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
                 splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
             eval_seconds = time.perf_counter() - eval_start
+            extra = transfer_record(case, prepared, predict_on)
     finally:
         del model
         train.release_memory()
@@ -62,5 +69,5 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
         "eval_split": prepared.eval_split, "splits": splits, "num_labels": prepared.num_labels,
         "train_seconds": round(stats.seconds, 3), "eval_seconds": round(eval_seconds, 3),
         "setup_seconds": round(setup_seconds, 3), "steps": stats.steps, "final_loss": stats.final_loss,
-        "train_tokens": stats.train_tokens,
+        "train_tokens": stats.train_tokens, **extra,
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from flexharness import aggregate as agg
+from flexharness import transfer
 from flexharness.baseline import Baseline, current_run, regression_gates, to_json, tolerance_of
 from flexharness.cache import case_fingerprint, suite_fingerprint
 from flexharness.collect import RESULT_PROPERTY, plan, suite_models
@@ -103,8 +104,10 @@ class Controller:
         """A shard holds part of each axis: its gates are decided by ``flexharness merge``, not here."""
         if self.options.shard:
             return []
-        cases = [c for _, c, _ in self.case_scores()]
+        scored = self.case_scores()
+        cases = [c for _, c, _ in scored]
         gates = agg.suite_gates(cases, self.gate_specs())
+        gates += transfer.gap_gates(transfer.matrices(scored), self.gate_specs())
         if self.baseline:
             gates += regression_gates(cases, self.baseline, current_run(self.document()))
         self.gates = gates
@@ -130,12 +133,14 @@ class Controller:
         """The results JSON of the public contract."""
         cases = self.case_scores()
         aggregates = agg.aggregate(c for _, c, _ in cases)
+        matrices = transfer.matrices(cases)
         return {
             "version": RESULTS_VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": self._environment(),
             "cases": [_case_json(file, case, states) for file, case, states in cases],
-            "transfer": [],
+            "transfer": transfer.entries(matrices),
+            "transfer_summary": transfer.summaries(matrices),
             "aggregates": [{"suite": a.suite, "model": a.model, "axis": a.axis, "n": a.n, "missing": a.missing,
                             "p_avg": a.p_avg, "sigma_p": a.sigma_p, "mean_seed_std": a.mean_seed_std,
                             "higher_is_better": a.higher_is_better} for a in aggregates],
@@ -186,6 +191,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "metrics": _mean_metrics(split_records),
         "train_examples": records[0]["train_examples"] if records else None,
         "eval_examples": split_records[0]["eval_examples"] if records else None,
+        **({"domain": case.name} if case.axis == "domains" else {}),
     }
 
 

@@ -144,7 +144,9 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub
                 for key, spec in _datasets(top.child("datasets"), path.parent).items()}
     if not any(top.raw(axis) for axis in ("tasks", "domains", "compression")):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
-    cases = _tasks(top, name, datasets, defaults)
+    from flexharness.domains import domain_cases
+
+    cases = _tasks(top, name, datasets, defaults) + domain_cases(top, name, datasets, defaults)
     cases = tuple(_apply_overrides(c, overrides or {}) for c in cases)
     _unsupported_axes(top)
     return Suite(
@@ -154,7 +156,7 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub
 
 
 def _unsupported_axes(top: Reader) -> None:
-    for axis in ("domains", "compression"):
+    for axis in ("compression",):
         if top.raw(axis):
             raise top.error(axis, "this axis is not available in this version of flexharness; remove the section")
 
@@ -332,7 +334,7 @@ def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
         gates["regression"] = read_tolerance(reader.child("regression"))
     for axis in ("tasks", "domains", "compression"):
         if reader.has(axis):
-            gates[axis] = _axis_gates(reader.child(axis))
+            gates[axis] = _axis_gates(reader.child(axis), ("transfer_gap",) if axis == "domains" else ())
             _check_one_direction(reader, axis, cases)
     case_min = reader.typed("case_min", float)
     if case_min is not None:
@@ -340,10 +342,11 @@ def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
     return gates
 
 
-def _axis_gates(reader: Reader) -> dict[str, dict[str, float]]:
-    reader.only(("p_avg", "sigma_p"))
+def _axis_gates(reader: Reader, extra: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+    """Bounds of P_avg and σ_P; ``extra`` names an axis's own statistics (checked by the axis's module)."""
+    reader.only(("p_avg", "sigma_p", *extra))
     spec = {}
-    for stat in ("p_avg", "sigma_p"):
+    for stat in ("p_avg", "sigma_p", *extra):
         if reader.has(stat):
             bounds = reader.child(stat)
             bounds.only(("min", "max"))

@@ -22,6 +22,10 @@ class Located(dict):
     line: int = 0
     key_lines: dict[str, int]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}  # an empty stand-in for a missing section must answer line_of too
+
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
 

@@ -1,0 +1,189 @@
+"""The transfer matrix of the domains axis, on the controller: source × target scores,
+in-domain and cross-domain means, the transfer gap and its gate.
+
+Pure functions over case scores and item records (no pytest, no torch), as in
+``aggregate.py``. The diagonal is the in-domain case score itself; an
+off-diagonal entry is the mean over seeds of the source items' cross-domain
+scores. The gap is in-domain mean minus cross-domain mean, turned round for
+lower-is-better metrics so that a positive gap is always a loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from flexharness.aggregate import CaseScore, GateResult, mean
+from flexharness.domains import TARGETS
+from flexharness.models import model_label
+
+if TYPE_CHECKING:
+    from flexharness.session import ItemState
+
+GAP_GATE = "domains/transfer_gap.max"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One (suite, model)'s transfer matrix; rows are the source domains that ran."""
+
+    suite: str
+    model: str
+    metric: str
+    higher_is_better: bool
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    scores: Mapping[tuple[str, str], float | None]
+    seeds: Mapping[tuple[str, str], Mapping[str, float | None]]
+    sizes: Mapping[str, Mapping[str, int | None]]
+
+    def _values(self, diagonal: bool) -> list[float | None]:
+        return [v for (s, t), v in self.scores.items() if (s == t) == diagonal]
+
+    @property
+    def missing(self) -> int:
+        return sum(v is None for v in self.scores.values())
+
+    @property
+    def in_domain(self) -> float | None:
+        values = self._values(True)
+        return mean(values) if values and None not in values else None
+
+    @property
+    def cross_domain(self) -> float | None:
+        values = self._values(False)
+        return mean(values) if values and None not in values else None
+
+    @property
+    def gap(self) -> float | None:
+        if self.in_domain is None or self.cross_domain is None:
+            return None
+        loss = self.in_domain - self.cross_domain
+        return loss if self.higher_is_better else -loss
+
+
+def matrices(cases: Iterable[tuple[str, CaseScore, list[ItemState]]]) -> list[Matrix]:
+    """One matrix per (suite, model) whose domains section has ``transfer: true``."""
+    groups: dict[tuple[str, str], list[tuple[CaseScore, list[ItemState]]]] = {}
+    for _, case, states in cases:
+        if case.axis == "domains" and dict(states[0].planned.case.params).get(TARGETS):
+            groups.setdefault((case.suite, case.model), []).append((case, states))
+    return [_matrix(suite, model, members) for (suite, model), members in groups.items()]
+
+
+def _matrix(suite: str, model: str, members: list[tuple[CaseScore, list[ItemState]]]) -> Matrix:
+    first = members[0][1][0].planned.case
+    targets = tuple(d.name for d in dict(first.params)[TARGETS])
+    scores, seeds, sizes = {}, {}, {t: {"train": None, "eval": None} for t in targets}
+    for case, states in members:
+        records = {str(s.planned.seed): s.record if s.status == "passed" else None for s in states}
+        for target in targets:
+            key = (case.name, target)
+            if target == case.name:
+                seeds[key], scores[key] = dict(case.seed_scores), case.score
+            else:
+                seeds[key] = {seed: _finite(((r or {}).get("transfer") or {}).get(target)) for seed, r in records.items()}
+                values = list(seeds[key].values())
+                scores[key] = mean(values) if values and None not in values else None
+        _note_sizes(sizes, case.name, [r for r in records.values() if r])
+    return Matrix(suite, model, first.metric, members[0][0].higher_is_better, tuple(c.name for c, _ in members),
+                  targets, scores, seeds, sizes)
+
+
+def _note_sizes(sizes: dict[str, dict[str, int | None]], source: str, records: list[dict[str, Any]]) -> None:
+    """Per-domain example counts, from the source's own record and what other domains saw of it."""
+    if not records:
+        return
+    sizes[source] = {"train": records[0].get("train_examples"), "eval": records[0].get("eval_examples")}
+    for target, n in (records[0].get("transfer_eval_examples") or {}).items():
+        if sizes[target]["eval"] is None:
+            sizes[target]["eval"] = n
+
+
+def _finite(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def gap_gates(found: list[Matrix], gates_of: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """``gates: {domains: {transfer_gap: {max: X}}}`` for each (suite, model); incomplete when scores are missing."""
+    results = []
+    for m in found:
+        threshold = (gates_of.get(m.suite, {}).get("domains") or {}).get("transfer_gap", {}).get("max")
+        if threshold is None:
+            continue
+        if m.gap is None:
+            message = (f"incomplete: {m.missing} of {len(m.scores)} transfer scores are missing; "
+                       "transfer_gap cannot be computed")
+            results.append(GateResult(GAP_GATE, False, None, threshold, message, m.suite, m.model))
+            continue
+        passed = m.gap <= threshold
+        message = (f"transfer_gap = {m.gap:.4f} (in-domain {m.in_domain:.4f}, cross-domain {m.cross_domain:.4f}), "
+                   f"required <= {threshold:g}: {'ok' if passed else 'FAILED'}")
+        results.append(GateResult(GAP_GATE, passed, m.gap, threshold, message, m.suite, m.model))
+    return results
+
+
+def entries(found: list[Matrix]) -> list[dict[str, Any]]:
+    """The results JSON ``transfer`` list: every (suite, model, source, target) with its mean score."""
+    return [{"suite": m.suite, "model": m.model, "source": s, "target": t, "score": m.scores[(s, t)],
+             "in_domain": s == t, "seeds": dict(m.seeds[(s, t)])}
+            for m in found for s in m.sources for t in m.targets]
+
+
+def summaries(found: list[Matrix]) -> list[dict[str, Any]]:
+    """The results JSON ``transfer_summary`` list: means, gap and domain sizes per (suite, model)."""
+    return [{"suite": m.suite, "model": m.model, "metric": m.metric, "higher_is_better": m.higher_is_better,
+             "sources": list(m.sources), "targets": list(m.targets), "in_domain": m.in_domain,
+             "cross_domain": m.cross_domain, "transfer_gap": m.gap, "missing": m.missing,
+             "domains": {t: dict(m.sizes[t]) for t in m.targets}} for m in found]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _grid(doc: dict[str, Any], summary: dict[str, Any]) -> list[list[str]]:
+    """Header, one row per source (with its training size), and a row of evaluation sizes."""
+    scores = {(e["source"], e["target"]): e["score"] for e in doc["transfer"]
+              if e["suite"] == summary["suite"] and e["model"] == summary["model"]}
+    sizes = summary["domains"]
+    rows = [["fine-tuned on \\ scored on", *summary["targets"], "train n"]]
+    for s in summary["sources"]:
+        cells = [f"[{_fmt(scores[(s, t)])}]" if s == t else _fmt(scores[(s, t)]) for t in summary["targets"]]
+        rows.append([s, *cells, str(sizes[s]["train"] if sizes[s]["train"] is not None else "-")])
+    rows.append(["eval n", *(str(sizes[t]["eval"] if sizes[t]["eval"] is not None else "-")
+                             for t in summary["targets"]), ""])
+    return rows
+
+
+def _caption(summary: dict[str, Any]) -> str:
+    direction = "" if summary["higher_is_better"] else ", lower is better"
+    return (f"in-domain mean {_fmt(summary['in_domain'])}, cross-domain mean {_fmt(summary['cross_domain'])}, "
+            f"transfer gap {_fmt(summary['transfer_gap'])} (positive = lost off-domain{direction})")
+
+
+def table_lines(doc: dict[str, Any]) -> list[str]:
+    """The transfer matrices as plain-text tables for the terminal summary."""
+    lines: list[str] = []
+    for summary in doc.get("transfer_summary", []):
+        grid = _grid(doc, summary)
+        widths = [max(len(row[i]) for row in grid) + 2 for i in range(len(grid[0]))]
+        lines += ["", f"transfer matrix: {summary['suite']} [{model_label(summary['model'])}], {summary['metric']} "
+                      "(rows: fine-tuned on, columns: scored on, [diagonal] = in-domain)"]
+        lines += ["".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                  .rstrip() for row in grid]
+        lines.append(_caption(summary))
+    return lines
+
+
+def markdown_lines(doc: dict[str, Any]) -> list[str]:
+    """The same matrices as Markdown tables."""
+    lines: list[str] = []
+    for summary in doc.get("transfer_summary", []):
+        grid = _grid(doc, summary)
+        lines += ["", f"### Transfer: {summary['suite']} [{model_label(summary['model'])}], {summary['metric']}", ""]
+        lines += [f"| {' | '.join(grid[0])} |", "|---" + "|---:" * (len(grid[0]) - 1) + "|"]
+        lines += [f"| {' | '.join(row)} |" for row in grid[1:]]
+        lines += ["", _caption(summary) + "."]
+    return lines
