@@ -57,12 +57,14 @@ class CaseItem(pytest.Item):
         self.add_marker("flex")
 
     def runtest(self) -> None:
+        from flexharness.compress import run_compression_case
         from flexharness.plugin import options_of
         from flexharness.runner import run_case
 
         options = options_of(self.config)
-        record = run_case(self.planned.case, self.planned.model, self.planned.seed,
-                          options.device, options.trust_remote_code)
+        run = run_compression_case if self.planned.case.axis == "compression" else run_case
+        record = run(self.planned.case, self.planned.model, self.planned.seed,
+                     options.device, options.trust_remote_code)
         self.user_properties.append(("score", record["score"]))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from flexharness import aggregate as agg
 from flexharness.collect import RESULT_PROPERTY, plan
+from flexharness.compress import case_fields as compression_fields
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
 from flexharness.options import Options
@@ -159,6 +160,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "metrics": _mean_metrics(records),
         "train_examples": records[0]["train_examples"] if records else None,
         "eval_examples": records[0]["eval_examples"] if records else None,
+        **(compression_fields(planned, records) if case.axis == "compression" else {}),
     }
 
 

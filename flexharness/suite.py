@@ -120,7 +120,10 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     datasets = _datasets(top.child("datasets"), path.parent)
     if not any(top.raw(axis) for axis in ("tasks", "domains", "compression")):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
+    from flexharness.compress import compression_cases  # compress builds on this module's Case
+
     cases = _tasks(top, name, datasets, defaults)
+    cases += compression_cases(top, cases)
     cases = tuple(_apply_overrides(c, overrides or {}) for c in cases)
     _unsupported_axes(top)
     return Suite(
@@ -130,7 +133,7 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
 
 
 def _unsupported_axes(top: Reader) -> None:
-    for axis in ("domains", "compression"):
+    for axis in ("domains",):
         if top.raw(axis):
             raise top.error(axis, "this axis is not available in this version of flexharness; remove the section")
 
