@@ -60,6 +60,7 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from flexharness import cache, progress, scaleout
+        from flexharness.compress import run_compression_case
         from flexharness.models import resolve_device
         from flexharness.plugin import options_of
         from flexharness.runner import run_case
@@ -69,7 +70,8 @@ class CaseItem(pytest.Item):
         scaleout.share_cpu(getattr(self.config, "workerinput", None), device)
         store = cache.ResultCache.of(self.config, reuse=not options.no_cache)
         show = progress.for_item(self.config, self.name, options.progress)
-        record = cache.cached_run(store, self.planned, self.nodeid, device, lambda: run_case(
+        run = run_compression_case if self.planned.case.axis == "compression" else run_case
+        record = cache.cached_run(store, self.planned, self.nodeid, device, lambda: run(
             self.planned.case, self.planned.model, self.planned.seed, options.device, options.trust_remote_code, show))
         self.user_properties.append(("score", record["score"]))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))

@@ -44,3 +44,7 @@ class ModelLoadError(FlexError):
 
 class TrainingError(FlexError):
     """Fine-tuning failed in a way the user can act on (divergence, out of memory)."""
+
+
+class CompressionError(FlexError):
+    """A compression method cannot be applied to this model as asked."""

@@ -90,6 +90,46 @@ def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     if not doc["cases"]:
         return []
-    heatmaps = [transfer_heatmap(doc, s, directory / _file_name("transfer", s["suite"], model_label(s["model"])))
+    written = [case_scores(doc, directory / "cases.png"), axes_summary(doc, directory / "axes.png")]
+    written += [transfer_heatmap(doc, s, directory / _file_name("transfer", s["suite"], model_label(s["model"])))
                 for s in doc.get("transfer_summary", [])]
-    return [case_scores(doc, directory / "cases.png"), axes_summary(doc, directory / "axes.png"), *heatmaps]
+    for model in dict.fromkeys(c["model"] for c in doc["cases"] if _plottable(c)):
+        written.append(compression(doc, model, directory / f"compression-{model_label(model)}.png"))
+    return written
+
+
+def compression(doc: dict[str, Any], model: str, path: Path) -> Path:
+    """Score (or retention) against the fraction of encoder weights zeroed or removed.
+
+    Magnitude pruning draws one line per variant, starting at the dense model;
+    the other methods are labelled points.
+    """
+    plt = _pyplot()
+    cases = [c for c in doc["cases"] if c["model"] == model and _plottable(c)]
+    relative = all(c.get("relative") for c in cases)
+    dense = 1.0 if relative else cases[0]["dense_score"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for c in cases:
+        if c["method"] == "magnitude":
+            lines.setdefault(c["name"].rsplit("-", 1)[0], []).append(c)
+        else:
+            ax.scatter(c["measured_sparsity"], c["score"], marker="D", color="tab:red", zorder=3)
+            ax.annotate(c["name"], (c["measured_sparsity"], c["score"]), textcoords="offset points", xytext=(5, 4))
+    for label, members in lines.items():
+        members.sort(key=lambda c: c["measured_sparsity"])
+        ax.plot([0.0] + [c["measured_sparsity"] for c in members], [dense] + [c["score"] for c in members],
+                marker="o", label=label)
+    ax.scatter([0.0], [dense], marker="*", s=120, color="black", zorder=4, label="dense")
+    ax.set_xlabel("encoder Linear weights zeroed or removed (measured)")
+    ax.set_ylabel("retention (compressed / dense)" if relative else f"score ({cases[0]['metric']})")
+    ax.set_title(f"compression: {model_label(model)}")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plottable(case: dict[str, Any]) -> bool:
+    return case["axis"] == "compression" and case["score"] is not None and case.get("measured_sparsity") is not None

@@ -32,6 +32,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         score = _fmt(c["score"]) if c["score"] is not None else c["status"].upper()
         lines.append(f"{c['axis'] + '/' + c['name']:<{width}}{model_label(c['model'])[:23]:<24}{c['metric'][:17]:<18}"
                      f"{score:>8}  {std:<12}{seeds:>7}{'  cached' if c.get('cached') else ''}")
+    lines += compression_lines(doc)
     lines.append("")
     lines.append(f"{'suite':<20}{'model':<24}{'axis':<13}{'n':>4}{'P_avg':>9}{'σ_P':>9}{'seed std':>10}")
     for a in doc["aggregates"]:
@@ -63,6 +64,32 @@ def run_notes(doc: dict[str, Any]) -> list[str]:
     if doc.get("merged_from"):
         notes.append(f"merged from {len(doc['merged_from'])} results files")
     return notes
+
+
+COMPRESSION_COLUMNS = ("case", "model", "asked", "measured", "score", "dense", "retained", "params", "MB",
+                       "ms/ex")
+
+
+def _compression_row(c: dict[str, Any]) -> list[str]:
+    def num(key: str, spec: str) -> str:
+        return "-" if c.get(key) is None else format(c[key], spec)
+
+    params = "-" if c.get("params") is None else f"{c['params'] / 1e6:.2f}M"
+    return [c["name"], model_label(c["model"]), num("sparsity", ".2f"), num("measured_sparsity", ".3f"),
+            num("compressed_score", ".4f"), num("dense_score", ".4f"), num("retention", ".4f"), params,
+            num("size_mb", ".1f"), num("latency_ms", ".3f")]
+
+
+def compression_lines(doc: dict[str, Any]) -> list[str]:
+    """What each compression case kept: sparsity asked and measured, scores, size and latency."""
+    rows = [_compression_row(c) for c in doc["cases"] if c["axis"] == "compression"]
+    if not rows:
+        return []
+    table = [list(COMPRESSION_COLUMNS), *rows]
+    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COMPRESSION_COLUMNS))]
+    lines = ["".join(cell.ljust(width) if i < 2 else cell.rjust(width)
+                     for i, (cell, width) in enumerate(zip(row, widths))) for row in table]
+    return ["", "compression (score: the compressed model's metric; retained: score / dense score)", *lines]
 
 
 def write_json(path: str | Path, doc: dict[str, Any]) -> None:
@@ -105,6 +132,10 @@ def markdown(doc: dict[str, Any]) -> str:
     for c in doc["cases"]:
         out.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
                    f"{_fmt(c['seed_std'])} | {c['status']} |")
+    compression = [_compression_row(c) for c in doc["cases"] if c["axis"] == "compression"]
+    if compression:
+        out += ["", "| " + " | ".join(COMPRESSION_COLUMNS) + " |", "|---|---|" + "---:|" * 8]
+        out += ["| " + " | ".join(row) + " |" for row in compression]
     out += ["", "| suite | model | axis | n | P_avg | σ_P |", "|---|---|---|---:|---:|---:|"]
     for a in doc["aggregates"]:
         out.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "

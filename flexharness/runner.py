@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flexharness import data as data_mod
@@ -26,9 +27,22 @@ def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trus
             tuple((name, data_mod.encode(examples, tokenizer, max_length)) for name, examples in case_data.evals))
 
 
-def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
-             trust_remote_code: bool = False, progress: train.ProgressFn | None = None) -> dict[str, Any]:
-    """Fine-tune and score ``case`` for one model and seed."""
+@dataclass(frozen=True)
+class Inputs:
+    """What a case trains and evaluates on, tokenized for one model."""
+
+    prepared: data_mod.Prepared
+    train: data_mod.Encoded
+    evals: tuple[tuple[str, data_mod.Encoded], ...]   # (split, tokens); the first is the case's own
+    pad_id: int
+    regression: bool
+
+    @property
+    def eval(self) -> data_mod.Encoded:
+        return self.evals[0][1]
+
+
+def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False) -> Inputs:
     config = case.train
     prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
                                 config.max_eval_samples)
@@ -36,38 +50,65 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     if complaint:
         raise DataError(complaint, case.dataset.origin, case.line, "metric")
     train_data, eval_sets = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
-    device = models.resolve_device(device_option)
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    regression = case.kind == metrics.REGRESSION
+    return Inputs(prepared, train_data, eval_sets, pad_id, case.kind == metrics.REGRESSION)
+
+
+def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float]:
+    """(score, per-metric scores, seconds spent predicting) on the case's own eval split."""
+    start = time.perf_counter()
+    predictions = train.predict(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
+                                inputs.regression)
+    seconds = time.perf_counter() - start
+    score, per_metric = metrics.score(case.metrics, inputs.eval.labels, predictions)
+    return score, per_metric, seconds
+
+
+def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
+             trust_remote_code: bool = False, progress: train.ProgressFn | None = None) -> dict[str, Any]:
+    """Fine-tune and score ``case`` for one model and seed, on each of its eval splits (and domains)."""
+    config = case.train
+    inputs = case_inputs(case, model_ref, trust_remote_code)
+    device = models.resolve_device(device_option)
     setup_start = time.perf_counter()
-    model = models.fresh_model(model_ref, prepared.num_labels, seed, trust_remote_code)
+    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
     setup_seconds = time.perf_counter() - setup_start
 
     def predict_on(other: data_mod.Prepared):  # another domain's (first) evaluation split
         encoded = _encoded(other, model_ref, config.max_length, trust_remote_code)[1][0][1]
-        return train.predict(model, encoded, config.eval_batch_size, device, pad_id, regression)
+        return train.predict(model, encoded, config.eval_batch_size, device, inputs.pad_id, inputs.regression)
 
     try:
         with OutOfMemoryAsFailure(config):
-            stats = train.fine_tune(model, train_data, config, seed, device, pad_id, regression, progress)
+            stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression,
+                                    progress)
             eval_start = time.perf_counter()
             splits = {}
-            for name, eval_data in eval_sets:
-                predictions = train.predict(model, eval_data, config.eval_batch_size, device, pad_id, regression)
+            for name, eval_data in inputs.evals:
+                predictions = train.predict(model, eval_data, config.eval_batch_size, device, inputs.pad_id,
+                                            inputs.regression)
                 score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
                 splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
             eval_seconds = time.perf_counter() - eval_start
-            extra = transfer_record(case, prepared, predict_on)
+            extra = transfer_record(case, inputs.prepared, predict_on)
     finally:
         del model
         train.release_memory()
-    first = splits[prepared.eval_split]
+    first = splits[inputs.prepared.eval_split]
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
-        "train_examples": len(prepared.train), "eval_examples": first["eval_examples"],
-        "eval_split": prepared.eval_split, "splits": splits, "num_labels": prepared.num_labels,
-        "train_seconds": round(stats.seconds, 3), "eval_seconds": round(eval_seconds, 3),
-        "setup_seconds": round(setup_seconds, 3), "steps": stats.steps, "final_loss": stats.final_loss,
-        "train_tokens": stats.train_tokens, **extra,
+        **example_counts(inputs), "splits": splits, **train_fields(stats),
+        "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3), **extra,
     }
+
+
+def example_counts(inputs: Inputs) -> dict[str, Any]:
+    prepared = inputs.prepared
+    return {"train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
+            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels}
+
+
+def train_fields(stats: train.TrainStats) -> dict[str, Any]:
+    return {"train_seconds": round(stats.seconds, 3), "steps": stats.steps, "final_loss": stats.final_loss,
+            "train_tokens": stats.train_tokens}

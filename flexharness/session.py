@@ -23,6 +23,7 @@ from flexharness import transfer
 from flexharness.baseline import Baseline, current_run, regression_gates, to_json, tolerance_of
 from flexharness.cache import case_fingerprint, suite_fingerprint
 from flexharness.collect import RESULT_PROPERTY, plan, suite_models
+from flexharness.compress import case_fields as compression_fields
 from flexharness.errors import SuiteError
 from flexharness.metrics import METRICS
 from flexharness.options import Options
@@ -192,6 +193,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "train_examples": records[0]["train_examples"] if records else None,
         "eval_examples": split_records[0]["eval_examples"] if records else None,
         **({"domain": case.name} if case.axis == "domains" else {}),
+        **(compression_fields(planned, records) if case.axis == "compression" else {}),
     }
 
 

@@ -144,21 +144,16 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub
                 for key, spec in _datasets(top.child("datasets"), path.parent).items()}
     if not any(top.raw(axis) for axis in ("tasks", "domains", "compression")):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
+    from flexharness.compress import compression_cases  # both axes build on this module's Case
     from flexharness.domains import domain_cases
 
-    cases = _tasks(top, name, datasets, defaults) + domain_cases(top, name, datasets, defaults)
+    cases = _tasks(top, name, datasets, defaults)
+    cases += domain_cases(top, name, datasets, defaults) + compression_cases(top, cases)
     cases = tuple(_apply_overrides(c, overrides or {}) for c in cases)
-    _unsupported_axes(top)
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
         model=top.typed("model", str), cases=cases, gates=_gates(top.child("gates"), cases),
     )
-
-
-def _unsupported_axes(top: Reader) -> None:
-    for axis in ("compression",):
-        if top.raw(axis):
-            raise top.error(axis, "this axis is not available in this version of flexharness; remove the section")
 
 
 def _train(reader: Reader, base: TrainConfig) -> TrainConfig:
