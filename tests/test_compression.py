@@ -213,7 +213,7 @@ def test_section_expands_one_case_per_sparsity(tmp_path: Path, toy_csv: Path) ->
 
 
 @pytest.mark.parametrize("methods, message", [
-    ("{method: magnitdue, sparsity: 0.3}", r":10: compression.methods\[0\].method: unknown method 'magnitdue' "
+    ("{method: magnitdue, sparsity: 0.3}", r":11: compression.methods\[0\].method: unknown method 'magnitdue' "
                                            r"\(did you mean 'magnitude'\?\)"),
     ("{method: magnitude, sparsity: 1.0}", r"sparsity: 1.0 must be in \[0, 1\)"),
     ("{method: magnitude, sparsity: [0.3, -0.1]}", r"sparsity: -0.1 must be in \[0, 1\)"),
