@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import pytest
 
 from flexharness import models
+from flexharness.domains import transfer_datasets
 from flexharness.report import write_atomic
 from flexharness.resources import resolve_path
 from flexharness.suite import Case, DatasetSpec, Planned
@@ -50,7 +51,20 @@ def canonical_case(case: Case) -> dict[str, Any]:
     for located in (fields["dataset"], *fields["where"]):  # where a key was written, for error messages
         for key in ("origin", "lines", "key", "line"):
             located.pop(key, None)
+    fields["params"] = _portable(fields["params"])
     return fields
+
+
+_MACHINE_OR_PLACE = ("base_dir", "hub_mirror", "origin", "lines", "key", "line")
+
+
+def _portable(value: Any) -> Any:
+    """Parameters without folders or lines: a domain's transfer targets hold dataset specs of their own."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items() if k not in _MACHINE_OR_PLACE}
+    if isinstance(value, (list, tuple)):
+        return [_portable(v) for v in value]
+    return value
 
 
 def case_fingerprint(case: Case) -> str:
@@ -149,6 +163,9 @@ def result_key(planned: Planned, device: str) -> tuple[str | None, str | None]:
     model = model_identity(planned.model)
     model_print = digest(model)[:16] if model else None
     data = data_identity(planned.case.dataset)
+    for spec in transfer_datasets(planned.case):  # a domain scored on other datasets depends on them too
+        extra = data_identity(spec)
+        data = data + extra if data is not None and extra is not None else None
     if model is None or data is None:
         return None, model_print
     parts = {"case": canonical_case(planned.case), "data": data, "model": model, "seed": planned.seed,

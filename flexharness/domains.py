@@ -81,6 +81,10 @@ def _members(reader: Reader, default: DatasetSpec | None, datasets: Mapping[str,
                                      "or give the domain its own 'dataset'")
         else:
             spec = default
+        if len(spec.eval_splits) > 1:
+            raise member.error(None, f"dataset '{spec.name}' names several evaluation splits "
+                                     f"({', '.join(spec.eval_splits)}); a domain is scored on one: give it a "
+                                     "dataset with a single 'eval_split'")
         domains.append(Domain(name, spec, _filters(member.child("where")), member.line))
     return domains
 
@@ -100,6 +104,11 @@ def _check_gap_gate(gate: Reader, transfer: bool) -> None:
 def targets(case: Case) -> tuple[Domain, ...]:
     """The domains a case is scored on besides its own (empty without transfer)."""
     return tuple(d for d in dict(case.params).get(TARGETS, ()) if d.name != case.name)
+
+
+def transfer_datasets(case: Case) -> tuple[DatasetSpec, ...]:
+    """The datasets a case reads besides its own: those of its transfer targets (for the result cache's key)."""
+    return tuple(dict.fromkeys(d.dataset for d in targets(case) if d.dataset != case.dataset))
 
 
 # --- collection: every domain must hold enough data --------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from flexharness import aggregate as agg
 from flexharness import baseline as base
+from flexharness import transfer
 from flexharness.errors import FlexError
 from flexharness.models import model_label
 from flexharness.session import RESULTS_VERSION
@@ -37,7 +38,11 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
     """Fill ``aggregates`` and ``gates`` of ``doc`` from its cases, suites' gate specs and baseline."""
     scores = case_scores(doc)
     doc["aggregates"] = [dataclasses.asdict(a) for a in agg.aggregate(scores)]
-    gates = agg.suite_gates(scores, {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []})
+    specs = {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []}
+    gates = agg.suite_gates(scores, specs)
+    matrices = transfer.from_document(doc)
+    doc["transfer"], doc["transfer_summary"] = transfer.entries(matrices), transfer.summaries(matrices)
+    gates += transfer.gap_gates(matrices, specs)
     if doc.get("baseline"):
         reference = base.parse(doc["baseline"], doc["baseline"].get("path", "baseline"))
         gates += base.regression_gates(scores, reference, base.current_run(doc))
@@ -68,6 +73,7 @@ def merge(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         "environment": environment,
         "cases": _merge_cases(docs, suites),
         "transfer": [t for _, doc in docs for t in doc.get("transfer", [])],
+        "transfer_summary": [t for _, doc in docs for t in doc.get("transfer_summary", [])],
         "aggregates": [], "gates": [],
         "suites": suites, "baseline": first.get("baseline"), "shard": None,
         "merged_from": [name for name, _ in docs],

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from flexharness.session import ItemState
 
 GAP_GATE = "domains/transfer_gap.max"
+Seeds = Mapping[str, "float | None"]   # seed → score; None where the item has no score
 
 
 @dataclass(frozen=True)
@@ -64,31 +65,60 @@ class Matrix:
 
 
 def matrices(cases: Iterable[tuple[str, CaseScore, list[ItemState]]]) -> list[Matrix]:
-    """One matrix per (suite, model) whose domains section has ``transfer: true``."""
+    """One matrix per (suite, model) whose domains section has ``transfer: true``, from the items' records."""
     groups: dict[tuple[str, str], list[tuple[CaseScore, list[ItemState]]]] = {}
     for _, case, states in cases:
         if case.axis == "domains" and dict(states[0].planned.case.params).get(TARGETS):
             groups.setdefault((case.suite, case.model), []).append((case, states))
-    return [_matrix(suite, model, members) for (suite, model), members in groups.items()]
+    return [_from_records(members) for members in groups.values()]
 
 
-def _matrix(suite: str, model: str, members: list[tuple[CaseScore, list[ItemState]]]) -> Matrix:
-    first = members[0][1][0].planned.case
-    targets = tuple(d.name for d in dict(first.params)[TARGETS])
-    scores, seeds, sizes = {}, {}, {t: {"train": None, "eval": None} for t in targets}
+def _from_records(members: list[tuple[CaseScore, list[ItemState]]]) -> Matrix:
+    first, planned = members[0][0], members[0][1][0].planned.case
+    targets = tuple(d.name for d in dict(planned.params)[TARGETS])
+    diagonal, cross, sizes = {}, {}, {t: {"train": None, "eval": None} for t in targets}
     for case, states in members:
+        diagonal[case.name] = case.seed_scores
         records = {str(s.planned.seed): s.record if s.status == "passed" else None for s in states}
         for target in targets:
-            key = (case.name, target)
-            if target == case.name:
-                seeds[key], scores[key] = dict(case.seed_scores), case.score
-            else:
-                seeds[key] = {seed: _finite(((r or {}).get("transfer") or {}).get(target)) for seed, r in records.items()}
-                values = list(seeds[key].values())
-                scores[key] = mean(values) if values and None not in values else None
+            cross[(case.name, target)] = {seed: _finite(((r or {}).get("transfer") or {}).get(target))
+                                          for seed, r in records.items()}
         _note_sizes(sizes, case.name, [r for r in records.values() if r])
-    return Matrix(suite, model, first.metric, members[0][0].higher_is_better, tuple(c.name for c, _ in members),
-                  targets, scores, seeds, sizes)
+    return _assemble(first.suite, first.model, planned.metric, first.higher_is_better, targets, diagonal, cross,
+                     sizes)
+
+
+def from_document(doc: Mapping[str, Any]) -> list[Matrix]:
+    """The matrices of a merged results document: the files' per-seed entries joined, the diagonal
+    taken from the merged cases, so N shards give the matrix of one run."""
+    cross: dict[tuple[str, str], dict[tuple[str, str], dict[str, float | None]]] = {}
+    for e in doc.get("transfer", []):
+        if not e["in_domain"]:
+            cross.setdefault((e["suite"], e["model"]), {}).setdefault((e["source"], e["target"]), {}).update(e["seeds"])
+    heads: dict[tuple[str, str], dict[str, Any]] = {}
+    for summary in doc.get("transfer_summary", []):
+        head = heads.setdefault((summary["suite"], summary["model"]), {**summary, "domains": {}})
+        for name, size in summary["domains"].items():
+            known = head["domains"].setdefault(name, {"train": None, "eval": None})
+            head["domains"][name] = {k: known[k] if known[k] is not None else size[k] for k in known}
+    result = []
+    for (suite, model), head in heads.items():
+        diagonal = {c["name"]: c["seeds"] for c in doc["cases"]
+                    if c["axis"] == "domains" and c["suite"] == suite and c["model"] == model}
+        result.append(_assemble(suite, model, head["metric"], head["higher_is_better"], tuple(head["targets"]),
+                                diagonal, cross.get((suite, model), {}), head["domains"]))
+    return result
+
+
+def _assemble(suite: str, model: str, metric: str, higher_is_better: bool, targets: tuple[str, ...],
+              diagonal: Mapping[str, Seeds], cross: Mapping[tuple[str, str], Seeds],
+              sizes: Mapping[str, Mapping[str, int | None]]) -> Matrix:
+    """Rows for the sources that ran, in suite order; an entry is the mean over its seeds, None if one is missing."""
+    sources = tuple(t for t in targets if t in diagonal)
+    seeds = {(s, t): dict(diagonal[s] if s == t else cross.get((s, t)) or {k: None for k in diagonal[s]})
+             for s in sources for t in targets}
+    scores = {key: mean(v.values()) if v and None not in v.values() else None for key, v in seeds.items()}
+    return Matrix(suite, model, metric, higher_is_better, sources, targets, scores, seeds, sizes)
 
 
 def _note_sizes(sizes: dict[str, dict[str, int | None]], source: str, records: list[dict[str, Any]]) -> None:

@@ -203,9 +203,58 @@ def test_schema_errors_name_file_line_and_key(suite_text, tmp_path: Path, sectio
     assert str(excinfo.value).startswith(f"{tmp_path}/{message}"), str(excinfo.value)
 
 
+def test_a_domain_is_scored_on_one_evaluation_split(suite_text, tmp_path: Path) -> None:
+    rows = write_csv(tmp_path / "rows.csv", sentiment_rows(20))
+    both = f"  both:\n    files: {{train: {rows}, x: {rows}, y: {rows}}}\n    eval_split: [x, y]\n"
+    section = "domains:\n  dataset: reviews\n  metric: accuracy\n  members:\n    a: {dataset: both}\n"
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(section).replace("datasets:\n", "datasets:\n" + both, 1))
+    with pytest.raises(SuiteError, match=r"toy.flex.yaml:15: domains.members.a: dataset 'both' names several "
+                                         r"evaluation splits \(x, y\); a domain is scored on one"):
+        load_suite(path)
+
+
 def test_xdist_gives_the_same_transfer_matrix(pytester: pytest.Pytester, suite_text) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(DOMAINS.format(extra=""), TRAIN.replace("0, 1", "0")))
     pytester.runpytest("--flex-json=plain.json").assert_outcomes(passed=3)
     pytester.runpytest("-n", "2", "--flex-json=xdist.json").assert_outcomes(passed=3)
     a, b = (json.loads((pytester.path / name).read_text()) for name in ("plain.json", "xdist.json"))
     assert a["transfer"] == b["transfer"] and len(a["transfer"]) == 9
+
+
+def test_shards_and_seed_splits_merge_into_the_matrix_and_gap_gate_of_one_run(pytester: pytest.Pytester,
+                                                                               suite_text) -> None:
+    from flexharness.cli import main
+
+    extra = "gates:\n  domains: {transfer_gap: {max: -1.0}}\n"
+    pytester.makefile(".flex.yaml", toy=suite_text(DOMAINS.format(extra=extra), TRAIN))
+    pytester.runpytest("--flex-json=whole.json").assert_outcomes(passed=6, failed=1)
+    parts = {"shards": [f"--flex-shard={k}/2" for k in (1, 2)], "seeds": [f"--flex-seeds={k}" for k in (0, 1)]}
+    whole = json.loads((pytester.path / "whole.json").read_text())
+    for kind, options in parts.items():
+        paths = []
+        for k, option in enumerate(options):  # the items' records come from the result cache of the whole run
+            paths.append(str(pytester.path / f"{kind}{k}.json"))
+            pytester.runpytest(option, f"--flex-json={paths[-1]}")
+        merged_path = str(pytester.path / f"{kind}.json")
+        assert main(["merge", *paths, "-o", merged_path]) == 1
+        merged = json.loads(Path(merged_path).read_text())
+        assert merged["transfer"] == whole["transfer"], kind
+        assert merged["transfer_summary"] == whole["transfer_summary"], kind
+        assert [(g["name"], g["passed"], g["value"]) for g in merged["gates"]] == \
+               [(g["name"], g["passed"], g["value"]) for g in whole["gates"]] == \
+               [("domains/transfer_gap.max", False, whole["transfer_summary"][0]["transfer_gap"])]
+
+
+def test_case_fingerprints_do_not_depend_on_the_checkout_folder(suite_text, tmp_path: Path) -> None:
+    from flexharness.cache import case_fingerprint
+
+    prints = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        write_csv(tmp_path / folder / "reviews.csv", sentiment_rows(40))
+        text = DOMAINS.format(extra="")
+        path = tmp_path / folder / "toy.flex.yaml"
+        path.write_text(f"suite: toy\nmodel: m\ndatasets:\n  reviews: {{files: {{train: reviews.csv}}}}\n{text}")
+        prints.append([case_fingerprint(c) for c in load_suite(path).cases])
+    assert prints[0] == prints[1] and len(set(prints[0])) == 3
