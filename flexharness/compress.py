@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from flexharness import models, runner, surgery, train
 from flexharness.errors import CompressionError
+from flexharness.faults import OutOfMemoryAsFailure
 from flexharness.schema import Reader, coerce, did_you_mean, fraction, open_fraction, positive
 from flexharness.suite import Case, TrainConfig, _train
 
@@ -68,6 +69,7 @@ def compression_cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
         raise reader.error("relative", f"retention needs a higher-is-better metric and '{base.metric}' is not; "
                                        "set 'relative: false'")
     config = _train(reader.child("train"), base.train)
+    dataset = replace(base.dataset, eval_splits=base.dataset.eval_splits[:1])  # scored on the task's first split
     items = reader.raw("methods")
     if not isinstance(items, list) or not items:
         raise reader.error("methods", "expected a non-empty list, e.g. "
@@ -80,7 +82,7 @@ def compression_cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
                 raise entry.error(None, f"duplicate compression case '{name}' (first on line {seen[name]}); "
                                         "add 'name:' to tell them apart")
             seen[name] = entry.line
-            cases.append(replace(base, axis="compression", name=name, train=config, line=entry.line,
+            cases.append(replace(base, axis="compression", name=name, train=config, line=entry.line, dataset=dataset,
                                  params=tuple(params.items()) + (("relative", relative), ("task", base.name))))
     return tuple(cases)
 
@@ -247,15 +249,16 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
     base = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
     method.check(base)  # before the dense fine-tune: an unsupported architecture fails fast
     try:
-        dense, reused = _dense(case, model_ref, seed, device, trust_remote_code, inputs, progress)
-        base = base.to(device) if retrains else copy.deepcopy(dense.model)
-        compressed = method.apply(base, params, Context(device, inputs, case.train, dense.model))
-        if retrains:
-            with surgery.keep_masks(compressed.masks):
-                stats = train.fine_tune(compressed.model, inputs.train, case.train, seed, device, inputs.pad_id,
-                                        inputs.regression, progress)
-        score, per_metric, seconds = runner.evaluate(compressed.model, case, inputs, device)
-        facts = {**measure(compressed.model), **compressed.notes}
+        with OutOfMemoryAsFailure(case.train):
+            dense, reused = _dense(case, model_ref, seed, device, trust_remote_code, inputs, progress)
+            base = base.to(device) if retrains else copy.deepcopy(dense.model)
+            compressed = method.apply(base, params, Context(device, inputs, case.train, dense.model))
+            if retrains:
+                with surgery.keep_masks(compressed.masks):
+                    stats = train.fine_tune(compressed.model, inputs.train, case.train, seed, device, inputs.pad_id,
+                                            inputs.regression, progress)
+            score, per_metric, seconds = runner.evaluate(compressed.model, case, inputs, device)
+            facts = {**measure(compressed.model), **compressed.notes}
     finally:
         base = compressed = None
         train.release_memory()

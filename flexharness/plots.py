@@ -115,7 +115,8 @@ def compression(doc: dict[str, Any], model: str, path: Path) -> Path:
             lines.setdefault(c["name"].rsplit("-", 1)[0], []).append(c)
         else:
             ax.scatter(c["measured_sparsity"], c["score"], marker="D", color="tab:red", zorder=3)
-            ax.annotate(c["name"], (c["measured_sparsity"], c["score"]), textcoords="offset points", xytext=(5, 4))
+            offset = (5, -12) if len(ax.texts) % 2 == 0 else (5, 4)  # neighbours' labels alternate above and below
+            ax.annotate(c["name"], (c["measured_sparsity"], c["score"]), textcoords="offset points", xytext=offset)
     for label, members in lines.items():
         members.sort(key=lambda c: c["measured_sparsity"])
         ax.plot([0.0] + [c["measured_sparsity"] for c in members], [dense] + [c["score"] for c in members],

@@ -212,6 +212,16 @@ def test_section_expands_one_case_per_sparsity(tmp_path: Path, toy_csv: Path) ->
     assert cases[0].line == 12 and cases[-1].line == 16
 
 
+def test_compression_scores_the_first_of_several_eval_splits(tmp_path: Path, toy_csv: Path) -> None:
+    path = tmp_path / "s.flex.yaml"
+    path.write_text(f"suite: s\nmodel: m\ndatasets:\n  reviews:\n    files: {{train: {toy_csv}, a: {toy_csv}, "
+                    f"b: {toy_csv}}}\n    eval_split: [a, b]\ntasks:\n  - {{name: polarity, dataset: reviews, "
+                    "metric: accuracy}\ncompression:\n  task: polarity\n  methods: [{method: int8}]\n")
+    task, case = load_suite(path).cases
+    assert task.scored_names == ("polarity:a", "polarity:b")
+    assert case.dataset.eval_splits == ("a",) and case.scored_names == ("int8",)
+
+
 @pytest.mark.parametrize("methods, message", [
     ("{method: magnitdue, sparsity: 0.3}", r":11: compression.methods\[0\].method: unknown method 'magnitdue' "
                                            r"\(did you mean 'magnitude'\?\)"),
