@@ -152,6 +152,7 @@ def test_too_small_domain_is_a_suite_error_at_collection(pytester: pytest.Pytest
     pytester.makefile(".flex.yaml", toy=suite_text(body + members + "\n").replace("datasets:\n", datasets))
     result = pytester.runpytest("--collect-only")
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # other suite files still run
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([message])
     assert "Traceback" not in result.stdout.str()
 
