@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 from flexharness.aggregate import CaseScore
 from flexharness.baseline import (Baseline, Current, Tolerance, judge, parse_tolerance, per_seed_means,
                                   regression_gates, welch_p)
+from toy import failed_testcases
 
 SEEDS = "--flex-seeds=0,1,2"  # on the toy recipe of conftest.py
 ONE = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\ngates:\n  regression: {abs: 0.02}\n"
@@ -124,7 +124,7 @@ def _edit(pytester: pytest.Pytester, source: str, target: str, shifts: list[floa
 
 
 def _failed_testcases(pytester: pytest.Pytester, junit: str) -> list[str]:
-    return [tc.get("name") for tc in ET.parse(pytester.path / junit).iter("testcase") if tc.find("failure") is not None]
+    return failed_testcases(pytester.path / junit)
 
 
 def test_regression_gates_in_a_real_run(pytester: pytest.Pytester, suite_text) -> None:

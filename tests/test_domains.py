@@ -11,7 +11,7 @@ import pytest
 
 from flexharness.errors import SuiteError
 from flexharness.suite import load_suite
-from toy import sentiment_rows, write_csv, write_jsonl
+from toy import failed_testcases, sentiment_rows, write_csv, write_jsonl
 
 TRAIN = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1]}"
 # The toy sentences each carry one topic word (flight, phone, car, game): natural domains.
@@ -84,9 +84,7 @@ def test_gap_gate_fails_the_run_through_a_gate_testcase(pytester: pytest.Pyteste
     result.assert_outcomes(passed=3, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["FAILED *::gates/domains/transfer_gap.max*"])
-    failures = [tc.get("name") for tc in ET.parse(pytester.path / "junit.xml").iter("testcase")
-                if tc.find("failure") is not None]
-    assert failures == ["gates/domains/transfer_gap.max"]
+    assert failed_testcases(pytester.path / "junit.xml") == ["gates/domains/transfer_gap.max"]
     (gate,) = json.loads((pytester.path / "out.json").read_text())["gates"]
     summary = json.loads((pytester.path / "out.json").read_text())["transfer_summary"][0]
     assert gate["value"] == summary["transfer_gap"] and not gate["passed"]

@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from toy import failed_testcases
+
 TASKS = """tasks:
   - {name: polarity, dataset: reviews, metric: accuracy}
   - {name: polarity_f1, dataset: reviews, metric: [f1, accuracy]}
@@ -41,9 +43,7 @@ def test_unreachable_threshold_fails_the_run_with_a_gate_testcase(pytester: pyte
     result.assert_outcomes(passed=2, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["FAILED *::gates/tasks/p_avg.min*"])
-    failures = [tc.get("name") for tc in ET.parse(pytester.path / "junit.xml").iter("testcase")
-                if tc.find("failure") is not None]
-    assert failures == ["gates/tasks/p_avg.min"]
+    assert failed_testcases(pytester.path / "junit.xml") == ["gates/tasks/p_avg.min"]
 
 
 def test_xdist_gives_the_same_cases_and_verdicts(pytester: pytest.Pytester, suite_text) -> None:

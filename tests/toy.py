@@ -66,3 +66,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def failed_testcases(junit: Path) -> list[str]:
+    """Names of the testcases that a JUnit XML file reports as failed."""
+    import xml.etree.ElementTree as ET
+
+    return [tc.get("name") for tc in ET.parse(junit).iter("testcase") if tc.find("failure") is not None]
