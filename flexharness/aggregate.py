@@ -157,16 +157,28 @@ def case_min_gate(cases: list[CaseScore], threshold: float, suite: str, model: s
                       suite, model)
 
 
+def case_gate(case: CaseScore, floor: float) -> GateResult:
+    """One case's own floor, in its metric's direction; named ``cases/AXIS/NAME.min``."""
+    gate = _bound_gate(f"cases/{case.axis}/{case.name}.min", case.score, "min", floor, case.higher_is_better,
+                       "the case has no score")
+    return GateResult(**{**gate.__dict__, "suite": case.suite, "model": case.model})
+
+
 def suite_gates(cases: list[CaseScore], specs: Mapping[str, Mapping]) -> list[GateResult]:
-    """Axis gates and ``case_min`` of every (suite, model), from the suites' ``gates:`` specs."""
+    """Axis gates, ``case_min`` and per-case floors of every (suite, model), from the suites' ``gates:`` specs.
+
+    A case named in ``cases`` but not in this run (deselected with ``-k``/``-m``) has no gate.
+    """
     gates = []
     for summary in aggregate(cases):
         spec = specs.get(summary.suite, {}).get(summary.axis)
         if spec:
             gates.extend(axis_gates(summary, spec))
     for suite, model in dict.fromkeys((c.suite, c.model) for c in cases):
+        members = [c for c in cases if c.suite == suite and c.model == model]
         threshold = specs.get(suite, {}).get("case_min")
         if threshold is not None:
-            members = [c for c in cases if c.suite == suite and c.model == model]
             gates.append(case_min_gate(members, threshold, suite, model))
+        floors = specs.get(suite, {}).get("cases") or {}
+        gates.extend(case_gate(c, floors[f"{c.axis}/{c.name}"]) for c in members if f"{c.axis}/{c.name}" in floors)
     return gates

@@ -323,7 +323,7 @@ def _filters(reader: Reader) -> tuple[Filter, ...]:
 
 
 def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
-    reader.only(("tasks", "domains", "compression", "case_min", "regression"))
+    reader.only(("tasks", "domains", "compression", "case_min", "cases", "regression"))
     gates: dict[str, Any] = {}
     if reader.has("regression"):
         gates["regression"] = read_tolerance(reader.child("regression"))
@@ -334,7 +334,23 @@ def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
     case_min = reader.typed("case_min", float)
     if case_min is not None:
         gates["case_min"] = case_min
+    if reader.has("cases"):
+        gates["cases"] = _case_floors(reader.child("cases"), cases)
     return gates
+
+
+def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
+    """Per-case floors, keyed as the summary table names cases: chance differs from metric to metric."""
+    names = [f"{case.axis}/{name}" for case in cases for name in case.scored_names]
+    floors = {}
+    for name in reader.data:
+        if name not in names:
+            raise reader.error(name, f"no such case{did_you_mean(str(name), names)}; "
+                                     f"the cases of this suite are: {', '.join(names)}")
+        bounds = reader.child(name)
+        bounds.only(("min",))
+        floors[name] = bounds.typed("min", float, required=True)
+    return floors
 
 
 def _axis_gates(reader: Reader, extra: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:

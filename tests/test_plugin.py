@@ -17,9 +17,10 @@ TASKS = """tasks:
 
 
 def test_cases_fine_tune_score_and_gate(pytester: pytest.Pytester, suite_text) -> None:
-    pytester.makefile(".flex.yaml", toy=suite_text(TASKS + "gates:\n  tasks: {p_avg: {min: 0.7}}\n  case_min: 0.6\n"))
+    pytester.makefile(".flex.yaml", toy=suite_text(TASKS + "gates:\n  tasks: {p_avg: {min: 0.7}}\n  case_min: 0.6\n"
+                                                           "  cases: {tasks/polarity_f1: {min: 0.65}}\n"))
     result = pytester.runpytest("--flex-json=out.json", "--junitxml=junit.xml")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*flexharness summary*", "*tasks/polarity *accuracy*", "PASS*tasks/p_avg.min*"])
     doc = json.loads((pytester.path / "out.json").read_text())
     scores = [c["score"] for c in doc["cases"]]
@@ -32,18 +33,20 @@ def test_cases_fine_tune_score_and_gate(pytester: pytest.Pytester, suite_text) -
     f1_case = doc["cases"][1]
     assert math.isclose(f1_case["score"], sum(f1_case["metrics"].values()) / 2)
     testcases = {tc.get("name"): tc for tc in ET.parse(pytester.path / "junit.xml").iter("testcase")}
-    assert {"tasks/polarity[seed0]", "gates/tasks/p_avg.min", "gates/case_min"} <= set(testcases)
+    assert {"tasks/polarity[seed0]", "gates/tasks/p_avg.min", "gates/case_min",
+            "gates/cases/tasks/polarity_f1.min"} <= set(testcases)
     props = {p.get("name"): p.get("value") for p in testcases["tasks/polarity[seed0]"].iter("property")}
     assert float(props["score"]) == doc["cases"][0]["seeds"]["0"]
 
 
 def test_unreachable_threshold_fails_the_run_with_a_gate_testcase(pytester: pytest.Pytester, suite_text) -> None:
-    pytester.makefile(".flex.yaml", toy=suite_text(TASKS + "gates:\n  tasks: {p_avg: {min: 1.01}}\n"))
+    pytester.makefile(".flex.yaml", toy=suite_text(TASKS + "gates:\n  tasks: {p_avg: {min: 1.01}}\n"
+                                                           "  cases: {tasks/polarity: {min: 1.01}}\n"))
     result = pytester.runpytest("--junitxml=junit.xml")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=2, failed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["FAILED *::gates/tasks/p_avg.min*"])
-    assert failed_testcases(pytester.path / "junit.xml") == ["gates/tasks/p_avg.min"]
+    result.stdout.fnmatch_lines(["FAILED *::gates/tasks/p_avg.min*", "FAILED *::gates/cases/tasks/polarity.min*"])
+    assert failed_testcases(pytester.path / "junit.xml") == ["gates/tasks/p_avg.min", "gates/cases/tasks/polarity.min"]
 
 
 def test_xdist_gives_the_same_cases_and_verdicts(pytester: pytest.Pytester, suite_text) -> None:

@@ -268,6 +268,23 @@ def test_the_p_avg_gate_honours_the_metric_direction(values: list[float], thresh
 
 
 @SETTINGS
+@given(values=st.lists(st.one_of(st.none(), scores), min_size=1, max_size=20), data=st.data(), higher=st.booleans())
+def test_case_floors_judge_exactly_the_named_cases_in_their_direction(values: list[float | None],
+                                                                      data: st.DataObject, higher: bool) -> None:
+    cases = cases_of(values, higher)
+    named = data.draw(st.lists(st.sampled_from(cases), unique_by=lambda c: c.name))
+    floors = {f"{c.axis}/{c.name}": data.draw(scores) for c in named}
+    gates = agg.suite_gates(cases, {"s": {"cases": floors}})
+    assert [g.name for g in gates] == [f"cases/{c.axis}/{c.name}.min" for c in cases if c in named]
+    for gate, case in zip(gates, [c for c in cases if c in named]):
+        floor = floors[f"{case.axis}/{case.name}"]
+        if case.score is None:
+            assert not gate.passed and gate.message.startswith("incomplete")
+        else:
+            assert gate.passed == (case.score >= floor if higher else case.score <= floor)
+
+
+@SETTINGS
 @given(seed_scores=st.lists(st.floats(0, 1), min_size=1, max_size=5))
 def test_a_case_score_is_the_mean_of_its_seeds_and_within_them(seed_scores: list[float]) -> None:
     case = agg.CaseScore("s", "m", "tasks", "c", True, {str(i): v for i, v in enumerate(seed_scores)})

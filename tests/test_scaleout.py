@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,8 @@ from flexharness.scaleout import assign_shards, parse_shard, pin_gpu, visible_gp
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1], "
         "max_train_samples: 32, max_eval_samples: 32}")
 THREE = "tasks:\n" + "".join(f"  - {{name: t{i}, dataset: reviews, metric: accuracy}}\n" for i in range(3))
-GATES = "gates:\n  tasks: {p_avg: {min: 0.0}, sigma_p: {max: 1.0}}\n  case_min: 1.01\n  regression: {abs: 0.0}\n"
+GATES = ("gates:\n  tasks: {p_avg: {min: 0.0}, sigma_p: {max: 1.0}}\n  case_min: 1.01\n"
+         "  cases: {tasks/t2: {min: 0.0}}\n  regression: {abs: 0.0}\n")
 
 
 def test_shard_syntax() -> None:
@@ -80,7 +82,7 @@ def test_merged_shards_give_the_cases_and_verdicts_of_one_run(pytester: pytest.P
     pytester.makefile(".flex.yaml", toy=suite_text(THREE + GATES, train=FAST))
     _baseline(pytester)
     whole = pytester.runpytest("--flex-json=whole.json", "--flex-baseline=base.json")
-    whole.assert_outcomes(passed=6 + 2 + 4, failed=1)  # items, axis gates + regression gates; case_min fails
+    whole.assert_outcomes(passed=6 + 2 + 1 + 4, failed=1)  # items, axis + case + regression gates; case_min fails
     outcomes = []
     for k in (1, 2):
         shard = pytester.runpytest(f"--flex-shard={k}/2", f"--flex-json=s{k}.json", "--flex-baseline=base.json",
@@ -97,7 +99,8 @@ def test_merged_shards_give_the_cases_and_verdicts_of_one_run(pytester: pytest.P
     whole_doc = json.loads((pytester.path / "whole.json").read_text())
     merged = json.loads((pytester.path / merged_path).read_text())
     assert _verdict(merged) == _verdict(whole_doc)
-    assert "gates/case_min" in (pytester.path / "m.xml").read_text()
+    merged_testcases = {tc.get("name") for tc in ET.parse(pytester.path / "m.xml").iter("testcase")}
+    assert {"gates/case_min", "gates/cases/tasks/t2.min"} <= merged_testcases
 
     assert main(["merge", paths[0], "-o", merged_path]) == 2
     assert "missing shard 2/2" in capsys.readouterr().err
@@ -107,7 +110,8 @@ def test_merged_shards_give_the_cases_and_verdicts_of_one_run(pytester: pytest.P
 
 def test_runs_split_by_seed_merge_back_into_one(pytester: pytest.Pytester, suite_text) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(THREE + GATES, train=FAST))
-    pytester.runpytest("--flex-json=whole.json", "-k", "t0 or t1").assert_outcomes(passed=4 + 2, failed=1)
+    deselected_t2 = pytester.runpytest("--flex-json=whole.json", "-k", "t0 or t1")
+    deselected_t2.assert_outcomes(passed=4 + 2, failed=1)  # the floor of t2, which is not run, has no gate
     whole = json.loads((pytester.path / "whole.json").read_text())
     halves = []
     for seed in ("0", "1"):
