@@ -112,13 +112,13 @@ class ControllerHooks:
         if self.config.option.collectonly:
             return (yield)
         # Gates are test results too: count them so that progress ends at 100 %. Under xdist the
-        # items are only known once the loop has run, so the count is added there.
-        counted = self.controller.items and not self.config.pluginmanager.hasplugin("dsession")
-        if counted:
+        # controller learns the items during the loop, so the count is added after it.
+        under_xdist = self.config.pluginmanager.hasplugin("dsession")
+        if self.controller.items and not under_xdist:
             session.testscollected += len(self.controller.compute_gates())
         result = yield
         if self.controller.items:
-            if not counted:
+            if under_xdist:
                 session.testscollected += len(self.controller.compute_gates())
             report_gates(self.config, self.controller)
         return result

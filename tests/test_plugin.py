@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -55,6 +56,9 @@ def test_xdist_gives_the_same_cases_and_verdicts(pytester: pytest.Pytester, suit
     spread = pytester.runpytest("-n", "2", "--flex-json=xdist.json")
     plain.assert_outcomes(passed=3, failed=1)
     spread.assert_outcomes(passed=3, failed=1)
+    for run in (plain, spread):  # gates count in the progress, which ends at exactly 100 %
+        percents = [int(p) for p in re.findall(r"\[\s*(\d+)%\]", run.stdout.str())]
+        assert percents and percents[-1] == 100 and max(percents) == 100, percents
     a, b = (json.loads((pytester.path / name).read_text()) for name in ("plain.json", "xdist.json"))
     assert [(c["name"], c["seeds"]) for c in a["cases"]] == [(c["name"], c["seeds"]) for c in b["cases"]]
     assert [(g["name"], g["passed"]) for g in a["gates"]] == [(g["name"], g["passed"]) for g in b["gates"]]
