@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flexharness import hub
 from flexharness.errors import DataError
 from flexharness.metrics import REGRESSION
 from flexharness.resources import resolve_path
@@ -69,25 +70,28 @@ def load_source(spec: DatasetSpec) -> Any:
             loaded = datasets.load_from_disk(str(resolve_path(spec.disk, Path(spec.base_dir))))
             return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
         if spec.hub:
-            hub = dict(spec.hub)
+            source = dict(spec.hub)
             local = _mirrored(spec)
             if local is not None:
                 return datasets.load_from_disk(str(local))
-            return datasets.load_dataset(hub["path"], hub.get("name"), revision=hub.get("revision"))
+            return datasets.load_dataset(source["path"], source.get("name"), revision=source.get("revision"))
         return _load_files(spec)
     except DataError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs one clear line
-        source = "disk" if spec.disk else "hub" if spec.hub else "files"
-        raise DataError(_source_hint(spec, exc), *spec.locate(source)) from None
+        key = "disk" if spec.disk else "hub" if spec.hub else "files"
+        message = _source_hint(spec, exc)
+        if spec.hub and hub.unreachable(exc):
+            hub.go_offline()
+        raise DataError(message, *spec.locate(key)) from None
 
 
 def mirror_path(spec: DatasetSpec) -> Path | None:
     """Where ``--flex-data-dir`` would hold a hub dataset: DIR/PATH/NAME (NAME is 'default' without one)."""
     if not spec.hub or not spec.hub_mirror:
         return None
-    hub = dict(spec.hub)
-    return Path(spec.hub_mirror).expanduser() / hub["path"] / (hub.get("name") or "default")
+    source = dict(spec.hub)
+    return Path(spec.hub_mirror).expanduser() / source["path"] / (source.get("name") or "default")
 
 
 def _mirrored(spec: DatasetSpec) -> Path | None:
@@ -120,11 +124,14 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
     cause = _root_cause(exc)
-    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if spec.hub and isinstance(exc, ConnectionError):
+        cause = exc  # "Couldn't reach ... on the Hub" says more than the cache miss underneath it
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0].rstrip(".")
     if spec.hub:
-        hub = dict(spec.hub)
-        return (f"cannot load hub dataset '{hub['path']}'"
-                f"{' (' + hub['name'] + ')' if hub.get('name') else ''}: {reason}. Offline: fill the datasets "
+        source = dict(spec.hub)
+        return (f"cannot load hub dataset '{source['path']}'"
+                f"{' (' + source['name'] + ')' if source.get('name') else ''}: {reason}{hub.note()}. "
+                "Offline: fill the datasets "
                 "cache once where the hub is reachable and set HF_DATASETS_OFFLINE=1, or save it with "
                 "save_to_disk() under --flex-data-dir DIR as DIR/PATH/NAME, or point the dataset at local "
                 "files with 'files:'")

@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any, Iterator
 
+from flexharness import hub
 from flexharness.errors import ModelLoadError
 from flexharness.resources import is_pkg, resolve_pkg
 
@@ -59,12 +60,15 @@ def _load_error(ref: str, exc: Exception) -> ModelLoadError:
     if "trust_remote_code" in str(exc):
         return ModelLoadError(f"model '{ref}' ships its own Python code, which flexharness does not run unless "
                               "you pass --flex-trust-remote-code; do that only for a model whose code you trust")
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
     if Path(resolve_model(ref)).is_dir():
         return ModelLoadError(f"cannot load model '{ref}': {reason}. Check that the folder holds a model and "
                               "its tokenizer saved with save_pretrained() and that no file is damaged")
-    return ModelLoadError(f"cannot load model '{ref}': {reason}. Without network, save the model once with "
-                          "save_pretrained() and pass --model the local directory (or a pkg:// resource)")
+    message = (f"cannot load model '{ref}': {reason}{hub.note()}. Without network, save the model once with "
+               "save_pretrained() and pass --model the local directory (or a pkg:// resource)")
+    if hub.unreachable(exc):
+        hub.go_offline()
+    return ModelLoadError(message)
 
 
 @functools.lru_cache(maxsize=4)

@@ -76,7 +76,8 @@ COLLECTION_ERRORS = [
      "9: tasks[[]0].name: must be a non-empty name without '::', '[[]', ']' or line breaks *"),
     ("negative-sigma-gate", "    metric: accuracy", "    metric: accuracy\ngates:\n  tasks: {sigma_p: {max: -0.1}}",
      "13: gates.tasks.sigma_p.max: must be 0 or more"),
-    ("unknown-case-gate", "    metric: accuracy", "    metric: accuracy\ngates:\n  cases:\n    tasks/polarty: {min: 0.6}",
+    ("unknown-case-gate", "    metric: accuracy",
+     "    metric: accuracy\ngates:\n  cases:\n    tasks/polarty: {min: 0.6}",
      "14: gates.cases.tasks/polarty: no such case (did you mean 'tasks/polarity'?); "
      "the cases of this suite are: tasks/polarity"),
 ]

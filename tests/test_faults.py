@@ -1,5 +1,5 @@
 """Faults during a run cost one item, never the run: divergence, out of memory, unloadable
-models, a crashed xdist worker, Ctrl-C and SIGTERM. Each is injected for real."""
+models, an unreachable hub, a crashed xdist worker, Ctrl-C and SIGTERM. Each is injected for real."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from flexharness import hub
 
 CHEAP = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
          "max_train_samples: 64, max_eval_samples: 64}")
@@ -112,6 +114,7 @@ def test_a_model_that_cannot_be_loaded_fails_its_items_not_the_session(
     result.stdout.fnmatch_lines([
         f"tasks/first (model {broken}, seed 0): cannot load model '{broken}': *. Check that the folder holds a "
         "model and its tokenizer saved with save_pretrained() and that no file is damaged",
+        f"tasks/second (model {broken}, seed 0): cannot load model '{broken}': *",
         "tasks/first (model ./no/such/model, seed 0): model './no/such/model': no such directory; pass --model a "
         "model directory, a hub id or pkg://PACKAGE/PATH",
     ])
@@ -119,6 +122,29 @@ def test_a_model_that_cannot_be_loaded_fails_its_items_not_the_session(
     gates = {(g["model"], g["passed"], g["message"].split(" ")[0]) for g in read_json(pytester)["gates"]}
     assert gates == {(str(tiny_model), True, "p_avg.min"), (str(broken), False, "incomplete:"),
                      ("./no/such/model", False, "incomplete:")}
+
+
+HUB_TASKS = """datasets:
+  a: {hub: {path: flexharness-test/absent, name: a}}
+  b: {hub: {path: flexharness-test/absent, name: b}}
+tasks:
+  - {name: first, dataset: a, metric: accuracy}
+  - {name: second, dataset: b, metric: accuracy}
+"""
+
+
+def test_an_unreachable_hub_is_asked_once_per_run(pytester: pytest.Pytester, tiny_model: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first case waits through the network retries; the second fails at once, in offline mode."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: a machine without network
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makefile(".flex.yaml", toy=f"suite: toy\nmodel: {tiny_model}\n{CHEAP}\n{HUB_TASKS}")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    first, second = (line for line in result.stdout.lines if line.startswith("tasks/") and "hub dataset" in line)
+    assert "Couldn't reach 'flexharness-test/absent'" in first and hub.OFFLINE_NOTE not in first
+    assert "(OfflineModeIsEnabled)" in second and hub.OFFLINE_NOTE in second
 
 
 CRASH_CONFTEST = '''
