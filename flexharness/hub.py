@@ -35,6 +35,8 @@ def go_offline() -> None:
     import datasets
     import huggingface_hub.constants
 
+    if huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE:
+        return  # the user's own HF_HUB_OFFLINE=1: nothing for the note to explain
     huggingface_hub.constants.HF_HUB_OFFLINE = True
     datasets.config.HF_HUB_OFFLINE = True
     _went_offline = True

@@ -6,6 +6,7 @@ import collections
 from pathlib import Path
 
 import datasets
+import huggingface_hub.constants
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -89,7 +90,8 @@ def test_hub_loader_reads_a_local_data_directory(tmp_path: Path) -> None:
 
 
 def test_unreachable_hub_dataset_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 sets both
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     hub = DatasetSpec(name="sst2", hub=(("path", "nyu-mll/glue"), ("name", "sst2"), ("revision", "main")),
                       text=("sentence",))
     with pytest.raises(DataError) as info:
