@@ -89,7 +89,21 @@ def _validate(args: argparse.Namespace) -> int:
             direction = "higher is better" if case.higher_is_better else "lower is better"
             print(f"          {case.axis}/{case.name}: {case.metric} ({case.kind}, {direction}), "
                   f"seeds {list(case.train.seeds)}{scored}")
+        print(f"          gates: {', '.join(_gate_names(suite.gates)) or 'none'}")
     return 1 if failed else 0
+
+
+def _gate_names(gates: dict) -> list[str]:
+    """The gates a run will report, named as in the terminal and JUnit, with their thresholds."""
+    names = [f"{axis}/{stat}.{bound} {value:g}"
+             for axis in ("tasks", "domains", "compression")
+             for stat, bounds in (gates.get(axis) or {}).items() for bound, value in bounds.items()]
+    if "case_min" in gates:
+        names.append(f"case_min {gates['case_min']:g}")
+    names += [f"cases/{name}.min {floor:g}" for name, floor in (gates.get("cases") or {}).items()]
+    if "regression" in gates:
+        names.append("regression (with --flex-baseline)")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:

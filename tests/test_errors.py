@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flexharness.cli import main
 from toy import sentiment_rows, write_csv
 
 BASE = """suite: bad
@@ -121,6 +122,26 @@ def test_collection_error_names_file_line_key_and_the_good_suite_still_collects(
                                  f"*/bad.flex.yaml:{expected}"])
     assert_plain(result.stdout.str())
     assert not (pytester.path / "pwned").exists()
+
+
+def test_validate_checks_suites_as_collection_does_and_lists_cases_and_gates(
+        pytester: pytest.Pytester, good_suite, tiny_model: Path, toy_csv: Path, capsys) -> None:
+    write_bad(pytester, tiny_model, toy_csv, "    metric: accuracy",
+              "    metric: accuracy\ngates:\n  cases:\n    tasks/polarty: {min: 0.6}")
+    good, bad = (str(pytester.path / f"{name}.flex.yaml") for name in ("good", "bad"))
+    assert main(["validate", good]) == 0
+    assert main(["validate", good, bad]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"ok      {good}: suite 'toy', 1 cases (tasks), 1 items per model")
+    assert out[1].strip() == "tasks/fine: accuracy (classification, higher is better), seeds [0]"
+    assert out[2].strip() == "gates: none"
+    assert out[-1].startswith(f"INVALID {bad}:14: gates.cases.tasks/polarty: no such case")
+    write_bad(pytester, tiny_model, toy_csv, "    metric: accuracy",
+              "    metric: accuracy\ngates:\n  tasks: {p_avg: {min: 0.5}}\n  case_min: 0.4\n"
+              "  cases: {tasks/polarity: {min: 0.75}}")
+    assert main(["validate", bad]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].strip() == (
+        "gates: tasks/p_avg.min 0.5, case_min 0.4, cases/tasks/polarity.min 0.75")
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
