@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from flexharness.aggregate import AXES
 from flexharness.domains import check_sizes
 from flexharness.errors import FlexError, SuiteError
 from flexharness.suite import expand, load_suite
@@ -96,7 +97,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _gate_names(gates: dict) -> list[str]:
     """The gates a run will report, named as in the terminal and JUnit, with their thresholds."""
     names = [f"{axis}/{stat}.{bound} {value:g}"
-             for axis in ("tasks", "domains", "compression")
+             for axis in AXES
              for stat, bounds in (gates.get(axis) or {}).items() for bound, value in bounds.items()]
     if "case_min" in gates:
         names.append(f"case_min {gates['case_min']:g}")

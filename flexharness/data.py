@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from flexharness import hub
-from flexharness.errors import DataError
+from flexharness.errors import DataError, causes, first_line
 from flexharness.metrics import REGRESSION
 from flexharness.resources import resolve_path
 from flexharness.schema import did_you_mean
@@ -113,20 +113,11 @@ def _load_files(spec: DatasetSpec) -> Any:
     return datasets.load_dataset(fmt, data_files=files, **kwargs)
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """datasets wraps the real reason (say a UnicodeDecodeError) in a generic error: dig it out."""
-    seen = {id(exc)}
-    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        exc = inner
-    return exc
-
-
 def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
-    cause = _root_cause(exc)
+    *_, cause = causes(exc)  # datasets wraps the real reason (say a UnicodeDecodeError) in a generic error
     if spec.hub and isinstance(exc, ConnectionError):
         cause = exc  # "Couldn't reach ... on the Hub" says more than the cache miss underneath it
-    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0].rstrip(".")
+    reason = first_line(cause, type(cause).__name__).rstrip(".")
     if spec.hub:
         source = dict(spec.hub)
         return (f"cannot load hub dataset '{source['path']}'"

@@ -1,10 +1,12 @@
-"""The plugin's own error types: each carries a message fit to show a user as is.
+"""The plugin's own error types, each with a message fit to show a user as is, and how to read others'.
 
 pytest prints these without a traceback (see ``collect.py``), so the message
 must say where the problem is and what to do about it.
 """
 
 from __future__ import annotations
+
+from typing import Iterator
 
 
 class FlexError(Exception):
@@ -48,3 +50,18 @@ class TrainingError(FlexError):
 
 class CompressionError(FlexError):
     """A compression method cannot be applied to this model as asked."""
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or while handling, down to the first error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def first_line(exc: BaseException, fallback: str) -> str:
+    """The first line of an error's message: library messages run on with advice of their own."""
+    return (str(exc).strip().splitlines() or [fallback])[0]

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
-from flexharness.errors import TrainingError
+from flexharness.errors import TrainingError, first_line
 from flexharness.suite import TrainConfig
 
 
@@ -39,7 +39,7 @@ class OutOfMemoryAsFailure:
 
         if not isinstance(exc, torch.OutOfMemoryError):
             return False
-        reason = (str(exc).strip().splitlines() or ["out of memory"])[0]
+        reason = first_line(exc, "out of memory")
         traceback.clear_frames(tb)
         exc.__traceback__ = None
         del exc, tb

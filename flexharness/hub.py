@@ -9,6 +9,8 @@ what is in the local caches still loads, the rest fails at once.
 
 from __future__ import annotations
 
+from flexharness.errors import causes
+
 OFFLINE_NOTE = ("the hub could not be reached earlier in this run, so the run no longer asks it "
                 "and reads only the local caches")
 
@@ -19,14 +21,7 @@ def unreachable(exc: BaseException) -> bool:
     """Whether a load failed because the hub could not be reached (not a missing or private repository)."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (ConnectionError, LocalEntryNotFoundError)):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(cause, (ConnectionError, LocalEntryNotFoundError)) for cause in causes(exc))
 
 
 def go_offline() -> None:

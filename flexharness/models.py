@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from flexharness import hub
-from flexharness.errors import ModelLoadError
+from flexharness.errors import ModelLoadError, first_line
 from flexharness.resources import is_pkg, resolve_pkg
 
 
@@ -60,7 +60,7 @@ def _load_error(ref: str, exc: Exception) -> ModelLoadError:
     if "trust_remote_code" in str(exc):
         return ModelLoadError(f"model '{ref}' ships its own Python code, which flexharness does not run unless "
                               "you pass --flex-trust-remote-code; do that only for a model whose code you trust")
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    reason = first_line(exc, type(exc).__name__).rstrip(".")
     if Path(resolve_model(ref)).is_dir():
         return ModelLoadError(f"cannot load model '{ref}': {reason}. Check that the folder holds a model and "
                               "its tokenizer saved with save_pretrained() and that no file is damaged")

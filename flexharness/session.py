@@ -154,7 +154,7 @@ class Controller:
         """What a merge needs to redo aggregates and gates: suites with gate specs, the baseline, the shard."""
         specs = self.gate_specs()
         suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
-                   "cases": [f"{c.axis}/{name}" for c in suite.cases for name in c.scored_names],
+                   "cases": [scored for c in suite.cases for scored in c.scored_ids],
                    "models": list(suite_models(suite, self.options)), "gates": specs[name]}
                   for name, (file, suite) in self.suites().items()]
         shard = self.options.shard

@@ -118,6 +118,11 @@ class Case:
         splits = self.dataset.eval_splits
         return tuple(f"{self.name}:{split}" for split in splits) if len(splits) > 1 else (self.name,)
 
+    @property
+    def scored_ids(self) -> tuple[str, ...]:
+        """``AXIS/NAME`` of each scored case, as the summary table, gates and results name them."""
+        return tuple(f"{self.axis}/{name}" for name in self.scored_names)
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -341,7 +346,7 @@ def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
 
 def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
     """Per-case floors, keyed as the summary table names cases: chance differs from metric to metric."""
-    names = [f"{case.axis}/{name}" for case in cases for name in case.scored_names]
+    names = [scored for case in cases for scored in case.scored_ids]
     floors = {}
     for name in reader.data:
         if name not in names:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from flexharness.errors import SuiteError
+from flexharness.errors import SuiteError, first_line
 
 
 class Located(dict):
@@ -99,7 +99,7 @@ def loads_yaml(text: str, path: str) -> Any:
             what += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise SuiteError(path, line, None, f"invalid YAML: {what}; check indentation and quoting") from None
     except yaml.YAMLError as exc:
-        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        reason = first_line(exc, "unreadable")
         raise SuiteError(path, None, None, f"invalid YAML: {reason}; save the suite as plain UTF-8 text") from None
     except RecursionError:
         raise SuiteError(path, None, None, "the YAML nests too deeply to be a suite") from None
