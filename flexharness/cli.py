@@ -7,33 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from flexharness.aggregate import AXES
-from flexharness.domains import check_sizes
+from flexharness.axes import AXES, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError
-from flexharness.suite import expand, load_suite
-
-
-class ResultsFileError(FlexError):
-    """A results file given on the command line cannot be read."""
-
-
-def _read_results(path: str) -> dict:
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ResultsFileError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list) or "aggregates" not in doc:
-        raise ResultsFileError(f"{path} is not a flexharness results file (write one with --flex-json)")
-    return doc
+from flexharness.results.io import read_results, write_atomic, write_json
+from flexharness.suite import expand
 
 
 def _report(args: argparse.Namespace) -> int:
     """Print a results file's summary; ``--markdown`` also writes it as Markdown."""
-    from flexharness.report import markdown, summary_lines, write_atomic
+    from flexharness.present import markdown, summary_lines
 
-    doc = _read_results(args.results)
+    doc = read_results(args.results)
     print("\n".join(summary_lines(doc)))
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
@@ -42,10 +26,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """Two results files side by side, B − A per case and per axis."""
-    from flexharness.compare import compare_lines, compare_markdown
-    from flexharness.report import write_atomic
+    from flexharness.results.compare import compare_lines, compare_markdown
 
-    a, b = _read_results(args.a), _read_results(args.b)
+    a, b = read_results(args.a), read_results(args.b)
     print("\n".join(compare_lines(a, b, (args.a, args.b))))
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(compare_markdown(a, b, (args.a, args.b))))
@@ -54,10 +37,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     """Join shards into one results file; exit 1 when a recomputed gate fails, as the unsharded run would."""
-    from flexharness import baseline, merge
-    from flexharness.report import markdown, summary_lines, write_atomic, write_json
+    from flexharness import verdict
+    from flexharness.present import markdown, summary_lines
+    from flexharness.results import merge
+    from flexharness.rules import baseline
 
-    doc = merge.merge([(path, _read_results(path)) for path in args.shards])
+    doc = verdict.merged([(path, read_results(path)) for path in args.shards])
     write_json(args.output, doc)
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
@@ -76,7 +61,7 @@ def _validate(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             suite = load_suite(Path(path))
-            check_sizes(suite)
+            check_suite(suite)
         except SuiteError as exc:
             print(f"INVALID {exc}")
             failed += 1
@@ -97,7 +82,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _gate_names(gates: dict) -> list[str]:
     """The gates a run will report, named as in the terminal and JUnit, with their thresholds."""
     names = [f"{axis}/{stat}.{bound} {value:g}"
-             for axis in AXES
+             for axis in AXES.keys()
              for stat, bounds in (gates.get(axis) or {}).items() for bound, value in bounds.items()]
     if "case_min" in gates:
         names.append(f"case_min {gates['case_min']:g}")

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from flexharness.domains import check_sizes
-from flexharness.errors import FlexError, SuiteError
-from flexharness.options import Options
-from flexharness.suite import Planned, Suite, expand, load_suite
+from flexharness.axes import AXES, RunContext, check_suite, load_suite
+from flexharness.errors import FlexError, SuiteError, Unavailable
+from flexharness.options import Options, options_of
+from flexharness.spec import Planned, Suite
+from flexharness.suite import expand
 
 RESULT_PROPERTY = "flex_result"  # a JSON string: readable in JUnit XML, parsed back by the controller
 
@@ -37,11 +38,9 @@ class SuiteFile(pytest.File):
     """A ``*.flex.yaml`` file; invalid suites become a one-paragraph collection error."""
 
     def collect(self):
-        from flexharness.plugin import options_of
-
         try:
             suite, planned = plan(self.path, options_of(self.config))
-            check_sizes(suite, getattr(self.config, "cache", None))
+            check_suite(suite, getattr(self.config, "cache", None))
         except SuiteError as exc:
             raise self.CollectError(str(exc)) from None
         for item in planned:
@@ -60,19 +59,20 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from flexharness import cache, progress, scaleout
-        from flexharness.compress import run_compression_case
-        from flexharness.models import resolve_device
-        from flexharness.plugin import options_of
-        from flexharness.runner import run_case
+        from flexharness.engine.models import resolve_device
 
         options = options_of(self.config)
         device = resolve_device(options.device)
         scaleout.share_cpu(getattr(self.config, "workerinput", None), device)
         store = cache.ResultCache.of(self.config, reuse=not options.no_cache)
-        show = progress.for_item(self.config, self.name, options.progress)
-        run = run_compression_case if self.planned.case.axis == "compression" else run_case
-        record = cache.cached_run(store, self.planned, self.nodeid, device, lambda: run(
-            self.planned.case, self.planned.model, self.planned.seed, options.device, options.trust_remote_code, show))
+        context = RunContext(options.device, options.trust_remote_code,
+                             progress.for_item(self.config, self.name, options.progress))
+        planned = self.planned
+        try:
+            record = cache.cached_run(store, planned, self.nodeid, device, lambda: AXES.get(planned.case.axis).run(
+                planned.case, planned.model, planned.seed, context))
+        except Unavailable as exc:
+            pytest.skip(str(exc))
         self.user_properties.append(("score", record["score"]))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
 

@@ -65,3 +65,7 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
 def first_line(exc: BaseException, fallback: str) -> str:
     """The first line of an error's message: library messages run on with advice of their own."""
     return (str(exc).strip().splitlines() or [fallback])[0]
+
+
+class Unavailable(FlexError):
+    """This device or installation cannot run the item at all (the pytest side reports a skip)."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from flexharness.aggregate import GateResult
-from flexharness.models import model_label
+from flexharness.rules.aggregate import GateResult
+from flexharness.names import model_label
 from flexharness.session import Controller
 
 

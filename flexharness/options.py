@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flexharness.baseline import Tolerance, parse_tolerance
+from flexharness.rules.baseline import Tolerance, parse_tolerance
 from flexharness.scaleout import parse_shard
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -48,6 +48,15 @@ class Options:
         if self.max_train_samples is not None:
             overrides["max_train_samples"] = self.max_train_samples
         return overrides
+
+
+
+OPTIONS_KEY = pytest.StashKey["Options"]()
+
+
+def options_of(config: pytest.Config) -> Options:
+    """The options parsed once at configure time (kept in ``config.stash``)."""
+    return config.stash[OPTIONS_KEY]
 
 
 def add_options(parser: pytest.Parser) -> None:

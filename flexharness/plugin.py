@@ -9,26 +9,16 @@ from typing import Any
 
 import pytest
 
-from flexharness import baseline as base
-from flexharness import faults
+from flexharness import interrupts, scaleout
 from flexharness import options as opts
-from flexharness import scaleout
+from flexharness.axes import AXES
 from flexharness.collect import RESULT_PROPERTY, SuiteFile
 from flexharness.gates import report_gates
-from flexharness.report import summary_lines, write_json, write_report_dir
+from flexharness.options import OPTIONS_KEY, options_of
+from flexharness.present import summary_lines, write_report_dir
+from flexharness.results.io import write_json
+from flexharness.rules import baseline as base
 from flexharness.session import Controller
-
-OPTIONS_KEY = pytest.StashKey[opts.Options]()
-AXIS_MARKERS = {
-    "tasks": "flexharness case of the tasks axis",
-    "domains": "flexharness case of the domains axis",
-    "compression": "flexharness case of the compression axis",
-    "flex": "any flexharness case",
-}
-
-
-def options_of(config: pytest.Config) -> opts.Options:
-    return config.stash[OPTIONS_KEY]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,8 +26,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, help_text in AXIS_MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {help_text}")
+    for key in AXES.keys():  # keys only: no axis module is imported to declare its marker
+        config.addinivalue_line("markers", f"{key}: flexharness case of the {key} axis")
+    config.addinivalue_line("markers", "flex: any flexharness case")
     config.stash[OPTIONS_KEY] = opts.parse(config)
     if hasattr(config, "workerinput"):
         scaleout.pin_gpu(config.workerinput)  # before anything initialises CUDA in this worker
@@ -85,10 +76,10 @@ class ControllerHooks:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
         self.controller = Controller(config.rootpath, options, baseline=baseline)
         self.collect_errors: list[str] = []
-        self.previous_sigterm = faults.install_sigterm_handler()
+        self.previous_sigterm = interrupts.install_sigterm_handler()
 
     def pytest_unconfigure(self) -> None:
-        faults.restore_sigterm_handler(self.previous_sigterm)
+        interrupts.restore_sigterm_handler(self.previous_sigterm)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -107,7 +98,7 @@ class ControllerHooks:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        if faults.only_suite_errors(self.collect_errors, options_of(self.config).patterns):
+        if interrupts.only_suite_errors(self.collect_errors, options_of(self.config).patterns):
             session.config.option.continue_on_collection_errors = True  # the exit status still says failed
         if self.config.option.collectonly:
             return (yield)

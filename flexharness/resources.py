@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-PKG_SCHEME = "pkg://"
+from flexharness.names import PKG_SCHEME
 
 
 def is_pkg(ref: str) -> bool:

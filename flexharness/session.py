@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from flexharness import aggregate as agg
-from flexharness import transfer
-from flexharness.baseline import Baseline, current_run, regression_gates, to_json, tolerance_of
+from flexharness import verdict
+from flexharness.axes import AXES, Scored
 from flexharness.cache import case_fingerprint, suite_fingerprint
 from flexharness.collect import RESULT_PROPERTY, plan, suite_models
-from flexharness.compress import case_fields as compression_fields
 from flexharness.errors import SuiteError
-from flexharness.metrics import METRICS
 from flexharness.options import Options
-from flexharness.suite import Planned, Suite
+from flexharness.results.io import RESULTS_VERSION
+from flexharness.rules import aggregate as agg
+from flexharness.rules.baseline import Baseline, to_json, tolerance_of
+from flexharness.rules.metrics import METRICS
+from flexharness.spec import Planned, Suite
 
-RESULTS_VERSION = 1
 
 
 @dataclass
@@ -103,16 +103,8 @@ class Controller:
 
     def compute_gates(self) -> list[agg.GateResult]:
         """A shard holds part of each axis: its gates are decided by ``flexharness merge``, not here."""
-        if self.options.shard:
-            return []
-        scored = self.case_scores()
-        cases = [c for _, c, _ in scored]
-        gates = agg.suite_gates(cases, self.gate_specs())
-        gates += transfer.gap_gates(transfer.matrices(scored), self.gate_specs())
-        if self.baseline:
-            gates += regression_gates(cases, self.baseline, current_run(self.document()))
-        self.gates = gates
-        return gates
+        self.document()
+        return self.gates
 
     def suites(self) -> dict[str, tuple[str, Suite]]:
         return {s.suite.name: (s.file, s.suite) for s in self.items.values()}
@@ -131,24 +123,26 @@ class Controller:
         return next(s.file for s in self.items.values() if s.suite.name == suite_name)
 
     def document(self) -> dict[str, Any]:
-        """The results JSON of the public contract."""
+        """The results JSON of the public contract; aggregates, axis sections and gates from ``verdict``."""
         cases = self.case_scores()
-        aggregates = agg.aggregate(c for _, c, _ in cases)
-        matrices = transfer.matrices(cases)
-        return {
+        scored = [Scored(case, states[0].planned.case, _records(states)) for _, case, states in cases]
+        sections: dict[str, list[dict[str, Any]]] = {}
+        for axis in AXES:
+            found = axis.sections([s for s in scored if s.case.axis == axis.key])
+            sections |= {key: found.get(key, []) for key in axis.document_keys}
+        doc = {
             "version": RESULTS_VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": self._environment(),
             "cases": [_case_json(file, case, states) for file, case, states in cases],
-            "transfer": transfer.entries(matrices),
-            "transfer_summary": transfer.summaries(matrices),
-            "aggregates": [{"suite": a.suite, "model": a.model, "axis": a.axis, "n": a.n, "missing": a.missing,
-                            "p_avg": a.p_avg, "sigma_p": a.sigma_p, "mean_seed_std": a.mean_seed_std,
-                            "higher_is_better": a.higher_is_better} for a in aggregates],
-            "gates": [{"name": g.name, "suite": g.suite, "model": g.model, "passed": g.passed, "value": g.value,
-                       "threshold": g.threshold, "message": g.message} for g in self.gates],
+            **sections, "aggregates": [], "gates": [],
             **self._run_json(),
         }
+        gates = verdict.recompute(doc)
+        if self.options.shard:
+            doc["gates"], gates = [], []
+        self.gates = gates
+        return doc
 
     def _run_json(self) -> dict[str, Any]:
         """What a merge needs to redo aggregates and gates: suites with gate specs, the baseline, the shard."""
@@ -192,9 +186,13 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "metrics": _mean_metrics(split_records),
         "train_examples": records[0]["train_examples"] if records else None,
         "eval_examples": split_records[0]["eval_examples"] if records else None,
-        **({"domain": case.name} if case.axis == "domains" else {}),
-        **(compression_fields(planned, records) if case.axis == "compression" else {}),
+        **AXES.get(case.axis).case_fields(planned, records),
     }
+
+
+def _records(states: list[ItemState]) -> dict[str, dict[str, Any] | None]:
+    """Seed -> the item's record, None unless the item passed."""
+    return {str(s.planned.seed): s.record if s.status == "passed" else None for s in states}
 
 
 def _split_score(state: ItemState, split: str | None, per_split: bool) -> float | None:

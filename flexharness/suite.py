@@ -1,44 +1,31 @@
-"""The suite schema: YAML → validated, frozen :class:`Suite` → expanded :class:`Case` list.
+"""Reading a suite file: YAML → validated, frozen :class:`Suite`, each axis's section read by its axis.
 
-Everything here is plain data (no torch, no datasets) so that collection is
-fast and every error is found before any fine-tuning starts.
+This module knows the keys every suite shares (``suite``, ``model``, ``train``,
+``datasets``, ``gates``) and offers the readers that axes reuse for their own
+sections; which axes exist it learns from the ``axes`` it is given (the
+registry's, see ``flexharness.axes``). Everything here is plain data (no torch,
+no datasets) so that collection is fast and every error is found before any
+fine-tuning starts.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, Sequence
 
-from flexharness.baseline import read_tolerance
 from flexharness.errors import SuiteError
-from flexharness.metrics import METRICS
+from flexharness.names import model_label
 from flexharness.resources import path_problem
-from flexharness.schema import (Reader, case_name, did_you_mean, fraction, non_negative, open_fraction,
+from flexharness.rules.metrics import METRICS
+from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
                                 positive)
+from flexharness.spec import FILE_FORMATS, Case, DatasetSpec, Filter, Planned, Suite, TrainConfig
 from flexharness.yamlio import load_yaml
 
-TOP_KEYS = ("suite", "description", "model", "train", "datasets", "tasks", "domains", "compression", "gates")
-FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Fine-tuning hyperparameters; every field is a suite key under ``train:``."""
-
-    epochs: int = 1
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seeds: tuple[int, ...] = (0,)
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    group_by_length: bool = True
+COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "gates")
+GATE_KEYS = ("case_min", "cases", "regression")   # besides one section per axis
 
 
 _TRAIN_CHECKS = {
@@ -50,118 +37,55 @@ _TRAIN_CHECKS = {
 
 
 @dataclass(frozen=True)
-class Filter:
-    """Keep rows whose ``column`` is one of ``values``, or matches the regex ``matches``."""
+class SuiteContext:
+    """What an axis reading its section may use: the suite's name, datasets, train defaults, earlier cases."""
 
-    column: str
-    values: tuple[Any, ...] | None = None
-    matches: str | None = None
-    key: str = field(default="", compare=False)     # dotted suite key, for run-time errors
-    line: int = field(default=0, compare=False)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
     name: str
-    files: tuple[tuple[str, str], ...] = ()      # (split, path as written)
-    hub: tuple[tuple[str, str], ...] = ()        # (path|name|revision, value)
-    disk: str | None = None                      # a datasets.save_to_disk folder
-    base_dir: str = "."
-    format: str | None = None
-    encoding: str | None = None
-    text: tuple[str, ...] = ("text",)
-    label: str = "label"
-    label_names: tuple[str, ...] | None = None
-    train_split: str = "train"
-    eval_splits: tuple[str, ...] = ()           # empty: found by name, or held out
-    eval_fraction: float = 0.2
-    hub_mirror: str | None = None               # --flex-data-dir: local save_to_disk copies of hub datasets
-    origin: str = field(default="", compare=False)   # the suite file, for run-time errors
-    lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)  # key → line; "" is the mapping
-
-    def locate(self, key: str | None = None) -> tuple[str, int | None, str]:
-        """(file, line, dotted key) of one of this dataset's keys, for a :class:`DataError`."""
-        lines = dict(self.lines)
-        line = lines.get(key or "", lines.get(""))
-        return self.origin, line, f"datasets.{self.name}.{key}" if key else f"datasets.{self.name}"
+    datasets: Mapping[str, DatasetSpec]
+    defaults: TrainConfig
+    cases: tuple[Case, ...]
 
 
-@dataclass(frozen=True)
-class Case:
-    """One scored unit of an axis; expanded into one pytest item per (model, seed)."""
+class SectionReader(Protocol):
+    """The part of an axis this module uses (the whole interface is ``flexharness.axes.base.Axis``)."""
 
-    suite: str
-    axis: str
-    name: str
-    dataset: DatasetSpec
-    metrics: tuple[str, ...]
-    train: TrainConfig
-    where: tuple[Filter, ...] = ()
-    line: int = 0
-    params: tuple[tuple[str, Any], ...] = ()
+    key: str
+    gate_stats: tuple[str, ...]
 
-    @property
-    def kind(self) -> str:
-        return METRICS[self.metrics[0]].kind
+    def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]: ...
 
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.metrics[0]].higher_is_better
-
-    @property
-    def metric(self) -> str:
-        return "+".join(self.metrics)
-
-    @property
-    def scored_names(self) -> tuple[str, ...]:
-        """One scored case per evaluation split when the dataset names several (MNLI matched/mismatched)."""
-        splits = self.dataset.eval_splits
-        return tuple(f"{self.name}:{split}" for split in splits) if len(splits) > 1 else (self.name,)
-
-    @property
-    def scored_ids(self) -> tuple[str, ...]:
-        """``AXIS/NAME`` of each scored case, as the summary table, gates and results name them."""
-        return tuple(f"{self.axis}/{name}" for name in self.scored_names)
+    def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None: ...
 
 
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    path: str
-    description: str = ""
-    model: str | None = None
-    cases: tuple[Case, ...] = ()
-    gates: Mapping[str, Any] = field(default_factory=dict)
-
-
-def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub_mirror: str | None = None) -> Suite:
-    """Load, validate and expand one suite file.
+def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mapping[str, Any] | None = None,
+               hub_mirror: str | None = None) -> Suite:
+    """Load and validate one suite file; each axis in ``axes`` (in order) reads its own section.
 
     ``overrides`` are train keys from the command line; ``hub_mirror`` is a folder of local copies of
     hub datasets, looked up before the hub.
     """
     path = Path(path)
     top = Reader(load_yaml(path), str(path))
-    top.only(TOP_KEYS)
+    top.only((*COMMON_KEYS, *(axis.key for axis in axes)))
     name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
-    defaults = _train(top.child("train"), TrainConfig())
+    defaults = read_train(top.child("train"), TrainConfig())
     datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub else spec
                 for key, spec in _datasets(top.child("datasets"), path.parent).items()}
-    if not any(top.raw(axis) for axis in ("tasks", "domains", "compression")):
+    if not any(top.raw(axis.key) for axis in axes):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
-    from flexharness.compress import compression_cases  # both axes build on this module's Case
-    from flexharness.domains import domain_cases
-
-    cases = _tasks(top, name, datasets, defaults)
-    cases += domain_cases(top, name, datasets, defaults) + compression_cases(top, cases)
+    cases: tuple[Case, ...] = ()
+    for axis in axes:
+        if top.raw(axis.key) is not None:
+            cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
     cases = tuple(_apply_overrides(c, overrides or {}) for c in cases)
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
-        model=top.typed("model", str), cases=cases, gates=_gates(top.child("gates"), cases),
+        model=top.typed("model", str), cases=cases, gates=_gates(top.child("gates"), cases, axes),
     )
 
 
-def _train(reader: Reader, base: TrainConfig) -> TrainConfig:
+def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
+    """A ``train:`` mapping over ``base``: the keys it sets win, the others are inherited."""
     reader.only([f.name for f in fields(TrainConfig)])
     values: dict[str, Any] = {}
     for key, (kind, check) in _TRAIN_CHECKS.items():
@@ -187,12 +111,12 @@ def _datasets(reader: Reader, base_dir: Path) -> dict[str, DatasetSpec]:
     return specs
 
 
-_DATASET_KEYS = ("files", "hub", "disk", "format", "encoding", "text", "label", "label_names",
+DATASET_KEYS = ("files", "hub", "disk", "format", "encoding", "text", "label", "label_names",
                  "train_split", "eval_split", "eval_fraction")
 
 
 def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
-    reader.only(_DATASET_KEYS)
+    reader.only(DATASET_KEYS)
     sources = [k for k in ("files", "hub", "disk") if reader.has(k)]
     if len(sources) != 1:
         raise reader.error(None, "give exactly one source: 'files', 'hub' or 'disk'")
@@ -264,27 +188,7 @@ def _check_exists(reader: Reader, key: str, ref: str, base_dir: Path, folder: bo
         raise reader.error(key, complaint)
 
 
-def _tasks(top: Reader, suite: str, datasets: dict[str, DatasetSpec], defaults: TrainConfig) -> tuple[Case, ...]:
-    items = top.raw("tasks") or []
-    if not isinstance(items, list):
-        raise top.error("tasks", "expected a list of tasks, each a mapping with 'name', 'dataset' and 'metric'")
-    cases, seen = [], {}
-    for index, item in enumerate(items):
-        reader = Reader(item, top.path, f"tasks[{index}]", top.line_of("tasks"))
-        reader.only(("name", "dataset", "metric", "where", "train"))
-        name = reader.typed("name", str, required=True, check=case_name)
-        if name in seen:
-            raise reader.error("name", f"duplicate case name '{name}' (first on line {seen[name]})")
-        seen[name] = reader.line
-        cases.append(Case(
-            suite=suite, axis="tasks", name=name, dataset=_dataset_ref(reader, datasets),
-            metrics=_metrics(reader), train=_train(reader.child("train"), defaults),
-            where=_filters(reader.child("where")), line=reader.line,
-        ))
-    return tuple(cases)
-
-
-def _dataset_ref(reader: Reader, datasets: dict[str, DatasetSpec]) -> DatasetSpec:
+def dataset_ref(reader: Reader, datasets: dict[str, DatasetSpec]) -> DatasetSpec:
     name = reader.typed("dataset", str, required=True)
     if name not in datasets:
         known = ", ".join(sorted(datasets)) or "none defined"
@@ -293,7 +197,7 @@ def _dataset_ref(reader: Reader, datasets: dict[str, DatasetSpec]) -> DatasetSpe
     return datasets[name]
 
 
-def _metrics(reader: Reader) -> tuple[str, ...]:
+def read_metrics(reader: Reader) -> tuple[str, ...]:
     names = reader.str_or_list("metric", required=True)
     for metric in names:
         if metric not in METRICS:
@@ -307,7 +211,7 @@ def _metrics(reader: Reader) -> tuple[str, ...]:
     return names
 
 
-def _filters(reader: Reader) -> tuple[Filter, ...]:
+def read_filters(reader: Reader) -> tuple[Filter, ...]:
     filters = []
     for column, rule in reader.data.items():
         if isinstance(rule, dict):
@@ -327,21 +231,37 @@ def _filters(reader: Reader) -> tuple[Filter, ...]:
     return tuple(filters)
 
 
-def _gates(reader: Reader, cases: tuple[Case, ...]) -> dict[str, Any]:
-    reader.only(("tasks", "domains", "compression", "case_min", "cases", "regression"))
+def _gates(reader: Reader, cases: tuple[Case, ...], axes: Sequence[SectionReader]) -> dict[str, Any]:
+    reader.only((*(axis.key for axis in axes), *GATE_KEYS))
     gates: dict[str, Any] = {}
     if reader.has("regression"):
         gates["regression"] = read_tolerance(reader.child("regression"))
-    for axis in ("tasks", "domains", "compression"):
-        if reader.has(axis):
-            gates[axis] = _axis_gates(reader.child(axis), ("transfer_gap",) if axis == "domains" else ())
-            _check_one_direction(reader, axis, cases)
+    for axis in axes:
+        if reader.has(axis.key):
+            if not any(case.axis == axis.key for case in cases):
+                raise reader.error(axis.key, f"the suite has no '{axis.key}:' cases, so these gates would never be "
+                                             f"evaluated; add a '{axis.key}:' section or remove 'gates.{axis.key}'")
+            gates[axis.key] = _axis_gates(reader.child(axis.key), axis.gate_stats)
+            _check_one_direction(reader, axis.key, cases)
+            axis.check_gates(reader.child(axis.key), cases)
     case_min = reader.typed("case_min", float)
     if case_min is not None:
         gates["case_min"] = case_min
     if reader.has("cases"):
         gates["cases"] = _case_floors(reader.child("cases"), cases)
     return gates
+
+
+def read_tolerance(reader: Reader) -> dict[str, float]:
+    """The suite's ``gates: {regression: {abs: 0.02}}`` (or ``rel``, and optionally ``alpha``)."""
+    reader.only(("abs", "rel", "alpha"))
+    kinds = [k for k in ("abs", "rel") if reader.has(k)]
+    if len(kinds) > 1:
+        raise reader.error(None, "give either 'abs' or 'rel', not both")
+    spec = {k: reader.typed(k, float, check=lambda v: None if v >= 0 else "must be 0 or more") for k in kinds}
+    if reader.has("alpha"):
+        spec["alpha"] = reader.typed("alpha", float, check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+    return spec
 
 
 def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
@@ -382,16 +302,6 @@ def _apply_overrides(case: Case, overrides: Mapping[str, Any]) -> Case:
     return replace(case, train=replace(case.train, **overrides)) if overrides else case
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One pytest item to be: a case for one model and one seed."""
-
-    name: str
-    case: Case
-    model: str
-    seed: int
-
-
 def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:
     """Items in a stable order; the model appears in the id only when several are evaluated."""
     labels = _unique_labels(models)
@@ -403,8 +313,6 @@ def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:
 
 
 def _unique_labels(models: tuple[str, ...]) -> dict[str, str]:
-    from flexharness.models import model_label
-
     labels: dict[str, str] = {}
     for ref in models:
         label = model_label(ref)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flexharness.aggregate import CaseScore
-from flexharness.baseline import (Baseline, Current, Tolerance, judge, parse_tolerance, per_seed_means,
+from flexharness.rules.aggregate import CaseScore
+from flexharness.rules.baseline import (Baseline, Current, Tolerance, judge, parse_tolerance, per_seed_means,
                                   regression_gates, welch_p)
 from toy import failed_testcases
 

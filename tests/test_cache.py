@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flexharness.cache import RESULTS_DIR, canonical_case, model_identity, path_fingerprint
-from flexharness.suite import load_suite
+from flexharness.axes import load_suite
 
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
         "max_train_samples: 64, max_eval_samples: 64}")

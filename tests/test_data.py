@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexharness import data
+from flexharness.engine import data
 from flexharness.errors import DataError
-from flexharness.suite import DatasetSpec, Filter
+from flexharness.spec import DatasetSpec, Filter
 from toy import sentiment_rows, write_csv, write_jsonl
 
 ROWS = sentiment_rows(60)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flexharness.errors import SuiteError
-from flexharness.suite import load_suite
+from flexharness.axes import load_suite
 from toy import failed_testcases, sentiment_rows, write_csv, write_jsonl
 
 TRAIN = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1]}"
@@ -192,7 +192,7 @@ def test_collection_reads_no_torch_and_caches_domain_sizes(pytester: pytest.Pyte
      "  members: {a: {where: {label: x}}, b: {where: {label: y}}}\ngates:\n  domains: {transfer_gap: {min: 0.1}}\n",
      "toy.flex.yaml:14: gates.domains.transfer_gap.min: a transfer gap takes only 'max'"),
     ("tasks:\n  - {name: t, dataset: reviews, metric: accuracy}\ngates:\n  domains: {transfer_gap: {max: 0.1}}\n",
-     "toy.flex.yaml:11: gates.domains.transfer_gap: there is no 'domains:' section"),
+     "toy.flex.yaml:11: gates.domains: the suite has no 'domains:' cases, so these gates would never be evaluated"),
 ])
 def test_schema_errors_name_file_line_and_key(suite_text, tmp_path: Path, section: str, message: str) -> None:
     path = tmp_path / "toy.flex.yaml"

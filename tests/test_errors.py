@@ -230,7 +230,7 @@ def test_data_error_fails_its_item_naming_file_line_key(
 
 
 def test_keys_merged_in_with_yaml_anchors_may_be_overridden(tmp_path: Path, toy_csv: Path) -> None:
-    from flexharness.suite import load_suite
+    from flexharness.axes import load_suite
 
     suite = tmp_path / "merge.flex.yaml"
     suite.write_text(f"suite: m\ntrain: &base {{epochs: 1, batch_size: 8}}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flexharness import hub
+from flexharness.engine import hub
 
 CHEAP = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
          "max_train_samples: 64, max_eval_samples: 64}")
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-import flexharness.models as models
+import flexharness.engine.models as models
 
 _original = models.fresh_model
 _seen = []
@@ -259,7 +259,7 @@ def _custom_handler(signum: int, frame: object) -> None:
 
 
 def test_the_sigterm_handler_replaces_only_the_default_and_is_restored() -> None:
-    from flexharness.faults import install_sigterm_handler, restore_sigterm_handler
+    from flexharness.interrupts import install_sigterm_handler, restore_sigterm_handler
 
     outer = signal.getsignal(signal.SIGTERM)  # this very run's plugin installed its own
     try:

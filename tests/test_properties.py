@@ -15,13 +15,14 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flexharness import aggregate as agg
+from flexharness.rules import aggregate as agg
 from flexharness.collect import RESULT_PROPERTY
 from flexharness.errors import SuiteError
-from flexharness.metrics import METRICS
+from flexharness.rules.metrics import METRICS
 from flexharness.options import Options
 from flexharness.session import Controller
-from flexharness.suite import expand, load_suite
+from flexharness.axes import load_suite
+from flexharness.suite import expand
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -149,12 +150,15 @@ def _numeric(text: str) -> bool:
 
 def _mappings(suite: dict) -> list[tuple[dict, set[str]]]:
     """The mappings a mutation may touch, each with its allowed keys."""
-    from flexharness.suite import _DATASET_KEYS, TOP_KEYS, TrainConfig
+    from flexharness.axes import AXES
+    from flexharness.axes.tasks import TASK_KEYS
+    from flexharness.spec import TrainConfig
+    from flexharness.suite import COMMON_KEYS, DATASET_KEYS
 
     train_keys = set(TrainConfig.__dataclass_fields__)
-    found = [(suite, set(TOP_KEYS)), (suite["train"], train_keys)]
-    found += [(spec, set(_DATASET_KEYS)) for spec in suite["datasets"].values()]
-    found += [(task, {"name", "dataset", "metric", "where", "train"}) for task in suite["tasks"]]
+    found = [(suite, {*COMMON_KEYS, *AXES.keys()}), (suite["train"], train_keys)]
+    found += [(spec, set(DATASET_KEYS)) for spec in suite["datasets"].values()]
+    found += [(task, set(TASK_KEYS)) for task in suite["tasks"]]
     found += [(task["train"], train_keys) for task in suite["tasks"] if "train" in task]
     return found
 

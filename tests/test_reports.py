@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flexharness.cli import main
-from flexharness.compare import compare, ranking
+from flexharness.results.compare import compare, ranking
 from toy import build_tiny_bert
 
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1], "

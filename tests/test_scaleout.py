@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flexharness.cli import main
-from flexharness.merge import MergeError, merge
+from flexharness.results.merge import MergeError
+from flexharness.verdict import merged
 from flexharness.scaleout import assign_shards, parse_shard, pin_gpu, visible_gpus
 
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1], "
@@ -120,9 +121,9 @@ def test_runs_split_by_seed_merge_back_into_one(pytester: pytest.Pytester, suite
             case["seeds"] = {seed: case["seeds"][seed]}
             case["items"] = {k: v for k, v in case["items"].items() if k.endswith(f"seed{seed}]")}
         halves.append((f"seed{seed}.json", half))
-    assert _verdict(merge(halves)) == _verdict(whole)
+    assert _verdict(merged(halves)) == _verdict(whole)
     with pytest.raises(MergeError, match="has seed 0 in both"):
-        merge([halves[0], halves[0]])
+        merged([halves[0], halves[0]])
 
 
 def test_each_xdist_worker_takes_one_gpu(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 import flexharness.suite
 from flexharness.errors import SuiteError
-from flexharness.report import write_json
-from flexharness.suite import load_suite
+from flexharness.results.io import write_json
+from flexharness.axes import load_suite
 from toy import build_tiny_bert, sentiment_rows, write_csv
 
 PACKAGE = Path(flexharness.suite.__file__).parent
@@ -61,7 +61,7 @@ class _Forbidden(ast.NodeVisitor):
             self.found.append(f"from {node.module} import ...")
 
 
-@pytest.mark.parametrize("source", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("source", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_eval_exec_pickle_or_unsafe_yaml_in_the_package(source: Path) -> None:
     visitor = _Forbidden()
     visitor.visit(ast.parse(source.read_text(encoding="utf-8")))

@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexharness import data, metrics, models, train
-from flexharness.suite import TrainConfig
+from flexharness.engine import data, models, train
+from flexharness.rules import metrics
+from flexharness.spec import TrainConfig
 from toy import sentiment_rows
 
 RECIPE = TrainConfig(epochs=6, learning_rate=3e-3, batch_size=16, warmup_ratio=0.0)

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from flexharness import hub
+from flexharness.engine import hub
 from flexharness.errors import DataError, causes, first_line
-from flexharness.metrics import REGRESSION
+from flexharness.rules.metrics import REGRESSION
 from flexharness.resources import resolve_path
 from flexharness.schema import did_you_mean
-from flexharness.suite import FILE_FORMATS, DatasetSpec, Filter
+from flexharness.spec import FILE_FORMATS, DatasetSpec, Filter
 
 DATA_SEED = 0  # fixed: subsampling and hold-out never depend on the training seed
 EVAL_SPLIT_NAMES = ("eval", "validation", "dev", "test")

@@ -2,8 +2,8 @@
 with ``transfer: true``, on every other domain's evaluation split without fine-tuning again.
 
 A domain is a ``where`` filter over the section's default dataset, or a dataset of its own.
-The schema and the collection-time size check live here; suite.py only calls
-:func:`domain_cases`. The matrix arithmetic on the controller is in ``transfer.py``.
+The section, the collection-time size check and the cross-domain scoring of an
+item live here; the matrix arithmetic on the controller is in ``transfer.py``.
 """
 
 from __future__ import annotations
@@ -15,18 +15,21 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from flexharness.axes import transfer
+from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.errors import DataError, SuiteError
+from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader
-from flexharness.suite import (Case, DatasetSpec, Filter, Suite, TrainConfig, _dataset_ref, _filters, _metrics,
-                               _train)
+from flexharness.spec import Case, DatasetSpec, Filter, Suite
+from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_train
 
 SECTION_KEYS = ("dataset", "metric", "train", "members", "transfer")
 MEMBER_KEYS = ("where", "dataset")
-TARGETS = "transfer_targets"   # Case.params key: every domain of the section, in suite order
+TARGETS = transfer.TARGETS
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 SIZES_CACHE_VERSION = 1
 
@@ -39,27 +42,62 @@ class Domain:
     line: int
 
 
-def domain_cases(top: Reader, suite: str, datasets: Mapping[str, DatasetSpec],
-                 defaults: TrainConfig) -> tuple[Case, ...]:
-    """One case per member of the ``domains:`` section; also checks its ``transfer_gap`` gate."""
-    gate = top.child("gates").child("domains")
-    if not top.raw("domains"):
-        if gate.has("transfer_gap"):
-            raise gate.error("transfer_gap", "there is no 'domains:' section to measure a transfer gap on")
-        return ()
-    reader = top.child("domains")
-    reader.only(SECTION_KEYS)
-    default = _dataset_ref(reader, datasets) if reader.has("dataset") else None
-    metrics = _metrics(reader)
-    train = _train(reader.child("train"), defaults)
-    transfer = reader.typed("transfer", bool, False)
-    domains = _members(reader.child("members"), default, datasets)
-    if transfer and len(domains) < 2:
-        raise reader.error("transfer", "a transfer matrix needs at least two domains under 'members'")
-    _check_gap_gate(gate, transfer)
-    params = ((TARGETS, tuple(domains)),) if transfer else ()
-    return tuple(Case(suite=suite, axis="domains", name=d.name, dataset=d.dataset, metrics=metrics, train=train,
-                      where=d.where, line=d.line, params=params) for d in domains)
+class DomainsAxis(Axis):
+    key = "domains"
+    gate_stats = ("transfer_gap",)
+    document_keys = ("transfer", "transfer_summary")
+
+    def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
+        """One case per member of the ``domains:`` section."""
+        if not top.raw("domains"):
+            return ()
+        reader = top.child("domains")
+        reader.only(SECTION_KEYS)
+        default = dataset_ref(reader, context.datasets) if reader.has("dataset") else None
+        metrics = read_metrics(reader)
+        train = read_train(reader.child("train"), context.defaults)
+        with_transfer = reader.typed("transfer", bool, False)
+        domains = _members(reader.child("members"), default, context.datasets)
+        if with_transfer and len(domains) < 2:
+            raise reader.error("transfer", "a transfer matrix needs at least two domains under 'members'")
+        params = ((TARGETS, tuple(domains)),) if with_transfer else ()
+        return tuple(Case(suite=context.name, axis=self.key, name=d.name, dataset=d.dataset, metrics=metrics,
+                          train=train, where=d.where, line=d.line, params=params) for d in domains)
+
+    def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None:
+        _check_gap_gate(gates, any(dict(c.params).get(TARGETS) for c in cases if c.axis == self.key))
+
+    def check(self, suite: Suite, cache: Any = None) -> None:
+        check_sizes(suite, cache)
+
+    def cache_inputs(self, case: Case) -> tuple[DatasetSpec, ...]:
+        return transfer_datasets(case)
+
+    def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
+        from flexharness.engine import runner
+
+        return runner.run_case(case, model, seed, context.device_option, context.trust_remote_code,
+                               context.progress, lambda own, predict: transfer_record(case, own, predict))
+
+    def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"domain": case.name}
+
+    def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
+        return transfer.raw_sections(s for s in scored if dict(s.spec.params).get(TARGETS))
+
+    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+        found = transfer.from_document(doc)
+        doc["transfer"], doc["transfer_summary"] = transfer.entries(found), transfer.summaries(found)
+        return transfer.gap_gates(found, gate_specs)
+
+    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
+        return transfer.table_lines(doc)
+
+    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
+        return transfer.markdown_lines(doc)
+
+    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
+        return transfer.heatmaps(doc, directory)
 
 
 def _members(reader: Reader, default: DatasetSpec | None, datasets: Mapping[str, DatasetSpec]) -> list[Domain]:
@@ -75,7 +113,7 @@ def _members(reader: Reader, default: DatasetSpec | None, datasets: Mapping[str,
         if not member.has("where") and not member.has("dataset"):
             raise member.error(None, "a domain needs a 'where' filter over the default dataset, or its own 'dataset'")
         if member.has("dataset"):
-            spec = _dataset_ref(member, datasets)
+            spec = dataset_ref(member, datasets)
         elif default is None:
             raise member.error(None, "no dataset for this domain: set 'domains.dataset' (the default source) "
                                      "or give the domain its own 'dataset'")
@@ -85,14 +123,14 @@ def _members(reader: Reader, default: DatasetSpec | None, datasets: Mapping[str,
             raise member.error(None, f"dataset '{spec.name}' names several evaluation splits "
                                      f"({', '.join(spec.eval_splits)}); a domain is scored on one: give it a "
                                      "dataset with a single 'eval_split'")
-        domains.append(Domain(name, spec, _filters(member.child("where")), member.line))
+        domains.append(Domain(name, spec, read_filters(member.child("where")), member.line))
     return domains
 
 
-def _check_gap_gate(gate: Reader, transfer: bool) -> None:
+def _check_gap_gate(gate: Reader, has_transfer: bool) -> None:
     if not gate.has("transfer_gap"):
         return
-    if not transfer:
+    if not has_transfer:
         raise gate.error("transfer_gap", "a transfer gap needs 'transfer: true' under 'domains:'")
     bounds = gate.child("transfer_gap")
     if bounds.has("min"):
@@ -140,7 +178,7 @@ def check_sizes(suite: Suite, cache: Any = None) -> None:
 
 def _sizes(case: Case) -> dict[str, Any]:
     """Training and evaluation examples the case will see (after hold-out and subsampling)."""
-    from flexharness import data
+    from flexharness.engine import data
 
     try:
         found = data.filtered_sizes(case.dataset, case.where, case.kind)
@@ -200,10 +238,9 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
     ``own`` is the case's prepared data (its label order is the model's); ``predict`` runs the
     fine-tuned model on another prepared dataset's evaluation split.
     """
-    from flexharness import data, metrics
+    from flexharness.engine import data
+    from flexharness.rules import metrics
 
-    if case.axis != "domains":
-        return {}
     scores, sizes, start = {}, {}, time.perf_counter()
     for target in targets(case):
         try:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from flexharness import aggregate as agg
+from flexharness.rules import aggregate as agg
 from flexharness.errors import FlexError
-from flexharness.models import model_label
-from flexharness.schema import Reader
+from flexharness.names import model_label
 
 KIND = "flexharness-baseline"
 VERSION = 1
@@ -67,18 +66,6 @@ def parse_tolerance(text: str) -> Tolerance:
     if kind not in ("abs", "rel") or not value >= 0 or not math.isfinite(value):
         raise ValueError(f"--flex-tolerance: expected abs:0.02, rel:0.05, 5% or a plain number, got {text!r}")
     return Tolerance(kind, value)
-
-
-def read_tolerance(reader: Reader) -> dict[str, float]:
-    """The suite's ``gates: {regression: {abs: 0.02}}`` (or ``rel``, and optionally ``alpha``)."""
-    reader.only(("abs", "rel", "alpha"))
-    kinds = [k for k in ("abs", "rel") if reader.has(k)]
-    if len(kinds) > 1:
-        raise reader.error(None, "give either 'abs' or 'rel', not both")
-    spec = {k: reader.typed(k, float, check=lambda v: None if v >= 0 else "must be 0 or more") for k in kinds}
-    if reader.has("alpha"):
-        spec["alpha"] = reader.typed("alpha", float, check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
-    return spec
 
 
 def tolerance_of(spec: Mapping[str, float] | None, override: Tolerance | None = None) -> Tolerance:

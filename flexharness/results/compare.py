@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from flexharness.models import model_label
+from flexharness.names import model_label
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

@@ -1,8 +1,10 @@
 """The transfer matrix of the domains axis, on the controller: source × target scores,
 in-domain and cross-domain means, the transfer gap and its gate.
 
-Pure functions over case scores and item records (no pytest, no torch), as in
-``aggregate.py``. The diagonal is the in-domain case score itself; an
+Pure functions (no pytest, no torch). Item records become raw per-seed entries
+(:func:`raw_sections`); the matrix is then built from the results document
+alone (:func:`from_document`), so a pytest run and ``flexharness merge`` take
+the same path. The diagonal is the in-domain case score itself; an
 off-diagonal entry is the mean over seeds of the source items' cross-domain
 scores. The gap is in-domain mean minus cross-domain mean, turned round for
 lower-is-better metrics so that a positive gap is always a loss.
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from flexharness.aggregate import CaseScore, GateResult, mean
-from flexharness.domains import TARGETS
-from flexharness.models import model_label
+from flexharness.names import model_label
+from flexharness.results import plots
+from flexharness.rules.aggregate import GateResult, mean
 
 if TYPE_CHECKING:
-    from flexharness.session import ItemState
+    from flexharness.axes.base import Scored
 
+TARGETS = "transfer_targets"   # Case.params key: every domain of the section, in suite order
 GAP_GATE = "domains/transfer_gap.max"
 Seeds = Mapping[str, "float | None"]   # seed → score; None where the item has no score
 
@@ -64,28 +68,31 @@ class Matrix:
         return loss if self.higher_is_better else -loss
 
 
-def matrices(cases: Iterable[tuple[str, CaseScore, list[ItemState]]]) -> list[Matrix]:
-    """One matrix per (suite, model) whose domains section has ``transfer: true``, from the items' records."""
-    groups: dict[tuple[str, str], list[tuple[CaseScore, list[ItemState]]]] = {}
-    for _, case, states in cases:
-        if case.axis == "domains" and dict(states[0].planned.case.params).get(TARGETS):
-            groups.setdefault((case.suite, case.model), []).append((case, states))
-    return [_from_records(members) for members in groups.values()]
+def raw_sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
+    """Per-seed cross-domain scores and per-(suite, model) heads from the items' records.
 
-
-def _from_records(members: list[tuple[CaseScore, list[ItemState]]]) -> Matrix:
-    first, planned = members[0][0], members[0][1][0].planned.case
-    targets = tuple(d.name for d in dict(planned.params)[TARGETS])
-    diagonal, cross, sizes = {}, {}, {t: {"train": None, "eval": None} for t in targets}
-    for case, states in members:
-        diagonal[case.name] = case.seed_scores
-        records = {str(s.planned.seed): s.record if s.status == "passed" else None for s in states}
-        for target in targets:
-            cross[(case.name, target)] = {seed: _finite(((r or {}).get("transfer") or {}).get(target))
-                                          for seed, r in records.items()}
-        _note_sizes(sizes, case.name, [r for r in records.values() if r])
-    return _assemble(first.suite, first.model, planned.metric, first.higher_is_better, targets, diagonal, cross,
-                     sizes)
+    ``transfer`` holds one entry per (source, other target) with its seeds; ``transfer_summary``
+    one head per (suite, model) naming the targets, the metric and the domains' sizes.
+    :func:`from_document` turns them into matrices.
+    """
+    groups: dict[tuple[str, str], list[Scored]] = {}
+    for member in scored:
+        groups.setdefault((member.case.suite, member.case.model), []).append(member)
+    cross, heads = [], []
+    for (suite, model), members in groups.items():
+        targets = tuple(d.name for d in dict(members[0].spec.params)[TARGETS])
+        sizes: dict[str, dict[str, int | None]] = {t: {"train": None, "eval": None} for t in targets}
+        for member in members:
+            source, records = member.case.name, member.records
+            cross += [{"suite": suite, "model": model, "source": source, "target": target, "in_domain": False,
+                       "seeds": {seed: _finite(((r or {}).get("transfer") or {}).get(target))
+                                 for seed, r in records.items()}}
+                      for target in targets if target != source]
+            _note_sizes(sizes, source, [r for r in records.values() if r])
+        heads.append({"suite": suite, "model": model, "metric": members[0].spec.metric,
+                      "higher_is_better": members[0].case.higher_is_better, "targets": list(targets),
+                      "domains": sizes})
+    return {"transfer": cross, "transfer_summary": heads}
 
 
 def from_document(doc: Mapping[str, Any]) -> list[Matrix]:
@@ -217,3 +224,38 @@ def markdown_lines(doc: dict[str, Any]) -> list[str]:
         lines += [f"| {' | '.join(row)} |" for row in grid[1:]]
         lines += ["", _caption(summary) + "."]
     return lines
+
+
+def heatmaps(doc: Mapping[str, Any], directory: Path) -> list[Path]:
+    """One PNG per (suite, model) transfer matrix."""
+    return [_heatmap(doc, s, directory / plots.file_name("transfer", s["suite"], model_label(s["model"])))
+            for s in doc.get("transfer_summary", [])]
+
+
+def _heatmap(doc: Mapping[str, Any], summary: Mapping[str, Any], path: Path) -> Path:
+    """One model's transfer matrix: rows fine-tuned on, columns scored on; missing scores left blank."""
+    import numpy as np
+
+    plt = plots.pyplot()
+    sources, targets = summary["sources"], summary["targets"]
+    scores = {(e["source"], e["target"]): e["score"] for e in doc["transfer"]
+              if e["suite"] == summary["suite"] and e["model"] == summary["model"]}
+    grid = np.array([[np.nan if scores[(s, t)] is None else scores[(s, t)] for t in targets] for s in sources])
+    fig, ax = plt.subplots(figsize=(1.1 * len(targets) + 3, 0.8 * len(sources) + 2))
+    image = ax.imshow(grid, cmap="viridis" if summary["higher_is_better"] else "viridis_r")
+    for (row, col), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            ax.text(col, row, f"{value:.3f}", ha="center", va="center", color="white", fontsize=9,
+                    fontweight="bold" if sources[row] == targets[col] else "normal")
+    ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("scored on (target domain)")
+    ax.set_ylabel("fine-tuned on (source)")
+    gap = summary["transfer_gap"]
+    ax.set_title(f"{model_label(summary['model'])}: {summary['metric']}, transfer gap "
+                 f"{'-' if gap is None else f'{gap:.3f}'}", fontsize=10)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

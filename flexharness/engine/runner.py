@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from flexharness import data as data_mod
-from flexharness import metrics, models, train
-from flexharness.domains import transfer_record
+from flexharness.engine import data as data_mod
+from flexharness.engine import models, train
+from flexharness.rules import metrics
 from flexharness.errors import DataError
-from flexharness.faults import OutOfMemoryAsFailure
-from flexharness.suite import Case
+from flexharness.engine.faults import OutOfMemoryAsFailure
+from flexharness.spec import Case
 
 
 @functools.lru_cache(maxsize=16)
@@ -65,9 +65,18 @@ def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float
     return score, per_metric, seconds
 
 
+Predict = Callable[[data_mod.Prepared], Any]
+AfterTraining = Callable[[data_mod.Prepared, Predict], dict[str, Any]]
+
+
 def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
-             trust_remote_code: bool = False, progress: train.ProgressFn | None = None) -> dict[str, Any]:
-    """Fine-tune and score ``case`` for one model and seed, on each of its eval splits (and domains)."""
+             trust_remote_code: bool = False, progress: train.ProgressFn | None = None,
+             after_training: AfterTraining | None = None) -> dict[str, Any]:
+    """Fine-tune and score ``case`` for one model and seed, on each of its eval splits.
+
+    ``after_training(prepared, predict)`` adds an axis's own fields to the record while the fine-tuned
+    model is alive: ``predict`` runs it on another prepared dataset's first evaluation split.
+    """
     config = case.train
     inputs = case_inputs(case, model_ref, trust_remote_code)
     device = models.resolve_device(device_option)
@@ -91,7 +100,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
                 score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
                 splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
             eval_seconds = time.perf_counter() - eval_start
-            extra = transfer_record(case, inputs.prepared, predict_on)
+            extra = after_training(inputs.prepared, predict_on) if after_training else {}
     finally:
         del model
         train.release_memory()

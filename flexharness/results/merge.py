@@ -1,26 +1,22 @@
 """Joining results files (shards, or runs split by seed) into one run, with its verdict recomputed.
 
-Aggregates and gates are recomputed from the per-seed scores with the same
-pure functions a pytest run uses (``aggregate.suite_gates``,
-``baseline.regression_gates``), from the gate specs and the baseline that
+The caller recomputes aggregates and gates with ``flexharness.verdict``, the
+same function a pytest run uses, from the gate specs and the baseline that
 every results file carries, so N merged shards decide exactly what one
 unsharded run decides.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from flexharness import aggregate as agg
-from flexharness import baseline as base
-from flexharness import transfer
 from flexharness.errors import FlexError
-from flexharness.models import model_label
-from flexharness.session import RESULTS_VERSION
+from flexharness.names import model_label
+from flexharness.results.io import RESULTS_VERSION
+from flexharness.rules import aggregate as agg
 
 _STATUS_ORDER = ("passed", "skipped", "not run", "failed", "error")
 
@@ -29,29 +25,11 @@ class MergeError(FlexError):
     """The files cannot be joined into one run (missing shard, different suites, conflicting seeds)."""
 
 
-def case_scores(doc: Mapping[str, Any]) -> list[agg.CaseScore]:
-    return [agg.CaseScore(c["suite"], c["model"], c["axis"], c["name"], c["higher_is_better"], c["seeds"])
-            for c in doc["cases"]]
+def merge(docs: Sequence[tuple[str, Mapping[str, Any]]], joined: Sequence[str] = ()) -> dict[str, Any]:
+    """One results document from ``(name, document)`` pairs, its aggregates and gates left to recompute.
 
-
-def recompute(doc: dict[str, Any]) -> dict[str, Any]:
-    """Fill ``aggregates`` and ``gates`` of ``doc`` from its cases, suites' gate specs and baseline."""
-    scores = case_scores(doc)
-    doc["aggregates"] = [dataclasses.asdict(a) for a in agg.aggregate(scores)]
-    specs = {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []}
-    gates = agg.suite_gates(scores, specs)
-    matrices = transfer.from_document(doc)
-    doc["transfer"], doc["transfer_summary"] = transfer.entries(matrices), transfer.summaries(matrices)
-    gates += transfer.gap_gates(matrices, specs)
-    if doc.get("baseline"):
-        reference = base.parse(doc["baseline"], doc["baseline"].get("path", "baseline"))
-        gates += base.regression_gates(scores, reference, base.current_run(doc))
-    doc["gates"] = [{k: v for k, v in dataclasses.asdict(g).items() if k != "extra"} for g in gates]
-    return doc
-
-
-def merge(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """One results document from ``(name, document)`` pairs."""
+    ``joined`` names the axes' own top-level lists, concatenated across the files.
+    """
     if not docs:
         raise MergeError("nothing to merge")
     for name, doc in docs:
@@ -72,13 +50,12 @@ def merge(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment,
         "cases": _merge_cases(docs, suites),
-        "transfer": [t for _, doc in docs for t in doc.get("transfer", [])],
-        "transfer_summary": [t for _, doc in docs for t in doc.get("transfer_summary", [])],
+        **{key: [entry for _, doc in docs for entry in doc.get(key, [])] for key in joined},
         "aggregates": [], "gates": [],
         "suites": suites, "baseline": first.get("baseline"), "shard": None,
         "merged_from": [name for name, _ in docs],
     }
-    return recompute(merged)
+    return merged
 
 
 def _check_shards(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

@@ -1,4 +1,4 @@
-"""The compression axis: the suite section, a small registry of methods, and one compression case end to end.
+"""Compression methods (how each is written in a suite and how it runs) and one compression case end to end.
 
 A compression case is a task case (same data, metric and training) whose
 model is compressed before fine-tuning (``magnitude`` with ``when: before``,
@@ -17,13 +17,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from flexharness import models, runner, surgery, train
-from flexharness.errors import CompressionError
-from flexharness.faults import OutOfMemoryAsFailure
+from flexharness.engine import models, runner, surgery, train
+from flexharness.errors import CompressionError, Unavailable
+from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.schema import Reader, coerce, did_you_mean, fraction, open_fraction, positive
-from flexharness.suite import Case, TrainConfig, _train
+from flexharness.spec import Case, TrainConfig
 
-SECTION_KEYS = ("task", "relative", "train", "methods")
 IMPORTANCE_EXAMPLES = 512   # training examples scored for head importance
 DENSE_MEMO_SIZE = 4         # fine-tuned dense models kept per process (one per seed, typically)
 
@@ -57,70 +56,13 @@ class Method:
 
 # ---- suite section ---------------------------------------------------------------------------------
 
-def compression_cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
-    """The ``compression:`` section: one case per method entry, one per sparsity for a list."""
-    if top.raw("compression") is None:
-        return ()
-    reader = top.child("compression")
-    reader.only(SECTION_KEYS)
-    base = _task(reader, tasks)
-    relative = reader.typed("relative", bool, True)
-    if relative and not base.higher_is_better:
-        raise reader.error("relative", f"retention needs a higher-is-better metric and '{base.metric}' is not; "
-                                       "set 'relative: false'")
-    config = _train(reader.child("train"), base.train)
-    dataset = replace(base.dataset, eval_splits=base.dataset.eval_splits[:1])  # scored on the task's first split
-    items = reader.raw("methods")
-    if not isinstance(items, list) or not items:
-        raise reader.error("methods", "expected a non-empty list, e.g. "
-                                      "[{method: magnitude, sparsity: [0.3, 0.6]}, {method: int8}]")
-    cases, seen = [], {}
-    for index, item in enumerate(items):
-        entry = Reader(item, reader.path, f"{reader.key('methods')}[{index}]", reader.line_of("methods"))
-        for name, params in _entries(entry):
-            if name in seen:
-                raise entry.error(None, f"duplicate compression case '{name}' (first on line {seen[name]}); "
-                                        "add 'name:' to tell them apart")
-            seen[name] = entry.line
-            cases.append(replace(base, axis="compression", name=name, train=config, line=entry.line, dataset=dataset,
-                                 params=tuple(params.items()) + (("relative", relative), ("task", base.name))))
-    return tuple(cases)
-
-
-def _task(reader: Reader, tasks: tuple[Case, ...]) -> Case:
-    name = reader.typed("task", str, required=True)
-    by_name = {c.name: c for c in tasks if c.axis == "tasks"}
-    if name not in by_name:
-        known = ", ".join(by_name) or "none defined"
-        raise reader.error("task", f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                   f"(known: {known})")
-    return by_name[name]
-
-
-def _entries(entry: Reader) -> list[tuple[str, dict[str, Any]]]:
-    name = entry.typed("method", str, required=True)
-    if name not in METHODS:
-        raise entry.error("method", f"unknown method '{name}'{did_you_mean(name, METHODS)}; "
-                                    f"known: {', '.join(METHODS)}")
-    method = METHODS[name]
-    entry.only(("method", "name", *method.keys))
-    custom = entry.typed("name", str)
-    variants = method.parse(entry)
-    result = []
-    for params in variants:
-        label = method.label(params)
-        if custom:
-            label = custom if len(variants) == 1 else f"{custom}-{_percent(params['sparsity'])}"
-        result.append((label, {"method": name, **params}))
-    return result
-
-
 def _choice(entry: Reader, key: str, choices: tuple[str, ...]) -> str:
     return entry.typed(key, str, choices[0], check=lambda v: None if v in choices else
                        f"expected one of {', '.join(choices)}{did_you_mean(v, choices)}")
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
+    """A fraction as a percentage for case names: 0.3 -> '30'."""
     return f"{round(value * 100, 4):g}"
 
 
@@ -144,7 +86,7 @@ def _parse_magnitude(entry: Reader) -> list[dict[str, Any]]:
 
 def _magnitude_label(params: Mapping[str, Any]) -> str:
     qualifiers = ("-after" if params["when"] == "after" else "") + ("-layer" if params["scope"] == "layer" else "")
-    return f"magnitude{qualifiers}-{_percent(params['sparsity'])}"
+    return f"magnitude{qualifiers}-{percent(params['sparsity'])}"
 
 
 def _parse_heads(entry: Reader) -> list[dict[str, Any]]:
@@ -208,7 +150,7 @@ def _apply_int8(model: Any, params: dict[str, Any], ctx: Context) -> Compressed:
 METHODS: dict[str, Method] = {
     "magnitude": Method("magnitude", ("sparsity", "when", "scope"), _parse_magnitude, _magnitude_label,
                         _apply_magnitude, retrains=lambda p: p["when"] == "before"),
-    "heads": Method("heads", ("fraction",), _parse_heads, lambda p: f"heads-{_percent(p['fraction'])}",
+    "heads": Method("heads", ("fraction",), _parse_heads, lambda p: f"heads-{percent(p['fraction'])}",
                     _apply_heads, check=lambda model: surgery.layout(model, "heads")),
     "layers": Method("layers", ("keep", "which"), _parse_layers, _layers_label, _apply_layers,
                      check=lambda model: surgery.layout(model, "layers")),
@@ -241,9 +183,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
     device = models.resolve_device(device_option)
     reason = method.unavailable(device)
     if reason:
-        import pytest
-
-        pytest.skip(reason)
+        raise Unavailable(reason)
     inputs = runner.case_inputs(case, model_ref, trust_remote_code)
     retrains, stats = method.retrains(params), None
     base = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
@@ -351,17 +291,3 @@ def _serialized_mb(state: Any) -> float:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return round(buffer.getbuffer().nbytes / 1e6, 3)
-
-
-CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms", "dense_score",
-             "compressed_score", "retention", "dense_params", "dense_size_mb", "dense_latency_ms")
-
-
-def case_fields(case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The compression keys of a results-JSON case: the method as asked, measures averaged over seeds."""
-    params = dict(case.params)
-    fields = {"method": params["method"], "sparsity": params.get("sparsity"), "relative": params["relative"]}
-    for key in CASE_KEYS:
-        values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-        fields[key] = sum(values) / len(values) if values else None
-    return fields

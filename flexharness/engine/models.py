@@ -13,16 +13,9 @@ import functools
 from pathlib import Path
 from typing import Any, Iterator
 
-from flexharness import hub
+from flexharness.engine import hub
 from flexharness.errors import ModelLoadError, first_line
 from flexharness.resources import is_pkg, resolve_pkg
-
-
-def model_label(ref: str) -> str:
-    """A short readable name for ids and tables: the package of a pkg:// ref, else the last path part."""
-    if is_pkg(ref):
-        return ref[len("pkg://"):].split("/", 1)[0]
-    return Path(ref.rstrip("/")).name or ref
 
 
 def resolve_model(ref: str) -> str:

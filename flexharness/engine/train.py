@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flexharness.data import Encoded
+from flexharness.engine.data import Encoded
 from flexharness.errors import TrainingError
-from flexharness.suite import TrainConfig
+from flexharness.spec import TrainConfig
 
 ProgressFn = Callable[[dict[str, Any]], None]
 LENGTH_GROUP_BATCHES = 50  # how many batches share one sort-by-length window

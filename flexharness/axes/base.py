@@ -1,0 +1,101 @@
+"""The :class:`Axis` interface: everything one question of flexharness needs, in one class.
+
+An axis is a template (as mteb's ``AbsTask`` is): the pytest side, the suite
+reader, the result cache, the session and the reports run the shared loop and
+call these methods for the axis's own part. Every method but :meth:`Axis.parse`
+and :meth:`Axis.run` has a default that does nothing, so a new axis writes only
+what it adds. An axis reaches the harness through one line in
+``flexharness.axes.registry``; suites name it by its key, never by code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from flexharness.rules.aggregate import CaseScore, GateResult
+from flexharness.schema import Reader
+from flexharness.spec import Case, DatasetSpec, Suite
+from flexharness.suite import SuiteContext
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How the pytest side asks an axis to run one item."""
+
+    device_option: str = "auto"
+    trust_remote_code: bool = False
+    progress: ProgressFn | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored case of a run with the records of its items (one per seed; None where an item has none)."""
+
+    case: CaseScore
+    spec: Case
+    records: Mapping[str, dict[str, Any] | None]   # seed -> the item's record when it passed
+
+
+class Axis:
+    """One axis: its suite section, how an item runs, what it adds to results, reports and plots."""
+
+    key: ClassVar[str]                              # suite section, marker, and the first part of case ids
+    gate_stats: ClassVar[tuple[str, ...]] = ()      # statistics besides p_avg/sigma_p that gates.<key> may bound
+    document_keys: ClassVar[tuple[str, ...]] = ()   # top-level results-JSON lists this axis owns
+
+    # ---- the suite: read at collection, in milliseconds, without data or models -------------------
+
+    def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
+        """The cases of this axis's section ``top.raw(self.key)``; errors are ``top.error(...)``."""
+        raise NotImplementedError
+
+    def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None:
+        """Validate this axis's own statistics under ``gates.<key>`` (raise ``gates.error(...)``)."""
+
+    def check(self, suite: Suite, cache: Any = None) -> None:
+        """Collection-time checks that need more than the YAML (``cache`` is pytest's ``config.cache``)."""
+
+    # ---- one item: runs in a worker, returns a record of plain builtins ---------------------------
+
+    def cache_inputs(self, case: Case) -> tuple[DatasetSpec, ...]:
+        """Datasets an item reads besides ``case.dataset``: their contents join the result-cache key."""
+        return ()
+
+    def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
+        """Fine-tune (or not) and score one (case, model, seed); the record needs ``score``."""
+        raise NotImplementedError
+
+    # ---- the results document: built on the controller from item records --------------------------
+
+    def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Extra keys of one case in the results JSON, from its items' records."""
+        return {}
+
+    def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
+        """This axis's ``document_keys`` lists as raw entries from item records (finished by :meth:`finish`)."""
+        return {}
+
+    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+        """Rebuild this axis's sections of ``doc`` from the document alone and return its own gates.
+
+        The same call serves a pytest run and ``flexharness merge``, so both decide alike.
+        """
+        return []
+
+    # ---- reports ------------------------------------------------------------------------------------
+
+    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
+        """Lines of this axis's section in the terminal summary (after the aggregates)."""
+        return []
+
+    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
+        """The same section in the Markdown report."""
+        return []
+
+    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
+        """PNG files of this axis written under ``directory``."""
+        return []

@@ -1,0 +1,61 @@
+"""Reading and writing results files: atomic writes, strict JSON, a clear error for a file that is not one."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from flexharness.errors import FlexError
+
+RESULTS_VERSION = 1   # the version of the results document; a merge refuses any other
+
+
+class ResultsFileError(FlexError):
+    """A results file given on the command line cannot be read."""
+
+
+def read_results(path: str) -> dict[str, Any]:
+    """A results document (``--flex-json``), or a :class:`ResultsFileError` that says why not."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ResultsFileError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list) or "aggregates" not in doc:
+        raise ResultsFileError(f"{path} is not a flexharness results file (write one with --flex-json)")
+    return doc
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a file, even if the run is killed mid-write."""
+    doc = json_safe(doc)
+    write_atomic(path, lambda handle: json.dump(doc, handle, indent=2, sort_keys=False, allow_nan=False))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null (no score): strict JSON, and one odd metric never loses the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_atomic(path: str | Path, write: Callable[[Any], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
