@@ -286,6 +286,14 @@ def test_linear_probe_never_looks_at_the_eval_rows():
     np.testing.assert_array_equal(first.predictions, again.predictions)
 
 
+def test_linear_probe_ties_keep_the_most_regularised_value():
+    x, y = blobs(np.random.default_rng(14), 200, spread=0.05)
+    result = linear_probe(x[:150], y[:150], x[150:], y[150:], seed=1)
+    assert set(result.validation.values()) == {1.0}
+    assert result.strength == min(prescreen.C_GRID)
+    assert prescreen.ALPHA_GRID == tuple(sorted(prescreen.ALPHA_GRID, reverse=True))
+
+
 def test_linear_probe_regression_chooses_ridge_alpha_and_predicts_floats():
     features, y = regression(np.random.default_rng(13), 300, 20, noise=3.0)
     result = linear_probe(features[:200], y[:200], features[200:], y[200:], regression=True, seed=0)

@@ -16,7 +16,7 @@ import numpy as np
 
 DEFAULT_K = 20
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
-ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+ALPHA_GRID = (10000.0, 1000.0, 100.0, 10.0, 1.0, 0.1)
 HOLDOUT_FRACTION = 0.2
 _CHUNK = 1024
 
@@ -270,6 +270,8 @@ def _probe(strength: float, regression: bool, seed: int):
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
                  regression: bool = False, seed: int = 0) -> ProbeResult:
     """Pick C / α on a held-out training slice (accuracy / MSE), refit on all training rows.
+
+    Both grids run from strong to weak regularisation, so a tie keeps the simpler model.
 
     ``eval_y`` is only checked for length: the eval rows never influence the choice.
     """
