@@ -39,11 +39,11 @@ class EvidenceFit:
 
 @dataclass(frozen=True)
 class _Spectrum:
-    """What the evidence needs of F and Y: eigenvalues σ_i of FᵀF (> 0) and z = UᵀY."""
+    """What the evidence needs of F and Y: eigenvalues σ_i of FᵀF (> 0), z = UᵀY and ‖y‖² − ‖z‖²."""
 
     sigma: np.ndarray
     z: np.ndarray
-    yy: np.ndarray
+    outside: np.ndarray
     n: int
 
 
@@ -85,7 +85,10 @@ def _spectrum(features: np.ndarray, targets: np.ndarray, dual: bool | None = Non
         z = vectors.T @ targets
     else:
         z = (vectors.T @ (features.T @ targets)) / np.sqrt(sigma)[:, None]
-    return _Spectrum(sigma, z, (targets**2).sum(axis=0), n)
+    # The part of y outside the span of F; exactly none when F spans ℝⁿ, not a rounding residue.
+    outside = np.zeros(targets.shape[1]) if sigma.size == n else np.maximum(
+        (targets**2).sum(axis=0) - (z**2).sum(axis=0), 0.0)
+    return _Spectrum(sigma, z, outside, n)
 
 
 def _terms(spectrum: _Spectrum, column: int, ratio: float) -> tuple[float, float, float, float]:
@@ -98,8 +101,7 @@ def _terms(spectrum: _Spectrum, column: int, ratio: float) -> tuple[float, float
     share, rest = sigma / (sigma + ratio), ratio / (sigma + ratio)
     slack = float(rest.sum()) + (spectrum.n - sigma.size)
     m2 = float((share**2 * z2 / sigma).sum())
-    outside = max(float(spectrum.yy[column]) - float(z2.sum()), 0.0)
-    residual = float((rest**2 * z2).sum()) + outside
+    residual = float((rest**2 * z2).sum()) + float(spectrum.outside[column])
     return float(share.sum()), slack, m2, residual
 
 
@@ -152,7 +154,7 @@ def _solve_ratio(spectrum: _Spectrum, column: int) -> float:
 
 def _fit_target(spectrum: _Spectrum, column: int) -> EvidenceFit:
     """Maximise the evidence of one target; β is the optimum for the solved α/β."""
-    if spectrum.yy[column] == 0:
+    if spectrum.outside[column] == 0 and not spectrum.z[:, column].any():
         raise ValueError("a regression target is all zeros")
     ratio = _solve_ratio(spectrum, column)
     _, _, m2, residual = _terms(spectrum, column, ratio)
