@@ -16,8 +16,8 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from flexharness import metrics
-from flexharness.aggregate import mean, population_std
+from flexharness.rules import metrics
+from flexharness.rules.aggregate import mean, population_std
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,10 @@ def majority_baseline(labels_train: Sequence, labels_eval: Sequence, metric_name
         classes, counts = np.unique(train, return_counts=True)
         constant = classes[np.argmax(counts)]
     prediction = np.full(y_eval.shape, constant)
-    # A constant carries no correlation, which metrics scores 0; but its np.std(...) == 0 guard misses a
-    # constant whose computed std is a rounding error (np.full(7, 9.680390427260427)), and scipy gives nan.
     with warnings.catch_warnings():  # sklearn and scipy warn about a constant prediction: it is the point
         warnings.simplefilter("ignore")
         values = [metrics.METRICS[n].compute(y_eval, prediction) for n in names]
-    return float(np.mean([0.0 if math.isnan(v) else v for v in values]))
+    return float(np.mean(values))
 
 
 def setting_summary(runs: Mapping[Hashable, Sequence[float]], higher_is_better: bool = True) -> SettingSummary:
