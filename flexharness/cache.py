@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -24,11 +25,16 @@ import pytest
 
 from flexharness.axes import AXES
 from flexharness.engine import models
+from flexharness.engine.runner import PER_EXAMPLE
+from flexharness.results import predictions
 from flexharness.resources import resolve_path
 from flexharness.results.io import write_atomic
 from flexharness.spec import Case, DatasetSpec, Planned
 
 RESULTS_DIR = "flexharness-results"
+OUTPUTS_DIR = "flexharness-outputs"
+OUTPUTS_INPUT = "flex_outputs_dir"     # xdist workerinput key: the run's outputs folder without a cache
+OUTPUTS_KEY = pytest.StashKey[Path]()
 # Train fields added after the first release, with their defaults: a field that holds its default is left out of
 # the key, so records cached before the field existed are still found.
 ADDED_TRAIN_FIELDS: dict[str, Any] = {}
@@ -203,9 +209,27 @@ class ResultCache:
         write_atomic(self.directory / f"{key}.json", lambda handle: json.dump(entry, handle, sort_keys=True))
 
 
+def outputs_dir(config: pytest.Config) -> Path:
+    """Where items keep per-example outputs: beside the result cache, else a temporary folder of this run
+    (made by the controller, handed to xdist workers through ``workerinput``)."""
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return cache.mkdir(OUTPUTS_DIR)
+    given = (getattr(config, "workerinput", None) or {}).get(OUTPUTS_INPUT)
+    if given:
+        return Path(given)
+    if OUTPUTS_KEY not in config.stash:
+        config.stash[OUTPUTS_KEY] = Path(tempfile.mkdtemp(prefix="flexharness-outputs-"))
+    return config.stash[OUTPUTS_KEY]
+
+
 def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device: str,
-               compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The stored record when there is one (``cached: true``), else a fresh one, stored before returning."""
+               compute: Callable[[], dict[str, Any]], outputs: Path | None = None) -> dict[str, Any]:
+    """The stored record when there is one (``cached: true``), else a fresh one, stored before returning.
+
+    A fresh record's per-example arrays go to ``outputs`` as one file named like the record (its
+    ``outputs`` key); they never travel inside the record.
+    """
     key, model_print = result_key(planned, device)
     if store and store.reuse and key:
         hit = store.get(key)
@@ -214,6 +238,11 @@ def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device:
     record = {**compute(), "cached": False, "model_fingerprint": model_print}
     if key is None:  # a hub model is in the local hub cache now
         key, record["model_fingerprint"] = result_key(planned, device)
+    per_example = record.pop(PER_EXAMPLE, None)
+    if per_example and outputs is not None:
+        name = key or digest([nodeid, device, planned.seed, model_print])
+        predictions.save(outputs, name, per_example)
+        record["outputs"] = name
     if store and key:
         store.put(key, nodeid, record)
     return record

@@ -81,9 +81,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _gate_names(gates: dict) -> list[str]:
     """The gates a run will report, named as in the terminal and JUnit, with their thresholds."""
-    names = [f"{axis}/{stat}.{bound} {value:g}"
+    names = [f"{axis}/{stat}.{bound} {value:g}" + (f" at {bounds['confidence']:.0%} confidence"
+                                                    if "confidence" in bounds else "")
              for axis in AXES.keys()
-             for stat, bounds in (gates.get(axis) or {}).items() for bound, value in bounds.items()]
+             for stat, bounds in (gates.get(axis) or {}).items() for bound, value in bounds.items()
+             if bound != "confidence"]
     if "case_min" in gates:
         names.append(f"case_min {gates['case_min']:g}")
     names += [f"cases/{name}.min {floor:g}" for name, floor in (gates.get("cases") or {}).items()]

@@ -70,7 +70,7 @@ class CaseItem(pytest.Item):
         planned = self.planned
         try:
             record = cache.cached_run(store, planned, self.nodeid, device, lambda: AXES.get(planned.case.axis).run(
-                planned.case, planned.model, planned.seed, context))
+                planned.case, planned.model, planned.seed, context), cache.outputs_dir(self.config))
         except Unavailable as exc:
             pytest.skip(str(exc))
         self.user_properties.append(("score", record["score"]))

@@ -17,6 +17,8 @@ from flexharness.scaleout import parse_shard
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PATTERN = "*.flex.yaml"
 DEFAULT_PROGRESS_S = 30.0
+DEFAULT_BOOTSTRAP = 1000
+CORRECTIONS = ("holm", "bh")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Options:
     no_cache: bool = False
     shard: tuple[int, int] | None = None
     progress: float = DEFAULT_PROGRESS_S
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    correction: str = "holm"
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -75,9 +79,11 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--flex-trust-remote-code", action="store_true", default=None,
                     help="allow models whose code lives in their repository to run it (off by default)")
     add_ci_options(group)
+    add_statistics_options(group)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", *CI_OPTIONS):
+    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", *CI_OPTIONS,
+                 *STATISTICS_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
     parser.addini("flex_no_cache", "default for --flex-no-cache", type="bool", default=False)
@@ -100,6 +106,34 @@ def add_ci_options(group: Any) -> None:
     group.addoption("--flex-progress", metavar="SECONDS",
                     help=f"progress line interval when output is not a terminal (default {DEFAULT_PROGRESS_S:g}); "
                          "0 turns progress off")
+
+
+STATISTICS_OPTIONS = ("bootstrap", "correction")
+
+
+def add_statistics_options(group: Any) -> None:
+    """Confidence intervals and model comparisons (docs/statistics.md)."""
+    group.addoption("--flex-bootstrap", metavar="N",
+                    help=f"bootstrap resamples for intervals and paired tests (default {DEFAULT_BOOTSTRAP}); 0 turns "
+                         "them off")
+    group.addoption("--flex-correction", metavar="holm|bh",
+                    help="multiple-comparison correction of the paired tests: holm (default) or bh")
+
+
+def _statistics_options(config: pytest.Config) -> dict[str, Any]:
+    text, correction = _value(config, "bootstrap"), _value(config, "correction") or "holm"
+    if correction not in CORRECTIONS:
+        raise pytest.UsageError(f"--flex-correction: expected holm or bh, got {correction!r}")
+    if text in (None, ""):
+        return {"bootstrap": DEFAULT_BOOTSTRAP, "correction": correction}
+    try:
+        resamples = int(text)
+    except (TypeError, ValueError):
+        resamples = -1
+    if not 0 <= resamples <= 100_000:
+        raise pytest.UsageError(f"--flex-bootstrap: expected 0 (off) or a number of resamples up to 100000, got "
+                                f"{text!r}")
+    return {"bootstrap": resamples, "correction": correction}
 
 
 def _value(config: pytest.Config, name: str) -> Any:
@@ -149,6 +183,7 @@ def parse(config: pytest.Config) -> Options:
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
         **_ci_options(config),
+        **_statistics_options(config),
     )
 
 

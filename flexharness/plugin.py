@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ import pytest
 from flexharness import interrupts, scaleout
 from flexharness import options as opts
 from flexharness.axes import AXES
+from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
 from flexharness.collect import RESULT_PROPERTY, SuiteFile
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
 from flexharness.present import summary_lines, write_report_dir
+from flexharness.results import predictions
 from flexharness.results.io import write_json
 from flexharness.rules import baseline as base
 from flexharness.session import Controller
@@ -74,12 +77,18 @@ class ControllerHooks:
             baseline = base.load(options.baseline) if options.baseline else None
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
-        self.controller = Controller(config.rootpath, options, baseline=baseline)
+        self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config))
         self.collect_errors: list[str] = []
         self.previous_sigterm = interrupts.install_sigterm_handler()
 
     def pytest_unconfigure(self) -> None:
         interrupts.restore_sigterm_handler(self.previous_sigterm)
+        if OUTPUTS_KEY in self.config.stash:  # a temporary folder of this run (no cache): its copy is beside the JSON
+            shutil.rmtree(self.config.stash[OUTPUTS_KEY], ignore_errors=True)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[OUTPUTS_INPUT] = str(outputs_dir(self.config))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -124,6 +133,7 @@ class ControllerHooks:
         doc = self.controller.document()
         if options.json_path:
             write_json(options.json_path, doc)
+            predictions.write_beside(options.json_path, self.controller.outputs_entries())
         if options.save_baseline:
             write_json(options.save_baseline, base.make(doc))
         if options.report_dir:

@@ -24,6 +24,7 @@ from flexharness.cache import case_fingerprint, suite_fingerprint
 from flexharness.collect import RESULT_PROPERTY, plan, suite_models
 from flexharness.errors import SuiteError
 from flexharness.options import Options
+from flexharness.results import predictions, significance
 from flexharness.results.io import RESULTS_VERSION
 from flexharness.rules import aggregate as agg
 from flexharness.rules.baseline import Baseline, to_json, tolerance_of
@@ -50,7 +51,11 @@ class Controller:
     items: dict[str, ItemState] = field(default_factory=dict)
     gates: list[agg.GateResult] = field(default_factory=list)
     baseline: Baseline | None = None
+    outputs: Path | None = None        # the folder of the items' per-example outputs
     _plans: dict[str, dict[str, tuple[Suite, Planned]]] = field(default_factory=dict)
+    _outputs_memo: dict[str, Any] = field(default_factory=dict)
+    _version: int = 0                                   # bumped by every report and every new item
+    _memo: tuple[int, dict[str, Any]] | None = None
 
     def expect(self, nodeids: Iterable[str]) -> None:
         """Register the items this run will execute (after deselection)."""
@@ -61,6 +66,7 @@ class Controller:
             planned = self._plan(file).get(name)
             if planned and nodeid not in self.items:
                 self.items[nodeid] = ItemState(planned[0], file, planned[1])
+                self._version += 1
 
     def _plan(self, file: str) -> dict[str, tuple[Suite, Planned]]:
         if file not in self._plans:
@@ -75,6 +81,7 @@ class Controller:
         state = self.items.get(report.nodeid)
         if state is None:
             return
+        self._version += 1
         if report.when == "call":
             state.status = report.outcome
             raw = dict(report.user_properties).get(RESULT_PROPERTY)
@@ -123,7 +130,10 @@ class Controller:
         return next(s.file for s in self.items.values() if s.suite.name == suite_name)
 
     def document(self) -> dict[str, Any]:
-        """The results JSON of the public contract; aggregates, axis sections and gates from ``verdict``."""
+        """The results JSON of the public contract; aggregates, intervals, axis sections and gates from
+        ``verdict``. Rebuilt only when a report arrived since the last call: the bootstrap is not free."""
+        if self._memo is not None and self._memo[0] == self._version:
+            return self._memo[1]
         cases = self.case_scores()
         scored = [Scored(case, states[0].planned.case, _records(states)) for _, case, states in cases]
         sections: dict[str, list[dict[str, Any]]] = {}
@@ -138,11 +148,41 @@ class Controller:
             **sections, "aggregates": [], "gates": [],
             **self._run_json(),
         }
-        gates = verdict.recompute(doc)
+        gates = verdict.recompute(doc, self.case_outputs(), significance.Settings(
+            resamples=self.options.bootstrap, correction=self.options.correction))
         if self.options.shard:
             doc["gates"], gates = [], []
         self.gates = gates
+        self._memo = (self._version, doc)
         return doc
+
+    def case_outputs(self) -> dict[significance.CaseKey, dict[str, dict[str, Any]]]:
+        """Per (suite, model, axis, case): seed -> labels, outputs and the examples' digest, where stored."""
+        found: dict[significance.CaseKey, dict[str, dict[str, Any]]] = {}
+        for _, case, states in self.case_scores():
+            split = case.name.partition(":")[2] or None
+            for state in states:
+                record = state.record or {}
+                arrays = self._load_outputs(record.get("outputs"))
+                name = split or record.get("eval_split")
+                digest = ((record.get("splits") or {}).get(name) or {}).get("eval_digest")
+                if arrays and name in arrays and digest:
+                    found.setdefault((case.suite, case.model, case.axis, case.name), {})[str(state.planned.seed)] = {
+                        **arrays[name], "digest": digest}
+        return found
+
+    def _load_outputs(self, name: Any) -> dict[str, dict[str, Any]] | None:
+        if not isinstance(name, str) or self.outputs is None:
+            return None
+        if name not in self._outputs_memo:
+            self._outputs_memo[name] = predictions.load(self.outputs, name)
+        return self._outputs_memo[name]
+
+    def outputs_entries(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The per-example outputs of this run's cases, for the file beside the results JSON."""
+        return [({"suite": key[0], "model": key[1], "axis": key[2], "case": key[3], "seed": seed,
+                  "digest": arrays["digest"]}, arrays)
+                for key, seeds in self.case_outputs().items() for seed, arrays in seeds.items()]
 
     def _run_json(self) -> dict[str, Any]:
         """What a merge needs to redo aggregates and gates: suites with gate specs, the baseline, the shard."""

@@ -279,15 +279,21 @@ def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
 
 
 def _axis_gates(reader: Reader, extra: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
-    """Bounds of P_avg and σ_P; ``extra`` names an axis's own statistics (checked by the axis's module)."""
+    """Bounds of P_avg and σ_P (optionally judged at a ``confidence``); ``extra`` names an axis's own
+    statistics (checked by the axis's module)."""
     reader.only(("p_avg", "sigma_p", *extra))
     spec = {}
     for stat in ("p_avg", "sigma_p", *extra):
         if reader.has(stat):
             bounds = reader.child(stat)
-            bounds.only(("min", "max"))
+            bounds.only(("min", "max", "confidence") if stat in ("p_avg", "sigma_p") else ("min", "max"))
             check = non_negative if stat == "sigma_p" else None
             spec[stat] = {b: bounds.typed(b, float, check=check) for b in ("min", "max") if bounds.has(b)}
+            if bounds.has("confidence"):
+                if not spec[stat]:
+                    raise bounds.error("confidence", "a confidence needs a bound to judge: add 'min' or 'max'")
+                spec[stat]["confidence"] = bounds.typed("confidence", float, check=lambda v: None if 0.5 <= v < 1
+                                                        else "must be at least 0.5 and below 1, e.g. 0.95")
     return spec
 
 

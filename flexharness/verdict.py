@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from flexharness.axes import AXES
-from flexharness.results import merge
+from flexharness.results import merge, predictions, significance
 from flexharness.rules import aggregate as agg
 from flexharness.rules import baseline as base
 
@@ -22,16 +22,19 @@ def case_scores(doc: Mapping[str, Any]) -> list[agg.CaseScore]:
             for c in doc["cases"]]
 
 
-def recompute(doc: dict[str, Any]) -> list[agg.GateResult]:
-    """Fill ``aggregates``, the axes' sections and ``gates`` of ``doc``; return the gates.
+def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None,
+              settings: significance.Settings = significance.Settings()) -> list[agg.GateResult]:
+    """Fill ``aggregates`` (with intervals), comparisons, the axes' sections and ``gates`` of ``doc``.
 
     Gate specs come from the document's ``suites`` (the regression tolerance already resolved), the
-    reference from its ``baseline``.
+    reference from its ``baseline``; ``outputs`` are the cases' per-example outputs (see
+    ``results.significance``): without them there are no intervals and no comparisons.
     """
     scores = case_scores(doc)
     doc["aggregates"] = [dataclasses.asdict(a) for a in agg.aggregate(scores)]
     specs = {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []}
-    gates = agg.suite_gates(scores, specs)
+    significance.annotate(doc, outputs or {}, settings, specs)
+    gates = agg.suite_gates(scores, specs, significance.gate_bounds(doc))
     for axis in AXES:
         gates += axis.finish(doc, specs)
     if doc.get("baseline"):
@@ -41,8 +44,22 @@ def recompute(doc: dict[str, Any]) -> list[agg.GateResult]:
     return gates
 
 
-def merged(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """``(name, document)`` pairs (shards, or runs split by seed) joined into one run, its verdict recomputed."""
+def merged(docs: Sequence[tuple[str, Mapping[str, Any]]], settings: significance.Settings = significance.Settings()
+           ) -> dict[str, Any]:
+    """``(name, document)`` pairs (shards, or runs split by seed) joined into one run, its verdict recomputed.
+
+    The per-example outputs beside each named file (``NAME.predictions.npz``, when there) feed the intervals.
+    """
     doc = merge.merge(docs, [key for axis in AXES for key in axis.document_keys])
-    recompute(doc)
+    recompute(doc, outputs_beside([name for name, _ in docs]), settings)
     return doc
+
+
+def outputs_beside(paths: Sequence[str]) -> dict[significance.CaseKey, dict[str, dict[str, Any]]]:
+    """The per-example outputs written beside results files, joined by case and seed."""
+    found: dict[significance.CaseKey, dict[str, dict[str, Any]]] = {}
+    for path in paths:
+        for meta, arrays in predictions.read_beside(path):
+            key = (meta["suite"], meta["model"], meta["axis"], meta["case"])
+            found.setdefault(key, {})[str(meta["seed"])] = {**arrays, "digest": meta["digest"]}
+    return found

@@ -39,12 +39,13 @@ def test_two_models_are_ranked_by_p_avg_with_sigma_p(pytester: pytest.Pytester, 
     (group,) = ranking(doc)
     best, second = group["models"]
     assert (best["rank"], second["rank"]) == (1, 2) and best["p_avg"] >= second["p_avg"]
-    result.stdout.fnmatch_lines(["ranking: toy / tasks (by P_avg, σ_P beside it)",
-                                 f"  1.  {Path(best['model']).name}*P_avg {best['p_avg']:.4f}  "
-                                 f"σ_P {best['sigma_p']:.4f}",
-                                 f"  2.  {Path(second['model']).name}*P_avg {second['p_avg']:.4f}*"])
+    assert group["tied_by_test"]  # every pair has a paired P_avg test, so ranks are ranges
+    result.stdout.fnmatch_lines(["ranking: toy / tasks (rank ranges from paired tests, σ_P and win rate beside it)",
+                                 f"  {best['rank_label']}.*{Path(best['model']).name}*P_avg {best['p_avg']:.4f}  "
+                                 f"σ_P {best['sigma_p']:.4f}  win rate {best['win_rate']:.2f}",
+                                 f"  {second['rank_label']}.*{Path(second['model']).name}*P_avg {second['p_avg']:.4f}*"])
     summary = (pytester.path / "report" / "summary.md").read_text()
-    assert "### Ranking: toy / tasks" in summary and f"| 1 | {Path(best['model']).name} |" in summary
+    assert "### Ranking: toy / tasks" in summary and f"| {best['rank_label']} | {Path(best['model']).name} |" in summary
     assert {p.name for p in (pytester.path / "report").iterdir()} >= {"summary.md", "cases.png", "axes.png"}
 
     assert main(["report", str(pytester.path / "out.json"), "--markdown", str(pytester.path / "r.md")]) == 0

@@ -7,9 +7,12 @@ The record is a dict of plain builtins: it travels to the controller through
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from flexharness.engine import data as data_mod
 from flexharness.engine import models, train
@@ -65,6 +68,7 @@ def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float
     return score, per_metric, seconds
 
 
+PER_EXAMPLE = "per_example"   # record key of {split: {"labels", "outputs"}} arrays; stored apart, never sent on
 Predict = Callable[[data_mod.Prepared], Any]
 AfterTraining = Callable[[data_mod.Prepared, Predict], dict[str, Any]]
 
@@ -93,12 +97,14 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
             stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression,
                                     progress)
             eval_start = time.perf_counter()
-            splits = {}
-            for name, eval_data in inputs.evals:
-                predictions = train.predict(model, eval_data, config.eval_batch_size, device, inputs.pad_id,
-                                            inputs.regression)
-                score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
-                splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels)}
+            splits, per_example = {}, {}
+            for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
+                outputs = train.predict_outputs(model, eval_data, config.eval_batch_size, device, inputs.pad_id,
+                                                inputs.regression)
+                score, per_metric = metrics.score(case.metrics, eval_data.labels, metrics.predictions_from_outputs(outputs))
+                splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels),
+                                "eval_digest": examples_digest(examples)}
+                per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
             eval_seconds = time.perf_counter() - eval_start
             extra = after_training(inputs.prepared, predict_on) if after_training else {}
     finally:
@@ -109,7 +115,17 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
         **example_counts(inputs), "splits": splits, **train_fields(stats),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3), **extra,
+        PER_EXAMPLE: per_example,
     }
+
+
+def examples_digest(examples: data_mod.Examples) -> str:
+    """Which examples, in which order: two items may be compared example by example only if these match."""
+    content = hashlib.sha256()
+    for column in examples.texts:
+        content.update("\x1f".join(column).encode("utf-8", "surrogatepass") + b"\x1e")
+    content.update(np.ascontiguousarray(examples.labels).tobytes())
+    return content.hexdigest()[:16]
 
 
 def example_counts(inputs: Inputs) -> dict[str, Any]:

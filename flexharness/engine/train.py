@@ -17,6 +17,7 @@ import numpy as np
 
 from flexharness.engine.data import Encoded
 from flexharness.errors import TrainingError
+from flexharness.rules.metrics import predictions_from_outputs
 from flexharness.spec import TrainConfig
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -149,19 +150,31 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
 
 
 def predict(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, regression: bool) -> np.ndarray:
-    """Predictions in the original order; batches are sorted by length so little is padded."""
+    """Predicted class ids (or values, for regression) in the original order."""
+    return predictions_from_outputs(predict_outputs(model, data, batch_size, device, pad_id, regression))
+
+
+def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int,
+                    regression: bool) -> np.ndarray:
+    """Class probabilities (examples × labels), or the predicted value (examples × 1), in the original order.
+
+    Batches are sorted by length so little is padded. Probabilities rather than ids: ensembles
+    average them, and per-example statistics need the ids they give.
+    """
     import torch
 
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
-    outputs = np.empty(len(order), dtype=np.float32 if regression else np.int64)
+    outputs: np.ndarray | None = None
     with torch.inference_mode(), _autocast(device):
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             logits = model(**collate(data, indices, pad_id, device)).logits.float()
-            values = logits.squeeze(-1) if regression else logits.argmax(-1)
+            values = logits if regression else logits.softmax(-1)
+            if outputs is None:
+                outputs = np.empty((len(order), values.shape[-1]), dtype=np.float32)
             outputs[indices] = values.cpu().numpy()
-    return outputs
+    return outputs if outputs is not None else np.empty((0, 1), dtype=np.float32)
 
 
 def release_memory() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from flexharness.names import model_label
+from flexharness.rules import stats
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -21,32 +22,54 @@ def ranking(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per (suite, axis) evaluated with several models: the models from best to worst P_avg.
 
     Best honours the metric's direction; a model whose P_avg is incomplete is
-    listed last, without a rank.
+    listed last, without a rank. Where the run compared every pair's P_avg on the
+    same examples, models whose difference is not significant (adjusted p ≥ 0.05)
+    share a rank range ("1–2"); the HELM win rate stands beside.
     """
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for a in doc["aggregates"]:
         groups.setdefault((a["suite"], a["axis"]), []).append(a)
+    wins = {(w["suite"], w["axis"], w["model"]): w["win_rate"] for w in doc.get("win_rates") or []}
     result = []
     for (suite, axis), rows in groups.items():
         if len(rows) < 2:
             continue
-        sign = -1.0 if rows[0].get("higher_is_better", True) else 1.0
+        higher = rows[0].get("higher_is_better", True)
+        sign = -1.0 if higher else 1.0
         ordered = sorted(rows, key=lambda a: (a["p_avg"] is None, sign * (a["p_avg"] or 0.0)))
-        result.append({"suite": suite, "axis": axis, "models": [
-            {"rank": i + 1 if a["p_avg"] is not None else None, "model": a["model"], "p_avg": a["p_avg"],
-             "sigma_p": a["sigma_p"], "n": a["n"], "missing": a.get("missing", 0)} for i, a in enumerate(ordered)]})
+        labels = _rank_labels(doc, suite, axis, ordered, higher)
+        result.append({"suite": suite, "axis": axis, "tied_by_test": labels is not None, "models": [
+            {"rank": i + 1 if a["p_avg"] is not None else None,
+             "rank_label": (labels or {}).get(a["model"], str(i + 1) if a["p_avg"] is not None else "-"),
+             "model": a["model"], "p_avg": a["p_avg"], "sigma_p": a["sigma_p"], "n": a["n"],
+             "missing": a.get("missing", 0), "win_rate": wins.get((suite, axis, a["model"]))}
+            for i, a in enumerate(ordered)]})
     return result
+
+
+def _rank_labels(doc: Mapping[str, Any], suite: str, axis: str, rows: list[Mapping[str, Any]],
+                 higher: bool) -> dict[str, str] | None:
+    """Rank ranges from the adjusted P_avg tests, when every pair of complete models has one."""
+    scores = {a["model"]: a["p_avg"] for a in rows if a["p_avg"] is not None}
+    tests = {(c["model_a"], c["model_b"]): c["p_adjusted"] for c in doc.get("comparisons") or []
+             if (c["suite"], c["axis"], c["case"]) == (suite, axis, "P_avg")}
+    pairs = [(a, b) for i, a in enumerate(scores) for b in list(scores)[i + 1:]]
+    if len(scores) < 2 or any((a, b) not in tests and (b, a) not in tests for a, b in pairs):
+        return None
+    return {model: r.label for model, r in stats.rank_ranges(scores, tests, higher_is_better=higher).items()}
 
 
 def ranking_lines(doc: Mapping[str, Any]) -> list[str]:
     lines = []
     for group in ranking(doc):
-        lines += ["", f"ranking: {group['suite']} / {group['axis']} (by P_avg, σ_P beside it)"]
+        how = "rank ranges from paired tests" if group["tied_by_test"] else "by P_avg"
+        lines += ["", f"ranking: {group['suite']} / {group['axis']} ({how}, σ_P and win rate beside it)"]
         for row in group["models"]:
-            rank = f"{row['rank']}." if row["rank"] else "-"
+            rank = f"{row['rank_label']}." if row["rank"] else "-"
             note = f"  ({row['missing']} of {row['n']} cases without score)" if row["missing"] else ""
-            lines.append(f"  {rank:<4}{model_label(row['model'])[:30]:<32}P_avg {_fmt(row['p_avg'])}  "
-                         f"σ_P {_fmt(row['sigma_p'])}{note}")
+            win = "" if row["win_rate"] is None else f"  win rate {row['win_rate']:.2f}"
+            lines.append(f"  {rank:<6}{model_label(row['model'])[:30]:<32}P_avg {_fmt(row['p_avg'])}  "
+                         f"σ_P {_fmt(row['sigma_p'])}{win}{note}")
     return lines
 
 
@@ -54,11 +77,43 @@ def ranking_markdown(doc: Mapping[str, Any]) -> list[str]:
     out = []
     for group in ranking(doc):
         out += ["", f"### Ranking: {group['suite']} / {group['axis']}", "",
-                "| rank | model | P_avg | σ_P | cases |", "|---:|---|---:|---:|---:|"]
+                "| rank | model | P_avg | σ_P | win rate | cases |", "|---:|---|---:|---:|---:|---:|"]
         for row in group["models"]:
-            out.append(f"| {row['rank'] or '-'} | {model_label(row['model'])} | {_fmt(row['p_avg'])} | "
-                       f"{_fmt(row['sigma_p'])} | {row['n'] - row['missing']}/{row['n']} |")
+            win = "-" if row["win_rate"] is None else f"{row['win_rate']:.2f}"
+            out.append(f"| {row['rank_label'] if row['rank'] else '-'} | {model_label(row['model'])} | "
+                       f"{_fmt(row['p_avg'])} | {_fmt(row['sigma_p'])} | {win} | {row['n'] - row['missing']}/{row['n']} |")
     return out
+
+
+def _comparison_cells(c: Mapping[str, Any]) -> list[str]:
+    verdict = "significant" if c["p_adjusted"] < 0.05 else "not significant"
+    return [f"{c['axis']}/{c['case']}" if c["case"] != "P_avg" else f"{c['axis']} P_avg",
+            f"{model_label(c['model_b'])} − {model_label(c['model_a'])}", f"{c['difference']:+.4f}",
+            f"[{c['low']:+.4f}, {c['high']:+.4f}]", f"{c['p_value']:.4g}", f"{c['p_adjusted']:.4g}", c["test"],
+            f"{c['mde']:.4f}", verdict]
+
+
+COMPARISON_COLUMNS = ("case", "B − A", "difference", "95 % CI", "p", "p adjusted", "test", "MDE", "")
+
+
+def comparison_lines(doc: Mapping[str, Any]) -> list[str]:
+    """Paired differences between models on the same examples (docs/statistics.md)."""
+    rows = [_comparison_cells(c) for c in doc.get("comparisons") or []]
+    if not rows:
+        return []
+    correction = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(doc["comparisons"][0].get("correction"), "Holm")
+    table = [list(COMPARISON_COLUMNS), *rows]
+    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COMPARISON_COLUMNS))]
+    return ["", f"model comparisons (paired on the same examples; p adjusted with {correction} per suite and axis)",
+            *("".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)]
+
+
+def comparison_markdown(doc: Mapping[str, Any]) -> list[str]:
+    rows = [_comparison_cells(c) for c in doc.get("comparisons") or []]
+    if not rows:
+        return []
+    return ["", "### Model comparisons (paired)", "", "| " + " | ".join(COMPARISON_COLUMNS[:-1]) + " | verdict |",
+            "|---|---|---:|---|---:|---:|---|---:|---|", *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def _single_model(doc: Mapping[str, Any]) -> bool:

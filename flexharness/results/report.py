@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexharness.names import model_label
-from flexharness.results.compare import ranking_lines, ranking_markdown
+from flexharness.results.compare import comparison_lines, comparison_markdown, ranking_lines, ranking_markdown
 from flexharness.results.io import write_atomic
 from flexharness.results.plots import write_plots
 
@@ -22,6 +22,11 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def interval_text(interval: dict[str, Any] | None) -> str:
+    """``[low, high]`` of a bootstrap interval, or nothing where there is none."""
+    return "" if not interval else f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+
+
 def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list[str]:
     """Cases (score ± seed std), P_avg / σ_P per axis, the ranking, the axes' ``sections``, gate verdicts."""
     lines: list[str] = []
@@ -29,20 +34,28 @@ def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list
     if not cases:
         return ["no flexharness cases ran"]
     width = max(len(f"{c['axis']}/{c['name']}") for c in cases) + 2
-    lines.append(f"{'case':<{width}}{'model':<24}{'metric':<18}{'score':>8}  {'± seed std':<12}{'n seeds':>7}")
+    intervals = any(c.get("interval") for c in cases)
+    ci_head = f"  {'95 % CI':<18}" if intervals else ""
+    lines.append(f"{'case':<{width}}{'model':<24}{'metric':<18}{'score':>8}  {'± seed std':<12}{'n seeds':>7}"
+                 f"{ci_head}".rstrip())
     for c in cases:
         seeds = len(c["seeds"])
         std = "" if c["seed_std"] is None else f"± {c['seed_std']:.4f}"
         score = _fmt(c["score"]) if c["score"] is not None else c["status"].upper()
-        lines.append(f"{c['axis'] + '/' + c['name']:<{width}}{model_label(c['model'])[:23]:<24}{c['metric'][:17]:<18}"
-                     f"{score:>8}  {std:<12}{seeds:>7}{'  cached' if c.get('cached') else ''}")
+        ci = f"  {interval_text(c.get('interval')):<18}" if intervals else ""
+        lines.append((f"{c['axis'] + '/' + c['name']:<{width}}{model_label(c['model'])[:23]:<24}"
+                      f"{c['metric'][:17]:<18}{score:>8}  {std:<12}{seeds:>7}{ci}"
+                      f"{'  cached' if c.get('cached') else ''}").rstrip())
     lines.append("")
-    lines.append(f"{'suite':<20}{'model':<24}{'axis':<13}{'n':>4}{'P_avg':>9}{'σ_P':>9}{'seed std':>10}")
+    ci_head = f"  {'P_avg 95 % CI':<18}" if any(a.get("p_avg_interval") for a in doc["aggregates"]) else ""
+    lines.append(f"{'suite':<20}{'model':<24}{'axis':<13}{'n':>4}{'P_avg':>9}{'σ_P':>9}{'seed std':>10}{ci_head}".rstrip())
     for a in doc["aggregates"]:
         note = f"  ({a['missing']} without score)" if a["missing"] else ""
-        lines.append(f"{a['suite'][:19]:<20}{model_label(a['model'])[:23]:<24}{a['axis']:<13}{a['n']:>4}"
-                     f"{_fmt(a['p_avg']):>9}{_fmt(a['sigma_p']):>9}{_fmt(a['mean_seed_std']):>10}{note}")
+        ci = f"  {interval_text(a.get('p_avg_interval')):<18}" if ci_head else ""
+        lines.append((f"{a['suite'][:19]:<20}{model_label(a['model'])[:23]:<24}{a['axis']:<13}{a['n']:>4}"
+                      f"{_fmt(a['p_avg']):>9}{_fmt(a['sigma_p']):>9}{_fmt(a['mean_seed_std']):>10}{ci}{note}").rstrip())
     lines += ranking_lines(doc)
+    lines += comparison_lines(doc)
     for section in sections:
         lines += section(doc)
     if doc["gates"]:
@@ -76,15 +89,18 @@ def markdown(doc: dict[str, Any], sections: Sequence[Section] = ()) -> str:
     verdict = all(g["passed"] for g in doc["gates"])
     out += [f"**{'PASSED' if verdict else 'FAILED'}**: {sum(g['passed'] for g in doc['gates'])} of "
             f"{len(doc['gates'])} gates passed, {len(doc['cases'])} cases.", ""]
-    out += ["| case | model | metric | score | ± seed std | status |", "|---|---|---|---:|---:|---|"]
+    out += ["| case | model | metric | score | ± seed std | 95 % CI | status |", "|---|---|---|---:|---:|---|---|"]
     for c in doc["cases"]:
         out.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
-                   f"{_fmt(c['seed_std'])} | {c['status']} |")
-    out += ["", "| suite | model | axis | n | P_avg | σ_P |", "|---|---|---|---:|---:|---:|"]
+                   f"{_fmt(c['seed_std'])} | {interval_text(c.get('interval'))} | {c['status']} |")
+    out += ["", "| suite | model | axis | n | P_avg | P_avg 95 % CI | σ_P | σ_P 95 % CI |",
+            "|---|---|---|---:|---:|---|---:|---|"]
     for a in doc["aggregates"]:
         out.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
-                   f"{_fmt(a['sigma_p'])} |")
+                   f"{interval_text(a.get('p_avg_interval'))} | {_fmt(a['sigma_p'])} | "
+                   f"{interval_text(a.get('sigma_p_interval'))} |")
     out += ranking_markdown(doc)
+    out += comparison_markdown(doc)
     for section in sections:
         out += section(doc)
     if doc["gates"]:

@@ -123,19 +123,56 @@ def _bound_gate(name: str, value: float | None, bound: str, threshold: float,
     return GateResult(name, passed, value, threshold, f"{label} = {value:.4f}, required {op} {threshold:g}{direction}: {verdict}")
 
 
-def axis_gates(agg: Aggregate, spec: Mapping[str, Mapping[str, float]]) -> list[GateResult]:
-    """Gates ``p_avg`` and ``sigma_p`` (each with ``min``/``max``) for one aggregate."""
+Bounds = Mapping[str, Mapping[str, "tuple[float, float]"]]   # stat -> confidence level (as text) -> (low, high)
+
+
+def axis_gates(agg: Aggregate, spec: Mapping[str, Mapping[str, float]], intervals: Bounds | None = None
+               ) -> list[GateResult]:
+    """Gates ``p_avg`` and ``sigma_p`` (each with ``min``/``max``) for one aggregate.
+
+    A stat with ``confidence: C`` is judged by the end of its C bootstrap interval that is worst for the
+    bound (the lower end of P_avg against a floor, the upper end against a ceiling): it passes only when
+    the whole interval clears the threshold. ``intervals`` holds those ends; without them the gate is
+    incomplete.
+    """
     results = []
     note = f"{agg.missing} of {agg.n} {agg.axis} cases have no score"
     values = {"p_avg": agg.p_avg, "sigma_p": agg.sigma_p}
     for stat in ("p_avg", "sigma_p"):
-        for bound, threshold in (spec.get(stat) or {}).items():
+        bounds = dict(spec.get(stat) or {})
+        confidence = bounds.pop("confidence", None)
+        for bound, threshold in bounds.items():
             name = f"{agg.axis}/{stat}.{bound}"
             # σ_P is a spread: it has no direction, so its bounds are literal.
             hib = agg.higher_is_better if stat == "p_avg" else True
-            gate = _bound_gate(name, values[stat], bound, threshold, hib, note)
+            if confidence is None:
+                gate = _bound_gate(name, values[stat], bound, threshold, hib, note)
+            else:
+                gate = _confident_gate(name, values[stat], bound, threshold, hib, note, confidence,
+                                       ((intervals or {}).get(stat) or {}).get(f"{confidence:g}"))
             results.append(GateResult(**{**gate.__dict__, "suite": agg.suite, "model": agg.model}))
     return results
+
+
+def _confident_gate(name: str, value: float | None, bound: str, threshold: float, higher_is_better: bool,
+                    missing_note: str, confidence: float, interval: "tuple[float, float] | None") -> GateResult:
+    label = f"{name.rsplit('/', 1)[-1]} at {confidence:.0%} confidence"
+    if value is None:
+        return GateResult(name, False, None, threshold, f"incomplete: {missing_note}; {label} cannot be computed")
+    if interval is None:
+        return GateResult(name, False, None, threshold,
+                          f"incomplete: no {confidence:.0%} interval (it needs every case's per-example outputs and "
+                          f"--flex-bootstrap above 0); {label} cannot be judged")
+    low, high = interval
+    from_below = bound == "min" and higher_is_better
+    worst, end = (low, "lower") if from_below else (high, "upper")
+    if bound == "min":
+        passed, op = at_least_as_good(worst, threshold, higher_is_better), ">=" if higher_is_better else "<="
+    else:
+        passed, op = worst <= threshold, "<="
+    return GateResult(name, passed, worst, threshold,
+                      f"{label}: {end} end {worst:.4f} of [{low:.4f}, {high:.4f}] (estimate {value:.4f}), "
+                      f"required {op} {threshold:g}: {'ok' if passed else 'FAILED'}")
 
 
 def case_min_gate(cases: list[CaseScore], threshold: float, suite: str, model: str) -> GateResult:
@@ -164,16 +201,18 @@ def case_gate(case: CaseScore, floor: float) -> GateResult:
     return GateResult(**{**gate.__dict__, "suite": case.suite, "model": case.model})
 
 
-def suite_gates(cases: list[CaseScore], specs: Mapping[str, Mapping]) -> list[GateResult]:
+def suite_gates(cases: list[CaseScore], specs: Mapping[str, Mapping],
+                intervals: Mapping[tuple[str, str, str], Bounds] | None = None) -> list[GateResult]:
     """Axis gates, ``case_min`` and per-case floors of every (suite, model), from the suites' ``gates:`` specs.
 
     A case named in ``cases`` but not in this run (deselected with ``-k``/``-m``) has no gate.
+    ``intervals`` maps (suite, model, axis) to the interval ends that gates with ``confidence`` need.
     """
     gates = []
     for summary in aggregate(cases):
         spec = specs.get(summary.suite, {}).get(summary.axis)
         if spec:
-            gates.extend(axis_gates(summary, spec))
+            gates.extend(axis_gates(summary, spec, (intervals or {}).get((summary.suite, summary.model, summary.axis))))
     for suite, model in dict.fromkeys((c.suite, c.model) for c in cases):
         members = [c for c in cases if c.suite == suite and c.model == model]
         threshold = specs.get(suite, {}).get("case_min")

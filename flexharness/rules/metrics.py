@@ -55,7 +55,8 @@ def _correlation(fn_name: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
         if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
             return 0.0  # constant predictions carry no correlation; scipy would return nan (np.std may be 1e-17)
-        return float(getattr(stats, fn_name)(y_true, y_pred)[0])
+        # float64: scipy computes in the inputs' precision, and float32 model outputs lose the fourth digit
+        return float(getattr(stats, fn_name)(np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64))[0])
 
     return compute
 
@@ -89,3 +90,8 @@ def score(metric_names: tuple[str, ...], y_true: np.ndarray, y_pred: np.ndarray)
     """Score predictions with each metric; the case score is their mean (as the GLUE score does)."""
     values = {name: METRICS[name].compute(y_true, y_pred) for name in metric_names}
     return float(np.mean(list(values.values()))), values
+
+
+def predictions_from_outputs(outputs: np.ndarray) -> np.ndarray:
+    """Class ids from probabilities (examples × labels); the values themselves for regression (examples × 1)."""
+    return outputs[:, 0] if outputs.shape[1] == 1 else outputs.argmax(-1)

@@ -1,0 +1,93 @@
+"""Per-example outputs of every item, kept apart from the results JSON so that it stays small.
+
+Each item's outputs (labels and class probabilities, or predicted values, per
+evaluation split) live in one ``.npz`` file named by its result-cache key,
+beside the cached record; a run copies those of its cases into one file beside
+its results JSON (``RESULTS.predictions.npz``), which ``flexharness merge`` and
+later analyses read. Only numeric arrays and one JSON index are stored, and they
+are read with ``allow_pickle=False``: a results folder from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+PerExample = Mapping[str, Mapping[str, np.ndarray]]   # split -> {"labels": ..., "outputs": ...}
+FIELDS = ("labels", "outputs")
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of ``path``; None when it is missing or damaged (the statistics are then left out)."""
+    try:
+        with np.load(path, allow_pickle=False) as found:
+            return {name: found[name] for name in found.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def save(directory: Path, name: str, per_example: PerExample) -> None:
+    _write_npz(directory / f"{name}.npz",
+               {f"{field}/{split}": np.asarray(arrays[field]) for split, arrays in per_example.items()
+                for field in FIELDS})
+
+
+def load(directory: Path, name: str) -> dict[str, dict[str, np.ndarray]] | None:
+    found = _read_npz(directory / f"{name}.npz")
+    if found is None:
+        return None
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in found.items():
+        field, _, split = key.partition("/")
+        result.setdefault(split, {})[field] = array
+    return result if all(set(arrays) == set(FIELDS) for arrays in result.values()) else None
+
+
+def beside(results_path: str | Path) -> Path:
+    """Where a results file's per-example outputs are written: ``out.json`` → ``out.predictions.npz``."""
+    path = Path(results_path)
+    return path.with_name(f"{path.stem}.predictions.npz")
+
+
+def write_beside(results_path: str | Path, entries: Iterable[tuple[dict[str, Any], Mapping[str, np.ndarray]]]) -> Path:
+    """One file of ``(meta, {"labels", "outputs"})`` entries; meta says suite, model, axis, case, seed, digest."""
+    arrays: dict[str, np.ndarray] = {}
+    index = []
+    for number, (meta, pair) in enumerate(entries):
+        index.append(meta)
+        arrays |= {f"{number}/{field}": np.asarray(pair[field]) for field in FIELDS}
+    arrays["index"] = np.array(json.dumps(index))
+    target = beside(results_path)
+    _write_npz(target, arrays)
+    return target
+
+
+def read_beside(results_path: str | Path) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """The entries written by :func:`write_beside`; empty when there is no such file or it is damaged."""
+    found = _read_npz(beside(results_path))
+    if not found or "index" not in found:
+        return []
+    try:
+        index = json.loads(str(found["index"]))
+        return [(meta, {field: found[f"{number}/{field}"] for field in FIELDS}) for number, meta in enumerate(index)]
+    except (ValueError, KeyError, TypeError):
+        return []
