@@ -22,6 +22,7 @@ from flexharness.results import predictions
 from flexharness.results.io import write_json
 from flexharness.rules import baseline as base
 from flexharness.session import Controller
+from flexharness.verdict import outputs_beside
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,7 +78,8 @@ class ControllerHooks:
             baseline = base.load(options.baseline) if options.baseline else None
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
-        self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config))
+        self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config),
+                                     baseline_outputs=outputs_beside([options.baseline]) if baseline else {})
         self.collect_errors: list[str] = []
         self.previous_sigterm = interrupts.install_sigterm_handler()
 
@@ -136,6 +138,7 @@ class ControllerHooks:
             predictions.write_beside(options.json_path, self.controller.outputs_entries())
         if options.save_baseline:
             write_json(options.save_baseline, base.make(doc))
+            predictions.write_beside(options.save_baseline, self.controller.outputs_entries())
         if options.report_dir:
             write_report_dir(options.report_dir, doc)
 

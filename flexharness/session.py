@@ -52,6 +52,7 @@ class Controller:
     gates: list[agg.GateResult] = field(default_factory=list)
     baseline: Baseline | None = None
     outputs: Path | None = None        # the folder of the items' per-example outputs
+    baseline_outputs: dict[Any, Any] = field(default_factory=dict)   # the baseline's, from beside its file
     _plans: dict[str, dict[str, tuple[Suite, Planned]]] = field(default_factory=dict)
     _outputs_memo: dict[str, Any] = field(default_factory=dict)
     _version: int = 0                                   # bumped by every report and every new item
@@ -149,7 +150,7 @@ class Controller:
             **self._run_json(),
         }
         gates = verdict.recompute(doc, self.case_outputs(), significance.Settings(
-            resamples=self.options.bootstrap, correction=self.options.correction))
+            resamples=self.options.bootstrap, correction=self.options.correction), self.baseline_outputs)
         if self.options.shard:
             doc["gates"], gates = [], []
         self.gates = gates

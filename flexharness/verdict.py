@@ -23,23 +23,27 @@ def case_scores(doc: Mapping[str, Any]) -> list[agg.CaseScore]:
 
 
 def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None,
-              settings: significance.Settings = significance.Settings()) -> list[agg.GateResult]:
+              settings: significance.Settings = significance.Settings(),
+              baseline_outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None
+              ) -> list[agg.GateResult]:
     """Fill ``aggregates`` (with intervals), comparisons, the axes' sections and ``gates`` of ``doc``.
 
     Gate specs come from the document's ``suites`` (the regression tolerance already resolved), the
     reference from its ``baseline``; ``outputs`` are the cases' per-example outputs (see
-    ``results.significance``): without them there are no intervals and no comparisons.
+    ``results.significance``): without them there are no intervals and no comparisons. With the
+    baseline's outputs too, the regression gates test each case paired on the same examples.
     """
     scores = case_scores(doc)
     doc["aggregates"] = [dataclasses.asdict(a) for a in agg.aggregate(scores)]
     specs = {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []}
-    significance.annotate(doc, outputs or {}, settings, specs)
+    measured = significance.annotate(doc, outputs or {}, settings, specs)
     gates = agg.suite_gates(scores, specs, significance.gate_bounds(doc))
     for axis in AXES:
         gates += axis.finish(doc, specs)
     if doc.get("baseline"):
         reference = base.parse(doc["baseline"], doc["baseline"].get("path", "baseline"))
-        gates += base.regression_gates(scores, reference, base.current_run(doc))
+        paired = significance.baseline_tests(doc, measured, baseline_outputs or {}, settings)
+        gates += base.regression_gates(scores, reference, base.current_run(doc, paired))
     doc["gates"] = [{key: getattr(g, key) for key in GATE_FIELDS} for g in gates]
     return gates
 

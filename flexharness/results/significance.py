@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from flexharness.rules import stats
+from flexharness.rules.baseline import Paired
 from flexharness.rules.metrics import predictions_from_outputs
 
 CaseKey = tuple[str, str, str, str]          # suite, model, axis, name (as the results JSON names cases)
@@ -49,7 +50,7 @@ def case_key(case: Mapping[str, Any]) -> CaseKey:
 
 
 def annotate(doc: dict[str, Any], outputs: Mapping[CaseKey, SeedOutputs], settings: Settings = Settings(),
-             gate_specs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+             gate_specs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[CaseKey, Measured]:
     """Add ``interval`` to cases, ``p_avg_interval``/``sigma_p_interval`` to aggregates, and the
     ``comparisons`` and ``win_rates`` lists. Cases without outputs (old cache entries, retention scores) get
     ``interval: null`` and take no part in comparisons."""
@@ -66,12 +67,49 @@ def annotate(doc: dict[str, Any], outputs: Mapping[CaseKey, SeedOutputs], settin
                                  for stat, found in levels.items()}
     doc["comparisons"] = _comparisons(doc, measured, settings)
     doc["win_rates"] = _win_rates(doc)
+    return measured
 
 
-def _measure(case: Mapping[str, Any], found: SeedOutputs | None, settings: Settings) -> Measured | None:
-    """The case's interval from its seeds' outputs, when every scored seed has them for the same examples."""
+def baseline_tests(doc: Mapping[str, Any], measured: Mapping[CaseKey, Measured],
+                   baseline_outputs: Mapping[CaseKey, SeedOutputs], settings: Settings = Settings()
+                   ) -> dict[CaseKey, Paired]:
+    """One-sided paired tests of this run's cases against the baseline's, where both kept outputs of the
+    same examples: the regression gates use them instead of Welch's test over seeds."""
+    tests: dict[CaseKey, Paired] = {}
+    for case in doc["cases"]:
+        key = case_key(case)
+        found = measured.get(key)
+        reference = _baseline_case(case, baseline_outputs)
+        if not found or not reference:
+            continue
+        base = _measure({**case, "seeds": {seed: 0.0 for seed in reference}, "score": None}, reference, settings,
+                        check=False)
+        if base is None or base.digest != found.digest:
+            continue
+        compared = stats.paired_difference(base.interval, found.interval, alpha=settings.alpha)
+        worse = compared.replicates >= 0 if case["higher_is_better"] else compared.replicates <= 0
+        p_value = (1 + int(worse.sum())) / (compared.replicates.size + 1)
+        tests[key] = Paired(min(1.0, p_value), compared.mde)
+    return tests
+
+
+def _baseline_case(case: Mapping[str, Any], baseline_outputs: Mapping[CaseKey, SeedOutputs]) -> SeedOutputs | None:
+    """The baseline's outputs of the same case: same model, else the only model of that suite in the baseline."""
+    same = baseline_outputs.get(case_key(case))
+    if same:
+        return same
+    others = {k for k in baseline_outputs if (k[0], k[2], k[3]) == (case["suite"], case["axis"], case["name"])}
+    return baseline_outputs[others.pop()] if len(others) == 1 else None
+
+
+def _measure(case: Mapping[str, Any], found: SeedOutputs | None, settings: Settings,
+             check: bool = True) -> Measured | None:
+    """The case's interval from its seeds' outputs, when every scored seed has them for the same examples.
+
+    ``check``: the outputs must reproduce the case's score (else they belong to another score, as a
+    compression retention ratio does)."""
     seeds = [seed for seed, score in case["seeds"].items() if score is not None]
-    if case["score"] is None or not found or not seeds or any(seed not in found for seed in seeds):
+    if (check and case["score"] is None) or not found or not seeds or any(seed not in found for seed in seeds):
         return None
     runs = [found[seed] for seed in seeds]
     if len({run["digest"] for run in runs}) != 1 or any(len(run["labels"]) == 0 for run in runs):
@@ -82,7 +120,7 @@ def _measure(case: Mapping[str, Any], found: SeedOutputs | None, settings: Setti
     interval = stats.case_interval(metrics, labels, predictions, key=runs[0]["digest"],
                                    seed=settings.seed, n_resamples=settings.resamples,
                                    confidence=settings.confidence)
-    if not math.isclose(interval.estimate, case["score"], rel_tol=1e-6, abs_tol=1e-6):
+    if check and not math.isclose(interval.estimate, case["score"], rel_tol=1e-6, abs_tol=1e-6):
         return None  # the case score is not this metric of these outputs (e.g. a retention ratio)
     return Measured(interval, runs[0]["digest"], labels, predictions, metrics)
 

@@ -158,6 +158,15 @@ class Current:
     tolerances: Mapping[str, Tolerance]
     fingerprints: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     model_prints: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    paired: Mapping[tuple[str, str, str, str], "Paired"] = field(default_factory=dict)   # (suite, model, axis, name)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired test of this run against the baseline on the same examples (per-example outputs on both sides)."""
+
+    p_value: float      # one-sided: that this run is worse
+    mde: float          # the smallest drop the test would find at this evaluation size (alpha 0.05, power 0.8)
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ class Drop:
     beyond: bool
     limit: float
     p_value: float | None
+    test: str = "Welch"
 
 
 def welch_p(current: Sequence[float], base: Sequence[float], higher_is_better: bool) -> float:
@@ -188,23 +198,37 @@ def welch_p(current: Sequence[float], base: Sequence[float], higher_is_better: b
     return 0.0 if worse else 1.0
 
 
-def judge(current: Sequence[float], base: Sequence[float], higher_is_better: bool, tolerance: Tolerance) -> Drop:
-    """Beyond the tolerance, and (with ≥ 2 seeds on both sides) significant at ``alpha``: a regression."""
+def judge(current: Sequence[float], base: Sequence[float], higher_is_better: bool, tolerance: Tolerance,
+          paired: Paired | None = None) -> Drop:
+    """Beyond the tolerance, and significant at ``alpha``: a regression.
+
+    Significance comes from the paired test on the same examples when both sides kept per-example
+    outputs, else from Welch's test over seeds when both sides have ≥ 2 seeds, else it is not asked.
+    """
     limit = tolerance.limit(agg.mean(base), higher_is_better)
     value = agg.mean(current)
     slack = 1e-12 * max(1.0, abs(limit))  # a drop of exactly the tolerance is allowed
     beyond = value < limit - slack if higher_is_better else value > limit + slack
+    if paired is not None:
+        return Drop(beyond and paired.p_value < tolerance.alpha, beyond, limit, paired.p_value if beyond else None,
+                    "paired bootstrap")
     p = welch_p(current, base, higher_is_better) if beyond and len(current) >= 2 and len(base) >= 2 else None
     return Drop(beyond and (p is None or p < tolerance.alpha), beyond, limit, p)
 
 
 def _message(label: str, current: Sequence[float], base: Sequence[float], drop: Drop, tolerance: Tolerance,
-             notes: list[str]) -> str:
+             notes: list[str], paired: Paired | None = None) -> str:
     value, ref = agg.mean(current), agg.mean(base)
     text = (f"{label} {value:.4f} vs baseline {ref:.4f} (change {value - ref:+.4f}, limit {drop.limit:.4f} "
             f"with tolerance {tolerance.describe()}")
-    if drop.p_value is not None:
+    if drop.p_value is not None and paired is not None:
+        text += f"; paired bootstrap p = {drop.p_value:.3g} on the same examples, alpha {tolerance.alpha:g}"
+    elif drop.p_value is not None:
         text += f"; Welch p = {drop.p_value:.3g} over {len(current)} vs {len(base)} seeds, alpha {tolerance.alpha:g}"
+    if paired is not None:
+        margin = tolerance.value if tolerance.kind == "abs" else tolerance.value * abs(ref)
+        small = " (the tolerance is below it: too few examples to gate this finely)" if margin < paired.mde else ""
+        text += f"; minimum detectable effect {paired.mde:.4f}{small}"
     verdict = ("FAILED: regression" if drop.failed
                else "ok: beyond the tolerance but within seed noise" if drop.beyond else "ok")
     return _with_notes(f"{text}): {verdict}", notes)
@@ -219,7 +243,7 @@ def _finite(seeds: Mapping[str, float | None]) -> list[float]:
 
 
 def _case_gate(case: agg.CaseScore, ref: agg.CaseScore | None, tolerance: Tolerance,
-               notes: list[str]) -> agg.GateResult:
+               notes: list[str], paired: Paired | None = None) -> agg.GateResult:
     name = f"regression/{case.axis}/{case.name}"
     if ref is None or ref.score is None:
         why = "new case, not in the baseline" if ref is None else "the baseline has no score for this case"
@@ -229,9 +253,9 @@ def _case_gate(case: agg.CaseScore, ref: agg.CaseScore | None, tolerance: Tolera
         return agg.GateResult(name, False, None, ref.score, _with_notes(
             "incomplete: the case has no score; cannot compare it with the baseline", notes), case.suite, case.model)
     current, base = _finite(case.seed_scores), _finite(ref.seed_scores)
-    drop = judge(current, base, case.higher_is_better, tolerance)
+    drop = judge(current, base, case.higher_is_better, tolerance, paired)
     return agg.GateResult(name, not drop.failed, case.score, drop.limit,
-                          _message("score", current, base, drop, tolerance, notes), case.suite, case.model)
+                          _message("score", current, base, drop, tolerance, notes, paired), case.suite, case.model)
 
 
 def per_seed_means(cases: Sequence[agg.CaseScore]) -> list[float]:
@@ -314,13 +338,14 @@ def regression_gates(cases: Sequence[agg.CaseScore], baseline: Baseline, current
             before, now = (f.get((suite, case.axis, case.name)) for f in (baseline.fingerprints, current.fingerprints))
             case_notes = notes + (["case configuration changed since the baseline"]
                                   if before and now and before != now else [])
-            gates.append(_case_gate(case, by_name.get((case.axis, case.name)), tolerance, case_notes))
+            gates.append(_case_gate(case, by_name.get((case.axis, case.name)), tolerance, case_notes,
+                                    current.paired.get((suite, model, case.axis, case.name))))
         for axis in dict.fromkeys(c.axis for c in members):
             gates.append(_axis_gate(axis, [c for c in members if c.axis == axis], by_name, tolerance, notes))
     return gates
 
 
-def current_run(doc: Mapping[str, Any]) -> Current:
+def current_run(doc: Mapping[str, Any], paired: Mapping[tuple[str, str, str, str], Paired] | None = None) -> Current:
     """A results document's identities and resolved tolerances (what ``regression_gates`` compares)."""
     suites = doc.get("suites") or []
     return Current(
@@ -331,4 +356,5 @@ def current_run(doc: Mapping[str, Any]) -> Current:
                       if c.get("fingerprint")},
         model_prints={(c["suite"], c["model"]): c["model_fingerprint"] for c in doc["cases"]
                       if c.get("model_fingerprint")},
+        paired=paired or {},
     )
