@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +101,27 @@ def test_progress_reports_the_loss_of_the_last_check(tiny_model: Path, monkeypat
     losses = [e["loss"] for e in events]
     assert all(loss != loss for loss in losses[:4])  # nan until the first check
     assert losses[4] == losses[8] and losses[9] != losses[8] and stats.final_loss > 0
+
+
+def test_batches_prepared_ahead_on_a_thread_come_in_order_and_pass_errors_on() -> None:
+    batches = [np.array([i]) for i in range(7)]
+    made: list[int] = []
+
+    def make(indices: np.ndarray) -> dict:
+        made.append(int(indices[0]))
+        if indices[0] == 5:
+            raise ValueError("bad batch 5")
+        return {"i": int(indices[0])}
+
+    ahead = train.prepared_ahead(make, batches, "cuda")  # the thread path; make itself needs no GPU
+    assert [next(ahead)["i"] for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="bad batch 5"):
+        next(ahead)
+    assert made == [0, 1, 2, 3, 4, 5]  # nothing after the error
+    early = train.prepared_ahead(make, batches[:3], "cuda")
+    assert next(early) == {"i": 0}
+    early.close()  # a run that stops early (divergence) stops the thread too
+    assert not any(t.name == "flexharness-batches" for t in threading.enumerate())
 
 
 def test_precision_option_reaches_every_record(pytester: pytest.Pytester, suite_text) -> None:

@@ -131,6 +131,7 @@ def prepared_ahead(make: Callable[[np.ndarray], dict[str, Any]], batches: list[n
         worker.join()
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     try:
