@@ -169,7 +169,7 @@ def report(runs: dict[str, list[dict]], seeds: list[int], tokens: int, peaks: di
         print(f"{name:<28}{seconds[name]:>9.1f}{tokens / seconds[name]:>11.0f}{achieved:>10.1f}"
               f"{achieved / peaks[rs[0].get('precision', 'fp32')]:>9.0%}{np.mean(scores):>10.4f}{np.std(scores):>9.4f}")
     for name in runs:
-        if name != FLEX:
+        if name not in (FLEX, FLEX_BF16):
             print(f"speed-up of (a) over {name}: {seconds[name] / seconds[FLEX]:.2f}x")
     if len(runs) > 1 and len(seeds) > 1:
         means = [np.mean([r["score"] for r in rs]) for rs in runs.values()]
