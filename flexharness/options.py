@@ -13,6 +13,7 @@ import pytest
 
 from flexharness.rules.baseline import Tolerance, parse_tolerance
 from flexharness.scaleout import parse_shard
+from flexharness.spec import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PATTERN = "*.flex.yaml"
@@ -41,6 +42,7 @@ class Options:
     progress: float = DEFAULT_PROGRESS_S
     bootstrap: int = DEFAULT_BOOTSTRAP
     correction: str = "holm"
+    precision: str | None = None
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -51,6 +53,8 @@ class Options:
             overrides["epochs"] = self.epochs
         if self.max_train_samples is not None:
             overrides["max_train_samples"] = self.max_train_samples
+        if self.precision is not None:
+            overrides["precision"] = self.precision
         return overrides
 
 
@@ -78,12 +82,14 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--flex-device", metavar="auto|cpu|cuda", help="where to fine-tune (default: auto)")
     group.addoption("--flex-trust-remote-code", action="store_true", default=None,
                     help="allow models whose code lives in their repository to run it (off by default)")
+    group.addoption("--flex-precision", metavar="auto|fp32|bf16",
+                    help="training precision for every case, overriding the suites (auto: bf16 on CUDA, fp32 on CPU)")
     add_ci_options(group)
     add_statistics_options(group)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", *CI_OPTIONS,
-                 *STATISTICS_OPTIONS):
+    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
+                 *CI_OPTIONS, *STATISTICS_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
     parser.addini("flex_no_cache", "default for --flex-no-cache", type="bool", default=False)
@@ -182,6 +188,7 @@ def parse(config: pytest.Config) -> Options:
         device=device,
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
+        precision=_precision(_value(config, "precision")),
         **_ci_options(config),
         **_statistics_options(config),
     )
@@ -211,3 +218,11 @@ def _seconds(text: Any) -> float:
     if not 0 <= value < float("inf"):
         raise pytest.UsageError(f"--flex-progress: expected 0 or more seconds, got {text!r}")
     return value
+
+
+def _precision(text: Any) -> str | None:
+    if text in (None, ""):
+        return None
+    if text not in PRECISIONS:
+        raise pytest.UsageError(f"--flex-precision: expected one of {', '.join(PRECISIONS)}, got {text!r}")
+    return str(text)

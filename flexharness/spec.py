@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from flexharness.rules.metrics import METRICS
 
+PRECISIONS = ("auto", "fp32", "bf16")
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -31,6 +32,7 @@ class TrainConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     group_by_length: bool = True
+    precision: str = "auto"        # PRECISIONS; auto: bf16 on CUDA, fp32 on CPU
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from flexharness.resources import path_problem
 from flexharness.rules.metrics import METRICS
 from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
                                 positive)
-from flexharness.spec import FILE_FORMATS, Case, DatasetSpec, Filter, Planned, Suite, TrainConfig
+from flexharness.spec import FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, Suite, TrainConfig
 from flexharness.yamlio import load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "gates")
@@ -33,7 +33,14 @@ _TRAIN_CHECKS = {
     "eval_batch_size": (int, positive), "max_length": (int, positive), "warmup_ratio": (float, fraction),
     "weight_decay": (float, non_negative), "max_grad_norm": (float, positive),
     "max_train_samples": (int, positive), "max_eval_samples": (int, positive), "group_by_length": (bool, None),
+    "precision": (str, lambda value: _one_of(value, PRECISIONS)),
 }
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
+    if value in choices:
+        return None
+    return f"expected one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ COLLECTION_ERRORS = [
     ("unknown-task-key", "    metric: accuracy", "    metric: accuracy\n    wher: {label: [positive]}",
      "12: tasks[[]0].wher: unknown key (did you mean 'where'?); allowed here: dataset, metric, name, train, where"),
     ("wrong-type", "epochs: 1,", "epochs: two,", "3: train.epochs: expected an integer, got str 'two'"),
+    ("unknown-precision", "epochs: 1,", "epochs: 1, precision: bf61,",
+     "3: train.precision: expected one of auto, fp32, bf16, got 'bf61' (did you mean 'bf16'?)"),
     ("wrong-type-list", "seeds: [0]", "seeds: [zero]",
      "3: train.seeds: expected a non-empty list of non-negative integers, e.g. [[]0, 1, 2]"),
     ("out-of-range", "learning_rate: 3.0e-3", "learning_rate: -3.0e-3",

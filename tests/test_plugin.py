@@ -101,6 +101,7 @@ def test_collect_only_does_not_import_torch(pytester: pytest.Pytester, suite_tex
     ("--flex-seeds=a,b", "*--flex-seeds: expected distinct non-negative integers*"),
     ("--flex-epochs=0", "*--flex-epochs: expected a positive integer*"),
     ("--flex-device=tpu", "*--flex-device: expected one of auto, cpu, cuda*"),
+    ("--flex-precision=fp16", "*--flex-precision: expected one of auto, fp32, bf16, got 'fp16'*"),
 ])
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
     result = pytester.runpytest(argument)

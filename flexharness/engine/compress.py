@@ -203,6 +203,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
         base = compressed = None
         train.release_memory()
     record = {"score": score, "metrics": per_metric, "seed": seed, "device": device,
+              "precision": train.resolve_precision(case.train.precision, device, warn=False),
               **runner.example_counts(inputs), **(runner.train_fields(stats) if stats else _NOT_TRAINED),
               "eval_seconds": round(seconds, 3)}
     return record | _outcome(params, score, dense, reused, facts, _latency_ms(seconds, inputs))

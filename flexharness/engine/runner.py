@@ -62,7 +62,7 @@ def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float
     """(score, per-metric scores, seconds spent predicting) on the case's own eval split."""
     start = time.perf_counter()
     predictions = train.predict(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
-                                inputs.regression)
+                                inputs.regression, case.train.precision)
     seconds = time.perf_counter() - start
     score, per_metric = metrics.score(case.metrics, inputs.eval.labels, predictions)
     return score, per_metric, seconds
@@ -90,7 +90,8 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
 
     def predict_on(other: data_mod.Prepared):  # another domain's (first) evaluation split
         encoded = _encoded(other, model_ref, config.max_length, trust_remote_code)[1][0][1]
-        return train.predict(model, encoded, config.eval_batch_size, device, inputs.pad_id, inputs.regression)
+        return train.predict(model, encoded, config.eval_batch_size, device, inputs.pad_id, inputs.regression,
+                             config.precision)
 
     try:
         with OutOfMemoryAsFailure(config):
@@ -100,8 +101,9 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
             splits, per_example = {}, {}
             for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
                 outputs = train.predict_outputs(model, eval_data, config.eval_batch_size, device, inputs.pad_id,
-                                                inputs.regression)
-                score, per_metric = metrics.score(case.metrics, eval_data.labels, metrics.predictions_from_outputs(outputs))
+                                                inputs.regression, config.precision)
+                predictions = metrics.predictions_from_outputs(outputs)
+                score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
                 splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels),
                                 "eval_digest": examples_digest(examples)}
                 per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
@@ -113,7 +115,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     first = splits[inputs.prepared.eval_split]
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
-        **example_counts(inputs), "splits": splits, **train_fields(stats),
+        "precision": stats.precision, **example_counts(inputs), "splits": splits, **train_fields(stats),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3), **extra,
         PER_EXAMPLE: per_example,
     }

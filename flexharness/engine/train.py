@@ -1,17 +1,24 @@
 """The fine-tuning loop and evaluation, in plain PyTorch.
 
 Dynamic padding and length-grouped batches keep the compute on real tokens;
-evaluation sorts by length and runs under ``inference_mode``. On CUDA the
-forward pass runs under bf16 autocast.
+evaluation sorts by length and runs under ``inference_mode``. The forward pass
+runs under bf16 autocast on CUDA, and on a CPU with native bf16 instructions when
+the case asks for ``precision: bf16`` (see :func:`resolve_precision`). The loss is
+checked for non-finite values every ``LOSS_CHECK_STEPS`` steps, not on every step,
+so a GPU never waits for the host between steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import queue
 import random
+import threading
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -22,6 +29,9 @@ from flexharness.spec import TrainConfig
 
 ProgressFn = Callable[[dict[str, Any]], None]
 LENGTH_GROUP_BATCHES = 50  # how many batches share one sort-by-length window
+LOSS_CHECK_STEPS = 20      # steps between non-finite checks of the loss (one host sync each)
+PREFETCH_BATCHES = 2       # batches a CUDA run prepares ahead, in pinned memory
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 matmuls
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class TrainStats:
     seconds: float
     train_tokens: int
     final_loss: float
+    precision: str = "fp32"
 
 
 def seed_everything(seed: int) -> None:
@@ -56,6 +67,12 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, 
 
 
 def collate(data: Encoded, indices: np.ndarray, pad_id: int, device: str) -> dict[str, Any]:
+    return to_device(host_batch(data, indices, pad_id, pin=device == "cuda"), device)
+
+
+def host_batch(data: Encoded, indices: np.ndarray, pad_id: int, pin: bool,
+               labels: np.ndarray | None = None) -> dict[str, Any]:
+    """A padded batch as CPU tensors (pinned for an asynchronous copy to a GPU), labels included when given."""
     import torch
 
     width = int(data.lengths[indices].max())
@@ -68,19 +85,85 @@ def collate(data: Encoded, indices: np.ndarray, pad_id: int, device: str) -> dic
         mask[row, :n] = 1
         if types is not None:
             types[row, :n] = data.token_type_ids[i]
-    pin = device == "cuda"
     batch = {"input_ids": ids, "attention_mask": mask} | ({"token_type_ids": types} if types is not None else {})
-    tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-    if pin:
-        tensors = {k: v.pin_memory() for k, v in tensors.items()}
-    return {k: v.to(device, non_blocking=pin) for k, v in tensors.items()}
+    batch |= {"labels": labels[indices]} if labels is not None else {}
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    return {k: v.pin_memory() for k, v in tensors.items()} if pin else tensors
 
 
-def _autocast(device: str) -> contextlib.AbstractContextManager:
+def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=device == "cuda") for k, v in batch.items()}
+
+
+def prepared_ahead(make: Callable[[np.ndarray], dict[str, Any]], batches: list[np.ndarray],
+                   device: str) -> Iterator[dict[str, Any]]:
+    """Host batches in order; on CUDA a thread builds the next ones while the GPU works on this one."""
+    if device != "cuda":
+        yield from (make(indices) for indices in batches)
+        return
+    ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def produce() -> None:
+        for indices in batches:
+            try:
+                item: Any = make(indices)
+            except Exception as exc:  # handed to the training thread, which raises it
+                item = exc
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set() or isinstance(item, Exception):
+                return
+
+    worker = threading.Thread(target=produce, name="flexharness-batches", daemon=True)
+    worker.start()
+    try:
+        for _ in batches:
+            item = ready.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = set(handle.read().split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, device: str, warn: bool = True) -> str:
+    """The precision a case really runs in: ``auto`` is bf16 on CUDA and fp32 on CPU (README, Speed).
+
+    ``bf16`` on a CPU without native bf16 instructions falls back to fp32, with a warning when ``warn``
+    (training warns; evaluation and records, which follow it, do not repeat it).
+    """
+    if precision == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        if warn:
+            warnings.warn("precision bf16: this CPU has no native bf16 instructions (avx512_bf16 or amx_bf16), "
+                          "where bf16 is many times slower than fp32; running in fp32", RuntimeWarning, stacklevel=2)
+        return "fp32"
+    return precision
+
+
+def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
     import torch
 
-    if device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":
+        return torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -94,7 +177,8 @@ def _optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, 
         if param.requires_grad:
             (plain if name.endswith(no_decay) else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}  # one kernel per step, not one per tensor
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, **fused)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -109,33 +193,35 @@ def _loss(logits: Any, labels: Any, regression: bool) -> Any:
 
 def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device: str, pad_id: int,
               regression: bool, progress: ProgressFn | None = None) -> TrainStats:
-    """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss."""
+    """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss.
+
+    Losses stay on the device and are checked every ``LOSS_CHECK_STEPS`` steps (and at the end); the
+    error names the first step whose loss was not finite. ``progress`` sees the loss of the last check.
+    """
     import time
 
     import torch
 
     seed_everything(seed)
-    if device == "cuda":  # TF32 for the fp32 parts that autocast leaves in fp32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    precision = resolve_precision(config.precision, device)
+    if device == "cuda":  # TF32 for the fp32 parts that autocast leaves in fp32; never under an explicit fp32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     rng = np.random.default_rng(seed)
     model.to(device).train()
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
-    labels = torch.from_numpy(data.labels)
     step, seen, start, loss_value = 0, 0, time.perf_counter(), float("nan")
+    pending: list[tuple[Any, int, int, float]] = []   # (loss on the device, step, epoch, learning rate)
     for epoch in range(config.epochs):
-        for indices in batch_order(data.lengths, config.batch_size, rng, config.group_by_length):
-            batch = collate(data, indices, pad_id, device)
-            with _autocast(device):
+        batches = batch_order(data.lengths, config.batch_size, rng, config.group_by_length)
+        make = functools.partial(host_batch, data, pad_id=pad_id, pin=device == "cuda", labels=data.labels)
+        for indices, host in zip(batches, prepared_ahead(make, batches, device)):
+            batch = to_device(host, device)
+            labels = batch.pop("labels")
+            with _autocast(device, precision):
                 logits = model(**batch).logits
-            loss = _loss(logits, labels[indices].to(device), regression)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"training diverged: loss is {loss_value} at step {step + 1} "
-                                    f"(epoch {epoch + 1}, learning rate {scheduler.get_last_lr()[0]:.3g} at that step, "
-                                    f"'learning_rate: {config.learning_rate:g}'); lower 'learning_rate' or "
-                                    "check the labels")
+            loss = _loss(logits, labels, regression)
+            pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -143,19 +229,39 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(indices)
+            if len(pending) == LOSS_CHECK_STEPS:
+                loss_value, pending = _checked_loss(pending, config), []
             if progress:
                 progress({"epoch": epoch + 1, "step": step, "loss": loss_value, "seconds": time.perf_counter() - start,
                           "epochs": config.epochs, "total_steps": steps_per_epoch * config.epochs, "examples": seen})
-    return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value)
+    loss_value = _checked_loss(pending, config) if pending else loss_value
+    return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value, precision)
 
 
-def predict(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, regression: bool) -> np.ndarray:
+def _checked_loss(pending: list[tuple[Any, int, int, float]], config: TrainConfig) -> float:
+    """The last of the pending losses (one host sync); :class:`TrainingError` at the first non-finite one."""
+    import torch
+
+    values = torch.stack([loss for loss, *_ in pending]).float().cpu()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        _, step, epoch, rate = pending[first]
+        raise TrainingError(f"training diverged: loss is {float(values[first])} at step {step} "
+                            f"(epoch {epoch}, learning rate {rate:.3g} at that step, "
+                            f"'learning_rate: {config.learning_rate:g}'); lower 'learning_rate' or "
+                            "check the labels")
+    return float(values[-1])
+
+
+def predict(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, regression: bool,
+            precision: str = "auto") -> np.ndarray:
     """Predicted class ids (or values, for regression) in the original order."""
-    return predictions_from_outputs(predict_outputs(model, data, batch_size, device, pad_id, regression))
+    return predictions_from_outputs(predict_outputs(model, data, batch_size, device, pad_id, regression, precision))
 
 
 def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int,
-                    regression: bool) -> np.ndarray:
+                    regression: bool, precision: str = "auto") -> np.ndarray:
     """Class probabilities (examples × labels), or the predicted value (examples × 1), in the original order.
 
     Batches are sorted by length so little is padded. Probabilities rather than ids: ensembles
@@ -166,7 +272,7 @@ def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     outputs: np.ndarray | None = None
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), _autocast(device, resolve_precision(precision, device, warn=False)):
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             logits = model(**collate(data, indices, pad_id, device)).logits.float()
