@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from flexharness.engine import data as data_mod
 from flexharness.engine import models, train
-from flexharness.rules import metrics
+from flexharness.rules import curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.spec import Case
@@ -108,8 +108,14 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
         **example_counts(inputs), "splits": splits, **train_fields(stats),
-        "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3), **extra,
+        "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
+        "majority_score": majority_score(case, inputs.prepared), **extra,
     }
+
+
+def majority_score(case: Case, prepared: data_mod.Prepared) -> float:
+    """The case's score for a model that learnt only the label prior: the floor a failed run does not beat."""
+    return curves.majority_baseline(prepared.train.labels, prepared.eval.labels, case.metrics)
 
 
 def example_counts(inputs: Inputs) -> dict[str, Any]:
