@@ -205,3 +205,37 @@ def test_expected_best_setting_is_the_mean_over_every_subset_and_reaches_the_bes
         assert value == pytest.approx(math.fsum(subsets) / len(subsets), abs=1e-9)
     steps = np.diff(curve) if higher else -np.diff(curve)
     assert np.all(steps >= 0) and curve[-1] == pick(values)
+
+
+def _case(model: str, name: str, setting: dict, seeds: dict) -> dict:
+    values = list(seeds.values())
+    score = None if None in values else float(np.mean(values))
+    return {"suite": "s", "model": model, "axis": "stability", "name": name, "metric": "accuracy",
+            "higher_is_better": True, "seeds": seeds, "score": score,
+            "seed_std": None if score is None else float(np.std(values)), "task": name.split("@")[0],
+            "setting": setting, "margin": 0.0}
+
+
+def test_summaries_gates_and_plots_come_from_the_document_alone(tmp_path: Path) -> None:
+    from flexharness.axes import AXES
+
+    grid = [("t@lr=1e-05,bs=8", {"learning_rate": 1e-5, "batch_size": 8}, {"0": 0.5, "1": 0.9}),
+            ("t@lr=1e-05,bs=16", {"learning_rate": 1e-5, "batch_size": 16}, {"0": 0.8, "1": 0.8})]
+    doc = {"cases": [_case(m, n, s, seeds) for m in ("a", "b") for n, s, seeds in grid],
+           "stability_majority": [{"suite": "s", "model": "a", "task": "t", "majority_score": None},
+                                  {"suite": "s", "model": "a", "task": "t", "majority_score": 0.5},
+                                  {"suite": "s", "model": "b", "task": "t", "majority_score": None}]}
+    specs = {"s": {"stability": {"failure_rate": {"max": 0.3}, "spread": {"max": 0.05}}}}
+    gates = AXES.get("stability").finish(doc, specs)
+    a, b = doc["stability"]
+    assert (a["failed"], a["failure_rate"], a["best_setting"]) == (1, 0.25, "t@lr=1e-05,bs=16")
+    assert math.isclose(a["spread"], 0.1) and math.isclose(a["grid_mean"], 0.75)
+    assert a["expected_best_setting"] == [0.75, 0.8]
+    assert b["majority_score"] is None and b["failure_rate"] is None
+    assert [(g.model, g.name.split("/")[1], g.passed) for g in gates] == [
+        ("a", "failure_rate.max", True), ("a", "spread.max", False),
+        ("b", "failure_rate.max", False), ("b", "spread.max", False)]
+    assert "majority-class score of t is unknown" in gates[2].message and gates[2].value is None
+    (png,) = AXES.get("stability").plots(doc, tmp_path)
+    assert png.name == "stability-s-t.png" and png.read_bytes()[:4] == b"\x89PNG"
+    assert AXES.get("stability").finish(doc, specs) == gates  # idempotent: merge refinishes a finished document

@@ -202,31 +202,16 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     plt = plotting.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for s in members:
-        label = model_label(s["model"])
-        settings = [e for e in s["settings"] if e["mean"] is not None]
-        by_lr = all(list(e["setting"]) == ["learning_rate"] for e in s["settings"])
-        x = [e["setting"]["learning_rate"] if by_lr else i for i, e in enumerate(settings)]
-        line = left.errorbar(x, [e["mean"] for e in settings], yerr=[e["seed_std"] for e in settings], marker="o",
-                             capsize=3, label=label)
-        for xi, e in zip(x, settings):
-            left.scatter([xi] * len(e["seeds"]), list(e["seeds"].values()), s=10, alpha=0.4, color=line[0].get_color())
-        if s["majority_score"] is not None:
-            left.axhline(s["majority_score"], linestyle=":", color=line[0].get_color(), alpha=0.7)
-        if by_lr:
-            left.set_xscale("log")
-        else:
-            left.set_xticks(range(len(settings)), [e["case"].split("@", 1)[1] for e in settings], rotation=30,
-                            ha="right")
+        colour = _draw_settings(left, s)
         if s["expected_max"]:
-            runs_per_setting = s["runs"] // len(s["settings"])
-            right.plot(range(1, len(s["expected_max"]) + 1), s["expected_max"], color=line[0].get_color(),
-                       label=f"{label}: best of k runs")
-            right.plot([k * runs_per_setting for k in range(1, len(s["expected_best_setting"]) + 1)],
-                       s["expected_best_setting"], "s--", color=line[0].get_color(),
-                       label=f"{label}: best of k/{runs_per_setting} settings")
+            per_setting = s["runs"] // len(s["settings"])
+            right.plot(range(1, len(s["expected_max"]) + 1), s["expected_max"], color=colour,
+                       label=f"{model_label(s['model'])}: best of k runs")
+            right.plot([k * per_setting for k in range(1, len(s["expected_best_setting"]) + 1)],
+                       s["expected_best_setting"], "s--", color=colour,
+                       label=f"{model_label(s['model'])}: best of k/{per_setting} settings")
     first = members[0]
-    left.set_xlabel("learning rate" if all(list(e["setting"]) == ["learning_rate"] for e in first["settings"])
-                    else "setting")
+    left.set_xlabel("learning rate" if _by_learning_rate(first) else "setting")
     left.set_ylabel(f"{first['metric']} (mean ± seed std; dots: runs; dotted: majority class)")
     left.set_title(f"{first['suite']}: {first['task']}", fontsize=10)
     left.legend(fontsize=8)
@@ -238,3 +223,26 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _by_learning_rate(summary: Mapping[str, Any]) -> bool:
+    return all(list(e["setting"]) == ["learning_rate"] for e in summary["settings"])
+
+
+def _draw_settings(ax: Any, s: Mapping[str, Any]) -> Any:
+    """One model's setting means with seed σ, its runs as dots and its majority-class score; returns its colour."""
+    settings = [e for e in s["settings"] if e["mean"] is not None]
+    by_lr = _by_learning_rate(s)
+    x = [e["setting"]["learning_rate"] if by_lr else i for i, e in enumerate(settings)]
+    line = ax.errorbar(x, [e["mean"] for e in settings], yerr=[e["seed_std"] for e in settings], marker="o",
+                       capsize=3, label=model_label(s["model"]))
+    colour = line[0].get_color()
+    for xi, e in zip(x, settings):
+        ax.scatter([xi] * len(e["seeds"]), list(e["seeds"].values()), s=10, alpha=0.4, color=colour)
+    if s["majority_score"] is not None:
+        ax.axhline(s["majority_score"], linestyle=":", color=colour, alpha=0.7)
+    if by_lr:
+        ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(settings)), [e["case"].split("@", 1)[1] for e in settings], rotation=30, ha="right")
+    return colour
