@@ -174,13 +174,15 @@ def result_key(planned: Planned, device: str) -> tuple[str | None, str | None]:
     """(record key, model fingerprint); the key is None when something it needs cannot be known yet."""
     model = model_identity(planned.model)
     model_print = digest(model)[:16] if model else None
-    data = data_identity(planned.case.dataset)
-    for spec in AXES.get(planned.case.axis).cache_inputs(planned.case):  # e.g. a domain's transfer targets
+    axis = AXES.get(planned.case.axis)
+    case = axis.cache_case(planned.case)  # e.g. a stability item that is a tasks item shares its record
+    data = data_identity(case.dataset)
+    for spec in axis.cache_inputs(planned.case):  # e.g. a domain's transfer targets
         extra = data_identity(spec)
         data = data + extra if data is not None and extra is not None else None
     if model is None or data is None:
         return None, model_print
-    parts = {"case": canonical_case(planned.case), "data": data, "model": model, "seed": planned.seed,
+    parts = {"case": canonical_case(case), "data": data, "model": model, "seed": planned.seed,
              "device": device, "versions": library_versions()}
     return digest(parts), model_print
 

@@ -65,6 +65,11 @@ class Axis:
         """Datasets an item reads besides ``case.dataset``: their contents join the result-cache key."""
         return ()
 
+    def cache_case(self, case: Case) -> Case:
+        """The case whose result-cache key an item of ``case`` shares: an item identical to another axis's
+        item (the same recipe on the same data) returns that axis's case, so the two reuse one record."""
+        return case
+
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         """Fine-tune (or not) and score one (case, model, seed); the record needs ``score``."""
         raise NotImplementedError

@@ -16,7 +16,7 @@ import numpy as np
 
 from flexharness.engine import data as data_mod
 from flexharness.engine import models, train
-from flexharness.rules import metrics
+from flexharness.rules import curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.spec import Case
@@ -116,7 +116,8 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
         "precision": stats.precision, **example_counts(inputs), "splits": splits, **train_fields(stats),
-        "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3), **extra,
+        "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
+        "majority_score": majority_score(case, inputs.prepared), **extra,
         PER_EXAMPLE: per_example,
     }
 
@@ -128,6 +129,11 @@ def examples_digest(examples: data_mod.Examples) -> str:
         content.update("\x1f".join(column).encode("utf-8", "surrogatepass") + b"\x1e")
     content.update(np.ascontiguousarray(examples.labels).tobytes())
     return content.hexdigest()[:16]
+
+
+def majority_score(case: Case, prepared: data_mod.Prepared) -> float:
+    """The case's score for a model that learnt only the label prior: the floor a failed run does not beat."""
+    return curves.majority_baseline(prepared.train.labels, prepared.eval.labels, case.metrics)
 
 
 def example_counts(inputs: Inputs) -> dict[str, Any]:
