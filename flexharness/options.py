@@ -37,6 +37,9 @@ class Options:
     no_cache: bool = False
     shard: tuple[int, int] | None = None
     progress: float = DEFAULT_PROGRESS_S
+    prescreen_only: bool = False
+    prescreen_top: int | None = None
+    prescreen_by: str = "logme"
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -75,6 +78,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--flex-trust-remote-code", action="store_true", default=None,
                     help="allow models whose code lives in their repository to run it (off by default)")
     add_ci_options(group)
+    add_prescreen_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
     for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", *CI_OPTIONS):
@@ -149,6 +153,7 @@ def parse(config: pytest.Config) -> Options:
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
         **_ci_options(config),
+        **_prescreen_options(config),
     )
 
 
@@ -176,3 +181,26 @@ def _seconds(text: Any) -> float:
     if not 0 <= value < float("inf"):
         raise pytest.UsageError(f"--flex-progress: expected 0 or more seconds, got {text!r}")
     return value
+
+
+PRESCREEN_BY = ("logme", "knn")
+
+
+def add_prescreen_options(group: Any, parser: pytest.Parser) -> None:
+    """The seconds-fast pre-screen: run only the probe axis and rank the models (docs/probe.md)."""
+    group.addoption("--flex-prescreen-only", action="store_true", default=None,
+                    help="run only the probe axis's items (frozen features, no fine-tuning); deselect the rest")
+    group.addoption("--flex-prescreen-top", metavar="K",
+                    help="name the K best models by the pre-screen, for the full run")
+    group.addoption("--flex-prescreen-by", metavar="logme|knn", help="what ranks the models (default: logme)")
+    parser.addini("flex_prescreen_only", "default for --flex-prescreen-only", type="bool", default=False)
+    for name in ("prescreen_top", "prescreen_by"):
+        parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
+
+
+def _prescreen_options(config: pytest.Config) -> dict[str, Any]:
+    by = _value(config, "prescreen_by") or "logme"
+    if by not in PRESCREEN_BY:
+        raise pytest.UsageError(f"--flex-prescreen-by: expected one of {', '.join(PRESCREEN_BY)}, got {by!r}")
+    return {"prescreen_only": bool(_value(config, "prescreen_only")), "prescreen_by": by,
+            "prescreen_top": _positive_int(_value(config, "prescreen_top"), "--flex-prescreen-top")}
