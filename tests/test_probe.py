@@ -1,4 +1,4 @@
-"""The probe axis: frozen features per layer, linear probes, the pre-screen, its track record and --flex-prescreen-only."""
+"""The probe axis: frozen features per layer, linear probes, the pre-screen, its track record, prescreen-only."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
 from flexharness import verdict
@@ -187,3 +189,23 @@ def test_pooled_features_do_not_depend_on_padding_or_batch(tiny_model: Path) -> 
         alone = torch.stack(hidden)[:, 0]
         assert np.allclose(pooled["mean"][:, i], alone.mean(dim=1).numpy(), atol=1e-5)
         assert np.allclose(pooled["first"][:, i], alone[:, 0].numpy(), atol=1e-5)
+
+
+@given(st.dictionaries(st.sampled_from("abcde"), st.none() | st.floats(-5, 5), min_size=1), st.integers(1, 6))
+def test_with_one_task_the_ranking_is_top_k(scores: dict, top: int) -> None:
+    entries = [{"suite": "s", "model": m, "task": "t", "logme": v, "knn": None} for m, v in scores.items()]
+    by_logme, by_knn = probe_report.rankings(entries, {"s": {"top": top, "by": "logme"}})
+    assert [m["model"] for m in by_logme["models"]] == prescreen.top_k(scores, len(scores))
+    assert by_logme["keep"] == prescreen.top_k(scores, top) and by_knn["keep"] is None
+
+
+def test_a_lower_is_better_task_takes_the_lowest_layer_and_a_positive_gap_when_fine_tuning_helps() -> None:
+    seed = {"layers": [0, 1, 2], "layer_scores": [0.5, 0.3, 0.3], "logme": -1.0, "knn": 0.2}
+    doc = {"cases": [{"suite": "s", "model": "m", "axis": "tasks", "name": "sts", "score": 0.2}],
+           "probes": [{"suite": "s", "model": "m", "task": "sts", "finetuned_case": "sts", "metric": "mse",
+                       "higher_is_better": False, "pooling": "mean", "seeds": {"0": seed, "1": None}}]}
+    probe_report.finish(doc)
+    (entry,) = doc["probes"]
+    assert entry["best_layer"] == 1 and entry["best_score"] == 0.3  # the shallower of two equal layers
+    assert math.isclose(entry["gap"], 0.1) and entry["finetuned"] == 0.2
+    assert entry["knn_seconds"] is None and doc["probe_track_record"][0]["pairs"] == [["sts", "m", -1.0, -0.2]]

@@ -203,8 +203,8 @@ def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
     entries = doc.get("probes") or []
     if not entries:
         return []
-    out = ["", "### Probe: frozen pretrained features", "",
-           "| " + " | ".join(COLUMNS) + " | per layer ([best]) |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 3) + "---|"]
+    out = ["", "### Probe: frozen pretrained features", "", "| " + " | ".join(COLUMNS) + " | per layer ([best]) |",
+           "|---|---|---|" + "---:|" * (len(COLUMNS) - 3) + "---|"]
     out += ["| " + " | ".join(_row(e)) + f" | {_layers_text(e)} |" for e in entries]
     extra = _track_lines(doc) + _ranking_lines(doc)
     return out + [f"- {line}" if line else "" for line in extra]
@@ -218,7 +218,8 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
         written.append(_layer_plot(suite, entries, directory / plot_helpers.file_name("probe", "layers", suite)))
         tuned = [e for e in entries if e["finetuned"] is not None]
         if tuned:
-            written.append(_prescreen_plot(suite, tuned, directory / plot_helpers.file_name("probe", "prescreen", suite)))
+            path = directory / plot_helpers.file_name("probe", "prescreen", suite)
+            written.append(_prescreen_plot(suite, tuned, path))
     return written
 
 

@@ -49,7 +49,8 @@ def pool(hidden_states: Any, mask: Any) -> dict[str, Any]:
     return {"mean": mean, "first": stacked[:, :, 0]}
 
 
-def encode_pooled(model: Any, data: data_mod.Encoded, batch_size: int, device: str, pad_id: int) -> dict[str, np.ndarray]:
+def encode_pooled(model: Any, data: data_mod.Encoded, batch_size: int, device: str,
+                  pad_id: int) -> dict[str, np.ndarray]:
     """Pooled features of every example in the original order; batches sorted by length pad little."""
     import torch
 
