@@ -43,6 +43,9 @@ class Options:
     bootstrap: int = DEFAULT_BOOTSTRAP
     correction: str = "holm"
     precision: str | None = None
+    prescreen_only: bool = False
+    prescreen_top: int | None = None
+    prescreen_by: str = "logme"
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -86,6 +89,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="training precision for every case, overriding the suites (auto: bf16 on CUDA, fp32 on CPU)")
     add_ci_options(group)
     add_statistics_options(group)
+    add_prescreen_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
     for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
@@ -191,6 +195,7 @@ def parse(config: pytest.Config) -> Options:
         precision=_precision(_value(config, "precision")),
         **_ci_options(config),
         **_statistics_options(config),
+        **_prescreen_options(config),
     )
 
 
@@ -226,3 +231,26 @@ def _precision(text: Any) -> str | None:
     if text not in PRECISIONS:
         raise pytest.UsageError(f"--flex-precision: expected one of {', '.join(PRECISIONS)}, got {text!r}")
     return str(text)
+
+
+PRESCREEN_BY = ("logme", "knn")
+
+
+def add_prescreen_options(group: Any, parser: pytest.Parser) -> None:
+    """The seconds-fast pre-screen: run only the probe axis and rank the models (docs/probe.md)."""
+    group.addoption("--flex-prescreen-only", action="store_true", default=None,
+                    help="run only the probe axis's items (frozen features, no fine-tuning); deselect the rest")
+    group.addoption("--flex-prescreen-top", metavar="K",
+                    help="name the K best models by the pre-screen, for the full run")
+    group.addoption("--flex-prescreen-by", metavar="logme|knn", help="what ranks the models (default: logme)")
+    parser.addini("flex_prescreen_only", "default for --flex-prescreen-only", type="bool", default=False)
+    for name in ("prescreen_top", "prescreen_by"):
+        parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
+
+
+def _prescreen_options(config: pytest.Config) -> dict[str, Any]:
+    by = _value(config, "prescreen_by") or "logme"
+    if by not in PRESCREEN_BY:
+        raise pytest.UsageError(f"--flex-prescreen-by: expected one of {', '.join(PRESCREEN_BY)}, got {by!r}")
+    return {"prescreen_only": bool(_value(config, "prescreen_only")), "prescreen_by": by,
+            "prescreen_top": _positive_int(_value(config, "prescreen_top"), "--flex-prescreen-top")}

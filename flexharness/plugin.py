@@ -49,11 +49,24 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 @pytest.hookimpl(trylast=True)  # after -k / -m, so the shards split what will really run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if options_of(config).prescreen_only:
+        items[:], deselected = _prescreen_only(items)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
     shard = options_of(config).shard
     if shard:
         items[:], deselected = scaleout.select_shard(items, *shard)
         if deselected:
             config.hook.pytest_deselected(items=deselected)
+
+
+def _prescreen_only(items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(kept, deselected): flexharness items of every axis but the probe go; other tests stay."""
+    def fine_tuning(item: pytest.Item) -> bool:
+        planned = getattr(item, "planned", None)
+        return planned is not None and planned.case.axis != "probe"
+
+    return [i for i in items if not fine_tuning(i)], [i for i in items if fine_tuning(i)]
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:

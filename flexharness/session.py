@@ -190,7 +190,8 @@ class Controller:
         specs = self.gate_specs()
         suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
                    "cases": [scored for c in suite.cases for scored in c.scored_ids],
-                   "models": list(suite_models(suite, self.options)), "gates": specs[name]}
+                   "models": list(suite_models(suite, self.options)), "gates": specs[name],
+                   "prescreen": {"top": self.options.prescreen_top, "by": self.options.prescreen_by}}
                   for name, (file, suite) in self.suites().items()]
         shard = self.options.shard
         return {"suites": suites, "baseline": to_json(self.baseline) if self.baseline else None,

@@ -20,6 +20,7 @@ BUILT_IN = {
     "domains": "flexharness.axes.domains:DomainsAxis",
     "compression": "flexharness.axes.compression:CompressionAxis",
     "stability": "flexharness.axes.stability:StabilityAxis",
+    "probe": "flexharness.axes.probe:ProbeAxis",
 }
 
 
