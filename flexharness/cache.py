@@ -31,7 +31,10 @@ from flexharness.spec import Case, DatasetSpec, Planned
 RESULTS_DIR = "flexharness-results"
 # Train fields added after the first release, with their defaults: a field that holds its default is left out of
 # the key, so records cached before the field existed are still found.
-ADDED_TRAIN_FIELDS: dict[str, Any] = {}
+ADDED_TRAIN_FIELDS: dict[str, Any] = {
+    "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1, "lora_target_modules": None,
+    "gradient_checkpointing": False,
+}
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 _CHUNK = 1 << 20
 

@@ -37,6 +37,7 @@ class Options:
     no_cache: bool = False
     shard: tuple[int, int] | None = None
     progress: float = DEFAULT_PROGRESS_S
+    method: str | None = None
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -47,6 +48,8 @@ class Options:
             overrides["epochs"] = self.epochs
         if self.max_train_samples is not None:
             overrides["max_train_samples"] = self.max_train_samples
+        if self.method is not None:
+            overrides["method"] = self.method
         return overrides
 
 
@@ -74,10 +77,13 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--flex-device", metavar="auto|cpu|cuda", help="where to fine-tune (default: auto)")
     group.addoption("--flex-trust-remote-code", action="store_true", default=None,
                     help="allow models whose code lives in their repository to run it (off by default)")
+    group.addoption("--flex-method", metavar="full|lora|head",
+                    help="how every case fine-tunes, overriding the suites: all weights, a LoRA adapter, the head only")
     add_ci_options(group)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", *CI_OPTIONS):
+    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "method",
+                 *CI_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
     parser.addini("flex_no_cache", "default for --flex-no-cache", type="bool", default=False)
@@ -131,6 +137,16 @@ def _seeds(text: Any) -> tuple[int, ...] | None:
     return seeds
 
 
+def _method(text: Any) -> str | None:
+    from flexharness.suite import TRAIN_METHODS
+
+    if text in (None, ""):
+        return None
+    if text not in TRAIN_METHODS:
+        raise pytest.UsageError(f"--flex-method: expected one of {', '.join(TRAIN_METHODS)}, got {text!r}")
+    return str(text)
+
+
 def parse(config: pytest.Config) -> Options:
     """Read and check every option; a bad value is a usage error before anything runs."""
     device = _value(config, "device") or "auto"
@@ -148,6 +164,7 @@ def parse(config: pytest.Config) -> Options:
         device=device,
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
+        method=_method(_value(config, "method")),
         **_ci_options(config),
     )
 

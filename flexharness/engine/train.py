@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from flexharness.engine import adapt
 from flexharness.engine.data import Encoded
 from flexharness.errors import TrainingError
 from flexharness.spec import TrainConfig
@@ -29,6 +30,9 @@ class TrainStats:
     seconds: float
     train_tokens: int
     final_loss: float
+    method: str = "full"
+    trainable_params: int = 0
+    total_params: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -119,6 +123,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
         torch.backends.cudnn.allow_tf32 = True
     rng = np.random.default_rng(seed)
     model.to(device).train()
+    adapted = adapt.prepare(model, config, device)  # method: full, lora or head
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
     labels = torch.from_numpy(data.labels)
@@ -145,7 +150,9 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             if progress:
                 progress({"epoch": epoch + 1, "step": step, "loss": loss_value, "seconds": time.perf_counter() - start,
                           "epochs": config.epochs, "total_steps": steps_per_epoch * config.epochs, "examples": seen})
-    return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value)
+    adapt.finish(adapted)
+    return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value,
+                      adapted.method, adapted.trainable, adapted.total)
 
 
 def predict(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, regression: bool) -> np.ndarray:
