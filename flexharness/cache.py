@@ -37,7 +37,10 @@ OUTPUTS_INPUT = "flex_outputs_dir"     # xdist workerinput key: the run's output
 OUTPUTS_KEY = pytest.StashKey[Path]()
 # Train fields added after the first release, with their defaults: a field that holds its default is left out of
 # the key, so records cached before the field existed are still found.
-ADDED_TRAIN_FIELDS: dict[str, Any] = {"precision": "auto"}
+ADDED_TRAIN_FIELDS: dict[str, Any] = {
+    "precision": "auto", "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
+    "lora_target_modules": None, "gradient_checkpointing": False,
+}
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 _CHUNK = 1 << 20
 

@@ -31,7 +31,31 @@ def suite_models(suite: Suite, options: Options) -> tuple[str, ...]:
 
 def plan(path: Any, options: Options) -> tuple[Suite, list[Planned]]:
     suite = load_suite(path, options.train_overrides(), options.data_dir)
-    return suite, expand(suite, suite_models(suite, options))
+    models = suite_models(suite, options)
+    for model in models:
+        check_model(suite, model)
+    return suite, expand(suite, models)
+
+
+def check_model(suite: Suite, model: str) -> None:
+    """What the model's architecture cannot do fails at collection: encoder-decoders, a method a case asks of it.
+
+    Only models on this machine are checked (their ``config.json``); a hub model not downloaded yet is
+    checked when it loads.
+    """
+    from flexharness.engine.models import ENCODER_DECODER_ADVICE, architecture
+
+    config = architecture(model)
+    if config is None:
+        return
+    model_type = str(config.get("model_type", "unknown"))
+    if config.get("is_encoder_decoder"):
+        raise SuiteError(suite.path, None, "model", f"'{model}' is an encoder-decoder model ('{model_type}'); "
+                                                    f"{ENCODER_DECODER_ADVICE}")
+    for case in suite.cases:
+        complaint = AXES.get(case.axis).check_model(case, model_type)
+        if complaint:
+            raise SuiteError(suite.path, case.line, f"{case.axis}/{case.name}", f"model '{model}': {complaint}")
 
 
 class SuiteFile(pytest.File):

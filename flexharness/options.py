@@ -46,6 +46,7 @@ class Options:
     prescreen_only: bool = False
     prescreen_top: int | None = None
     prescreen_by: str = "logme"
+    method: str | None = None
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -58,6 +59,8 @@ class Options:
             overrides["max_train_samples"] = self.max_train_samples
         if self.precision is not None:
             overrides["precision"] = self.precision
+        if self.method is not None:
+            overrides["method"] = self.method
         return overrides
 
 
@@ -87,13 +90,15 @@ def add_options(parser: pytest.Parser) -> None:
                     help="allow models whose code lives in their repository to run it (off by default)")
     group.addoption("--flex-precision", metavar="auto|fp32|bf16",
                     help="training precision for every case, overriding the suites (auto: bf16 on CUDA, fp32 on CPU)")
+    group.addoption("--flex-method", metavar="full|lora|head",
+                    help="how every case fine-tunes, overriding the suites: all weights, a LoRA adapter, the head only")
     add_ci_options(group)
     add_statistics_options(group)
     add_prescreen_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
     for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
-                 *CI_OPTIONS, *STATISTICS_OPTIONS):
+                 "method", *CI_OPTIONS, *STATISTICS_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
     parser.addini("flex_no_cache", "default for --flex-no-cache", type="bool", default=False)
@@ -175,6 +180,16 @@ def _seeds(text: Any) -> tuple[int, ...] | None:
     return seeds
 
 
+def _method(text: Any) -> str | None:
+    from flexharness.suite import TRAIN_METHODS
+
+    if text in (None, ""):
+        return None
+    if text not in TRAIN_METHODS:
+        raise pytest.UsageError(f"--flex-method: expected one of {', '.join(TRAIN_METHODS)}, got {text!r}")
+    return str(text)
+
+
 def parse(config: pytest.Config) -> Options:
     """Read and check every option; a bad value is a usage error before anything runs."""
     device = _value(config, "device") or "auto"
@@ -193,6 +208,7 @@ def parse(config: pytest.Config) -> Options:
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
         precision=_precision(_value(config, "precision")),
+        method=_method(_value(config, "method")),
         **_ci_options(config),
         **_statistics_options(config),
         **_prescreen_options(config),

@@ -33,6 +33,12 @@ class TrainConfig:
     max_eval_samples: int | None = None
     group_by_length: bool = True
     precision: str = "auto"        # PRECISIONS; auto: bf16 on CUDA, fp32 on CPU
+    method: str | tuple[str, ...] = "full"        # full | lora | head; a list expands a task into one case each
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_target_modules: tuple[str, ...] | None = None   # None: the architecture's default (engine.adapt)
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,10 @@ _TRAIN_CHECKS = {
     "weight_decay": (float, non_negative), "max_grad_norm": (float, positive),
     "max_train_samples": (int, positive), "max_eval_samples": (int, positive), "group_by_length": (bool, None),
     "precision": (str, lambda value: _one_of(value, PRECISIONS)),
+    "lora_rank": (int, positive), "lora_alpha": (float, positive), "lora_dropout": (float, fraction),
+    "gradient_checkpointing": (bool, None),
 }
+TRAIN_METHODS = ("full", "lora", "head")   # how a case adapts the model: all weights, a LoRA adapter, the head only
 
 
 def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
@@ -84,7 +87,7 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     for axis in axes:
         if top.raw(axis.key) is not None:
             cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
-    cases = tuple(_apply_overrides(c, overrides or {}) for c in cases)
+    cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
         model=top.typed("model", str), cases=cases, gates=_gates(top.child("gates"), cases, axes),
@@ -108,7 +111,44 @@ def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
         if len(set(seeds)) != len(seeds):
             raise reader.error("seeds", "seeds must be distinct")
         values["seeds"] = tuple(seeds)
+    if reader.has("method"):
+        values["method"] = _methods(reader)
+    if reader.has("lora_target_modules"):
+        values["lora_target_modules"] = reader.str_or_list("lora_target_modules")
     return replace(base, **values)
+
+
+def _methods(reader: Reader) -> str | tuple[str, ...]:
+    """``method: lora``, or a list (``[full, lora]``) that expands a task into one case per method."""
+    methods = reader.str_or_list("method")
+    for method in methods:
+        if method not in TRAIN_METHODS:
+            raise reader.error("method", f"unknown method '{method}'{did_you_mean(method, TRAIN_METHODS)}; "
+                                         f"known: {', '.join(TRAIN_METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise reader.error("method", "each method may be listed once")
+    return methods[0] if len(methods) == 1 else methods
+
+
+def expand_methods(cases: tuple[Case, ...], path: str) -> tuple[Case, ...]:
+    """A task whose ``method`` is a list becomes one case per method, named ``TASK-METHOD``."""
+    expanded: list[Case] = []
+    for case in cases:
+        if isinstance(case.train.method, str):
+            expanded.append(case)
+        elif case.axis != "tasks":
+            raise SuiteError(path, case.line, f"{case.axis}.train.method",
+                             f"a method list expands tasks only; '{case.axis}/{case.name}' inherits "
+                             f"{list(case.train.method)}: give it one method, e.g. 'train: {{method: full}}'")
+        else:
+            expanded += [replace(case, name=f"{case.name}-{method}", train=replace(case.train, method=method))
+                         for method in case.train.method]
+    names = [c.name for c in expanded if c.axis == "tasks"]
+    for name in names:
+        if names.count(name) > 1:
+            raise SuiteError(path, None, "tasks", f"two tasks are named '{name}' once method lists are expanded; "
+                                                  "rename one of them")
+    return tuple(expanded)
 
 
 def _datasets(reader: Reader, base_dir: Path) -> dict[str, DatasetSpec]:

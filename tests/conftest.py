@@ -5,6 +5,7 @@ from pathlib import Path
 # Imported here, once, so that pytester's in-process runs find them in sys.modules: re-importing
 # datasets in a second run registers pyarrow extension types twice and fails.
 import datasets  # noqa: F401
+import peft  # noqa: F401
 import pytest
 import torch  # noqa: F401
 import transformers  # noqa: F401

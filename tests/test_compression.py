@@ -290,16 +290,15 @@ def test_compression_cases_run_with_one_dense_fine_tune(pytester: pytest.Pyteste
     assert (pytester.path / "report" / "compression-tiny-bert0.png").stat().st_size > 0
 
 
-def test_unsupported_architecture_fails_its_case_not_the_session(pytester: pytest.Pytester, suite_text,
-                                                                  tiny_model: Path, tmp_path: Path) -> None:
+def test_unsupported_architecture_fails_at_collection(pytester: pytest.Pytester, suite_text,
+                                                      tiny_model: Path, tmp_path: Path) -> None:
     electra = tmp_path / "electra"
     AutoModelForSequenceClassification.from_config(ElectraConfig(**TINY, embedding_size=32)).save_pretrained(electra)
     models.load_tokenizer(str(tiny_model)).save_pretrained(electra)
     text = suite_text(COMPRESSION.replace("{method: magnitude, sparsity: [0.3]}", "{method: layers, keep: 1}"))
     pytester.makefile(".flex.yaml", toy=text.replace(f"model: {tiny_model}", f"model: {electra}"))
     result = pytester.runpytest("-m", "compression", "-k", "heads or layers", "--flex-json=out.json")
-    result.assert_outcomes(failed=3)
-    result.stdout.fnmatch_lines(["*compression/heads-50*method 'heads' supports the architectures bert, "
-                                 "distilbert, roberta; this model is 'electra'*",
-                                 "*incomplete: 2 of 2 compression cases have no score*"])
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*toy.flex.yaml:*: compression/layers-1: model '*electra': method 'layers' knows "
+                                 "the layers and heads of bert, distilbert, roberta models; this model is 'electra'*"])
     assert "Traceback" not in result.stdout.str()

@@ -95,7 +95,8 @@ def test_out_of_memory_fails_one_item_with_a_hint_and_frees_its_memory(
     result.stdout.fnmatch_lines([
         "tasks/first (model *, seed 0): out of memory (CUDA out of memory. Tried to allocate 20.00 GiB (injected "
         "by the test)) at batch_size 16, eval_batch_size 128, max_length 128; lower 'batch_size' (or "
-        "'eval_batch_size') or 'max_length' under 'train:', or run on a larger device",
+        "'eval_batch_size') or 'max_length' under 'train:', train fewer weights ('method: lora' or 'method: "
+        "head'), set 'gradient_checkpointing: true', or run on a larger device",
         "gate tasks/p_avg.min (toy, model *): incomplete: 1 of 2 tasks cases have no score*",
     ])
     assert (pytester.path / "freed.txt").read_text() == "True"  # pytest keeps the failure; not its frames

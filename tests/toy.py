@@ -73,3 +73,63 @@ def failed_testcases(junit: Path) -> list[str]:
     import xml.etree.ElementTree as ET
 
     return [tc.get("name") for tc in ET.parse(junit).iter("testcase") if tc.find("failure") is not None]
+
+
+DECODER_SPECIAL = {"gpt2": ["<|endoftext|>"], "llama": ["<unk>", "<s>", "</s>"], "qwen2": ["<|endoftext|>"]}
+
+
+def _word_tokenizer(family: str) -> object:
+    """A word-level fast tokenizer without a pad token, as decoder LMs ship them; Llama's adds BOS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    special = DECODER_SPECIAL[family]
+    if family == "qwen2":
+        return _byte_level_bpe(special[0])
+    vocab = {word: i for i, word in enumerate(special + POSITIVE + NEGATIVE + NEUTRAL + TOPICS)}
+    unknown = "<unk>" if family == "llama" else special[0]
+    core = Tokenizer(models.WordLevel(vocab, unk_token=unknown))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if family == "llama":
+        core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                            special_tokens=[("<s>", vocab["<s>"])])
+        return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=special[0], eos_token=special[0],
+                                   unk_token=special[0])
+
+
+def _byte_level_bpe(eos: str) -> object:
+    """Qwen2 checkpoints load their tokenizer as a byte-level BPE (transformers rebuilds it from vocabulary and
+    merges), so the toy one is such a BPE, trained offline on the toy words."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[eos],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    words = POSITIVE + NEGATIVE + NEUTRAL + TOPICS
+    core.train_from_iterator([" ".join(words)] + [f" {w}" for w in words] * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos, unk_token=eos)
+
+
+def build_tiny_decoder(directory: Path, family: str = "gpt2", hidden: int = 32, layers: int = 2) -> Path:
+    """Save a random-weight GPT-2, Llama or Qwen2 LM and a word-level tokenizer without a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+    tokenizer = _word_tokenizer(family)
+    size = len(tokenizer)
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=size, n_embd=hidden, n_layer=layers, n_head=2, n_positions=64,
+                            bos_token_id=0, eos_token_id=0)
+    else:
+        kind = LlamaConfig if family == "llama" else Qwen2Config
+        config = kind(vocab_size=size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(1234)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

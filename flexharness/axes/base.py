@@ -59,6 +59,10 @@ class Axis:
     def check(self, suite: Suite, cache: Any = None) -> None:
         """Collection-time checks that need more than the YAML (``cache`` is pytest's ``config.cache``)."""
 
+    def check_model(self, case: Case, model_type: str) -> str | None:
+        """Why ``case`` cannot run on a model of this architecture (``config.model_type``), or None."""
+        return None
+
     # ---- one item: runs in a worker, returns a record of plain builtins ---------------------------
 
     def cache_inputs(self, case: Case) -> tuple[DatasetSpec, ...]:

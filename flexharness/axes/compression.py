@@ -34,6 +34,9 @@ class CompressionAxis(Axis):
         return compress.run_compression_case(case, model, seed, context.device_option, context.trust_remote_code,
                                              context.progress)
 
+    def check_model(self, case: Case, model_type: str) -> str | None:
+        return compress.supports(dict(case.params), str(case.train.method), model_type)
+
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         """The method as asked, measures averaged over seeds."""
         params = dict(case.params)

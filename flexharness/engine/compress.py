@@ -52,6 +52,7 @@ class Method:
     retrains: Callable[[dict[str, Any]], bool] = lambda params: True
     unavailable: Callable[[str], str | None] = lambda device: None   # why the device cannot run it: a skip
     check: Callable[[Any], Any] = lambda model: None                 # raises CompressionError for the model
+    supports: Callable[[dict[str, Any], str, str], str | None] = lambda params, method, model_type: None
 
 
 # ---- suite section ---------------------------------------------------------------------------------
@@ -147,15 +148,42 @@ def _apply_int8(model: Any, params: dict[str, Any], ctx: Context) -> Compressed:
     return Compressed(surgery.quantize_int8(model, ctx.device))
 
 
+CONV1D_MODELS = ("gpt2", "openai-gpt")  # weights in transformers' Conv1D, not Linear: nothing to prune or quantize
+
+
+def _needs_linears(params: dict[str, Any], method: str, model_type: str) -> str | None:
+    if model_type in CONV1D_MODELS:
+        return (f"'{model_type}' models keep their weights in Conv1D layers, which magnitude pruning and int8 "
+                "act on only as Linear layers; use a model with Linear layers (Llama, Qwen2, BERT)")
+    if params.get("when") == "before" and method == "lora":
+        return ("pruning before LoRA fine-tuning: merging the adapter would fill the pruned weights again; use "
+                "'when: after', or 'train: {method: full}' (or head) under 'compression:'")
+    return None
+
+
+def _has_layout(name: str) -> Callable[[dict[str, Any], str, str], str | None]:
+    def supports(params: dict[str, Any], method: str, model_type: str) -> str | None:
+        if model_type in surgery.LAYOUTS:
+            return None
+        return (f"method '{name}' knows the layers and heads of {', '.join(sorted(surgery.LAYOUTS))} models; "
+                f"this model is '{model_type}'. Remove the method or use another model")
+    return supports
+
+
+def supports(params: dict[str, Any], train_method: str, model_type: str) -> str | None:
+    """Why a compression case (its ``params``) cannot run after ``train_method`` on ``model_type``, or None."""
+    return METHODS[params["method"]].supports(params, train_method, model_type)
+
+
 METHODS: dict[str, Method] = {
     "magnitude": Method("magnitude", ("sparsity", "when", "scope"), _parse_magnitude, _magnitude_label,
-                        _apply_magnitude, retrains=lambda p: p["when"] == "before"),
+                        _apply_magnitude, retrains=lambda p: p["when"] == "before", supports=_needs_linears),
     "heads": Method("heads", ("fraction",), _parse_heads, lambda p: f"heads-{percent(p['fraction'])}",
-                    _apply_heads, check=lambda model: surgery.layout(model, "heads")),
+                    _apply_heads, check=lambda model: surgery.layout(model, "heads"), supports=_has_layout("heads")),
     "layers": Method("layers", ("keep", "which"), _parse_layers, _layers_label, _apply_layers,
-                     check=lambda model: surgery.layout(model, "layers")),
+                     check=lambda model: surgery.layout(model, "layers"), supports=_has_layout("layers")),
     "int8": Method("int8", (), lambda entry: [{}], lambda p: "int8", _apply_int8,
-                   retrains=lambda p: False, unavailable=surgery.int8_unavailable),
+                   retrains=lambda p: False, unavailable=surgery.int8_unavailable, supports=_needs_linears),
 }
 
 
@@ -204,12 +232,15 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
         train.release_memory()
     record = {"score": score, "metrics": per_metric, "seed": seed, "device": device,
               "precision": train.resolve_precision(case.train.precision, device, warn=False),
-              **runner.example_counts(inputs), **(runner.train_fields(stats) if stats else _NOT_TRAINED),
+              **runner.example_counts(inputs), **(runner.train_fields(stats) if stats else _not_trained(case)),
               "eval_seconds": round(seconds, 3)}
     return record | _outcome(params, score, dense, reused, facts, _latency_ms(seconds, inputs))
 
 
-_NOT_TRAINED = {"train_seconds": 0.0, "steps": 0, "final_loss": None, "train_tokens": 0}
+def _not_trained(case: Case) -> dict[str, Any]:
+    """A post-training method's own record trains nothing; its dense model was trained with the case's method."""
+    return {"train_seconds": 0.0, "steps": 0, "final_loss": None, "train_tokens": 0,
+            "train_method": str(case.train.method), "trainable_params": 0, "total_params": None}
 
 
 def _outcome(params: dict[str, Any], score: float, dense: Dense, reused: bool, facts: dict[str, Any],

@@ -41,5 +41,6 @@ class OutOfMemoryAsFailure:
         raise TrainingError(
             f"out of memory ({reason[:200]}) at batch_size {config.batch_size}, "
             f"eval_batch_size {config.eval_batch_size}, max_length {config.max_length}; "
-            "lower 'batch_size' (or 'eval_batch_size') or 'max_length' under 'train:', or run on a larger device"
+            "lower 'batch_size' (or 'eval_batch_size') or 'max_length' under 'train:', train fewer weights "
+            "('method: lora' or 'method: head'), set 'gradient_checkpointing: true', or run on a larger device"
         ) from None

@@ -71,9 +71,26 @@ def load_tokenizer(ref: str, trust_remote_code: bool = False) -> Any:
     location = resolve_model(ref)
     try:
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise _load_error(ref, exc) from None
+    return _with_padding(tokenizer, ref)
+
+
+def _with_padding(tokenizer: Any, ref: str) -> Any:
+    """Decoder LMs (GPT-2, Llama) ship no pad token: pad with the end-of-sequence token, on the right.
+
+    Batches are padded on the right (``train.collate``) and the attention mask hides the padding, so a
+    decoder's real tokens never see it; its classifier pools the last token that is not the pad token
+    (``config.pad_token_id``, set to the same id in :func:`_template`).
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"model '{ref}': its tokenizer has neither a pad nor an end-of-sequence token, "
+                                 "so batches cannot be padded; save the tokenizer with a pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,6 +105,8 @@ def _template(ref: str, num_labels: int, trust_remote_code: bool) -> tuple[Any, 
                 location, num_labels=num_labels, output_loading_info=True, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise _load_error(ref, exc) from None
+    if model.config.pad_token_id is None:  # decoder classifiers pool the last token that is not padding
+        model.config.pad_token_id = load_tokenizer(ref, trust_remote_code).pad_token_id
     model.eval()
     return model, tuple(info.get("missing_keys", ()))
 
@@ -113,6 +132,37 @@ def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = 
             else:
                 param.zero_()
     return model
+
+
+ENCODER_DECODER_ADVICE = ("flexharness fine-tunes encoders and decoder-only LMs as classifiers; pick an encoder "
+                          "(BERT, RoBERTa, MiniLM) or a decoder LM (GPT-2, Llama, Qwen2, Mistral)")
+
+
+def architecture(ref: str) -> dict[str, Any] | None:
+    """The model's ``config.json`` (model type, encoder-decoder or not) without loading weights or torch;
+    None when it is not on this machine yet (a hub model not downloaded)."""
+    import json
+
+    try:
+        location = Path(resolve_model(ref))
+    except ModelLoadError:
+        return None
+    config = location / "config.json" if location.is_dir() else _cached_hub_config(ref)
+    try:
+        found = json.loads(Path(config).read_text(encoding="utf-8")) if config else None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _cached_hub_config(repo_id: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid hub id: loading it will say so
+        return None
+    return found if isinstance(found, str) else None
 
 
 def resolve_device(option: str) -> str:

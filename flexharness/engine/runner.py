@@ -144,4 +144,5 @@ def example_counts(inputs: Inputs) -> dict[str, Any]:
 
 def train_fields(stats: train.TrainStats) -> dict[str, Any]:
     return {"train_seconds": round(stats.seconds, 3), "steps": stats.steps, "final_loss": stats.final_loss,
-            "train_tokens": stats.train_tokens}
+            "train_tokens": stats.train_tokens, "train_method": stats.method,
+            "trainable_params": stats.trainable_params, "total_params": stats.total_params}

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from flexharness.engine import adapt
 from flexharness.engine.data import Encoded
 from flexharness.errors import TrainingError
 from flexharness.rules.metrics import predictions_from_outputs
@@ -41,6 +42,9 @@ class TrainStats:
     train_tokens: int
     final_loss: float
     precision: str = "fp32"
+    method: str = "full"
+    trainable_params: int = 0
+    total_params: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -208,6 +212,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     rng = np.random.default_rng(seed)
     model.to(device).train()
+    adapted = adapt.prepare(model, config, device)  # method: full, lora or head
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
     step, seen, start, loss_value = 0, 0, time.perf_counter(), float("nan")
@@ -235,7 +240,10 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
                 progress({"epoch": epoch + 1, "step": step, "loss": loss_value, "seconds": time.perf_counter() - start,
                           "epochs": config.epochs, "total_steps": steps_per_epoch * config.epochs, "examples": seen})
     loss_value = _checked_loss(pending, config) if pending else loss_value
-    return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value, precision)
+    adapt.finish(adapted)
+    return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value,
+                      precision=precision, method=adapted.method, trainable_params=adapted.trainable,
+                      total_params=adapted.total)
 
 
 def _checked_loss(pending: list[tuple[Any, int, int, float]], config: TrainConfig) -> float:
