@@ -8,6 +8,7 @@ pytest-xdist.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +17,12 @@ from flexharness.axes import AXES, RunContext, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError, Unavailable
 from flexharness.options import Options, options_of
 from flexharness.spec import Planned, Suite
-from flexharness.suite import expand
+from flexharness.resources import suite_relative
+from flexharness.suite import check_max_length, expand
+from flexharness.yamlio import Located, load_yaml
 
 RESULT_PROPERTY = "flex_result"  # a JSON string: readable in JUnit XML, parsed back by the controller
+SUITE_FILES = pytest.StashKey[dict[str, str]]()  # suite name -> the file that first used it in this run
 
 
 def suite_models(suite: Suite, options: Options) -> tuple[str, ...]:
@@ -26,6 +30,12 @@ def suite_models(suite: Suite, options: Options) -> tuple[str, ...]:
     models = options.models or ((suite.model,) if suite.model else ())
     if not models:
         raise SuiteError(suite.path, None, "model", "no model to evaluate: set 'model' in the suite or pass --model")
+    seen: dict[str, str] = {}
+    for model in models:  # --model is relative to the working directory
+        same = seen.setdefault(suite_relative(model, Path.cwd()), model)
+        if same != model or models.count(model) > 1:
+            raise SuiteError(suite.path, None, "model", f"--model names one model twice ('{same}' and '{model}'); "
+                                                        "its items would share ids and results: give it once")
     return models
 
 
@@ -34,6 +44,7 @@ def plan(path: Any, options: Options) -> tuple[Suite, list[Planned]]:
     models = suite_models(suite, options)
     for model in models:
         check_model(suite, model)
+    check_max_length(suite, models)
     return suite, expand(suite, models)
 
 
@@ -58,12 +69,24 @@ def check_model(suite: Suite, model: str) -> None:
             raise SuiteError(suite.path, case.line, f"{case.axis}/{case.name}", f"model '{model}': {complaint}")
 
 
+def claim_name(names: dict[str, str], suite: Suite) -> None:
+    """Refuse a suite whose name another file of the run already uses: their cases and gates would merge."""
+    first = names.setdefault(suite.name, str(suite.path))
+    if first != str(suite.path):
+        data = load_yaml(suite.path)
+        line = data.line_of("suite") if isinstance(data, Located) else None
+        raise SuiteError(suite.path, line, "suite", f"the name '{suite.name}' is already used by {first} in this "
+                                                    "run; their cases would be aggregated and gated as one suite: "
+                                                    "give each suite file its own name")
+
+
 class SuiteFile(pytest.File):
     """A ``*.flex.yaml`` file; invalid suites become a one-paragraph collection error."""
 
     def collect(self):
         try:
             suite, planned = plan(self.path, options_of(self.config))
+            claim_name(self.config.stash.setdefault(SUITE_FILES, {}), suite)
             check_suite(suite, getattr(self.config, "cache", None))
         except SuiteError as exc:
             raise self.CollectError(str(exc)) from None

@@ -6,7 +6,8 @@ must say where the problem is and what to do about it.
 
 from __future__ import annotations
 
-from typing import Iterator
+import reprlib
+from typing import Any, Iterator
 
 
 class FlexError(Exception):
@@ -69,3 +70,30 @@ def first_line(exc: BaseException, fallback: str) -> str:
 
 class Unavailable(FlexError):
     """This device or installation cannot run the item at all (the pytest side reports a skip)."""
+
+
+class _Bounded(reprlib.Repr):
+    """reprlib's size limits, also for dict and list subclasses (reprlib would fall back to the full repr)."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, dict) and type(x) is not dict:
+            return self.repr_dict(x, level)
+        if isinstance(x, list) and type(x) is not list:
+            return self.repr_list(x, level)
+        return super().repr1(x, level)
+
+
+_BOUNDED = _Bounded()
+_BOUNDED.maxstring = _BOUNDED.maxother = 80
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxdict = _BOUNDED.maxset = 5
+_BOUNDED.maxlevel = 2
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """A repr for error messages: at most ``limit`` characters, and never built in full first.
+
+    A suite's values may be huge (an aliased list, a long string); a message must
+    neither flood the terminal nor spend seconds and gigabytes building the text.
+    """
+    text = _BOUNDED.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -175,8 +175,9 @@ def _seeds(text: Any) -> tuple[int, ...] | None:
         seeds = tuple(int(part) for part in str(text).split(",") if part.strip())
     except ValueError:
         seeds = ()
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise pytest.UsageError(f"--flex-seeds: expected distinct non-negative integers like 0,1,2, got {text!r}")
+    if not seeds or any(not 0 <= s < 2 ** 32 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise pytest.UsageError(f"--flex-seeds: expected distinct integers from 0 to 2**32 - 1 (numpy's seeding "
+                                f"limit) like 0,1,2, got {str(text)[:80]!r}")
     return seeds
 
 

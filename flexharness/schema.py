@@ -10,7 +10,7 @@ import difflib
 import math
 from typing import Any, Callable, Iterable
 
-from flexharness.errors import SuiteError
+from flexharness.errors import SuiteError, short_repr
 from flexharness.yamlio import Located
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false",
@@ -125,7 +125,7 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {short_repr(value)}"
 
 
 def positive(value: float) -> str | None:

@@ -15,17 +15,18 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from flexharness.errors import SuiteError
+from flexharness.errors import SuiteError, short_repr
 from flexharness.names import model_label
-from flexharness.resources import path_problem
+from flexharness.resources import path_problem, position_limit, resolve_path, suite_relative
 from flexharness.rules.metrics import METRICS
 from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
                                 positive)
 from flexharness.spec import FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, Suite, TrainConfig
-from flexharness.yamlio import load_yaml
+from flexharness.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "gates")
 GATE_KEYS = ("case_min", "cases", "regression")   # besides one section per axis
+SEED_LIMIT = 2 ** 32
 
 
 _TRAIN_CHECKS = {
@@ -79,7 +80,7 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     top.only((*COMMON_KEYS, *(axis.key for axis in axes)))
     name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
     defaults = read_train(top.child("train"), TrainConfig())
-    datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub else spec
+    datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub and not local_hub(spec) else spec
                 for key, spec in _datasets(top.child("datasets"), path.parent).items()}
     if not any(top.raw(axis.key) for axis in axes):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
@@ -90,8 +91,21 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
-        model=top.typed("model", str), cases=cases, gates=_gates(top.child("gates"), cases, axes),
+        model=_model(top, path.parent), cases=cases, gates=_gates(top.child("gates"), cases, axes),
     )
+
+
+def _model(top: Reader, base_dir: Path) -> str | None:
+    """The suite's ``model``: a local folder is found next to the suite file, like its data."""
+    model = top.typed("model", str, check=lambda v: None if v.strip() else "must not be empty")
+    return suite_relative(model, base_dir) if model is not None else None
+
+
+def local_hub(spec: DatasetSpec) -> str | None:
+    """The folder a ``hub: {path: ...}`` names next to the suite file, or None for a hub id."""
+    path = dict(spec.hub)["path"]
+    found = suite_relative(path, Path(spec.base_dir))
+    return found if found != path or Path(path).expanduser().is_absolute() else None
 
 
 def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
@@ -110,6 +124,8 @@ def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
             raise reader.error("seeds", "expected a non-empty list of non-negative integers, e.g. [0, 1, 2]")
         if len(set(seeds)) != len(seeds):
             raise reader.error("seeds", "seeds must be distinct")
+        if max(seeds) >= SEED_LIMIT:
+            raise reader.error("seeds", f"seeds must be below 2**32 = {SEED_LIMIT} (numpy's seeding limit)")
         values["seeds"] = tuple(seeds)
     if reader.has("method"):
         values["method"] = _methods(reader)
@@ -225,7 +241,20 @@ def _files(reader: Reader, base_dir: Path) -> tuple[tuple[str, str], ...]:
             raise reader.error(split, "expected a file path (relative to the suite file) or pkg://PACKAGE/PATH")
         _check_exists(reader, split, ref, base_dir)
         result.append((split, ref))
+    _check_distinct_files(reader, result, base_dir)
     return tuple(result)
+
+
+def _check_distinct_files(reader: Reader, files: list[tuple[str, str]], base_dir: Path) -> None:
+    """One file under two splits (through any spelling or symlink) would score a model on its training data."""
+    seen: dict[Path, str] = {}
+    for split, ref in files:
+        real = resolve_path(ref, base_dir).resolve()
+        if real in seen:
+            raise reader.error(split, f"the same file as split '{seen[real]}' ({real}): a model scored on the rows "
+                                      "it was trained on says nothing about flexibility; give each split its own "
+                                      "file, or drop the evaluation split to hold out 'eval_fraction'")
+        seen[real] = split
 
 
 def _check_exists(reader: Reader, key: str, ref: str, base_dir: Path, folder: bool = False) -> None:
@@ -268,7 +297,7 @@ def read_filters(reader: Reader) -> tuple[Filter, ...]:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise sub.error("matches", f"invalid regular expression {pattern!r}: {exc}") from None
+                raise sub.error("matches", f"invalid regular expression {short_repr(pattern)}: {exc}") from None
             filters.append(Filter(column, matches=pattern, key=reader.key(column), line=reader.line_of(column)))
         else:
             values = rule if isinstance(rule, list) else [rule]
@@ -353,6 +382,38 @@ def _check_one_direction(reader: Reader, axis: str, cases: tuple[Case, ...]) -> 
 
 def _apply_overrides(case: Case, overrides: Mapping[str, Any]) -> Case:
     return replace(case, train=replace(case.train, **overrides)) if overrides else case
+
+
+def check_max_length(suite: Suite, models: Sequence[str]) -> None:
+    """A ``max_length`` written in the suite must fit every local model's position table (read from config.json).
+
+    The default (128) is not checked: the engine truncates to the model's limit. Hub models are
+    checked by nothing here (collection reads no network).
+    """
+    limits = {model: limit for model in models if (limit := position_limit(model)) is not None}
+    if not limits or all(case.train.max_length <= min(limits.values()) for case in suite.cases):
+        return
+    model, limit = min(limits.items(), key=lambda item: item[1])
+    for key, line, value in _written(load_yaml(suite.path), "", "max_length"):
+        if isinstance(value, int) and value > limit:
+            raise SuiteError(suite.path, line, key, f"{value} tokens are more than model {model_label(model)} "
+                                                    f"takes ({limit} positions, from its config.json); "
+                                                    f"use {limit} or less")
+
+
+def _written(data: Any, prefix: str, name: str) -> list[tuple[str, int, Any]]:
+    """(dotted key, line, value) of every ``name`` key in a loaded YAML tree, in document order."""
+    found = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{prefix}.{key}" if prefix else key
+            if key == name:
+                found.append((dotted, data.line_of(key) if isinstance(data, Located) else 0, value))
+            found += _written(value, dotted, name)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found += _written(value, f"{prefix}[{i}]", name)
+    return found
 
 
 def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:

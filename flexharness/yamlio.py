@@ -4,6 +4,14 @@ Suite errors must name a line, so mappings are loaded as :class:`Located`
 dicts carrying the line of each key. Only the safe loader is used: Python
 object tags are rejected, and duplicate keys are an error rather than a
 silent overwrite.
+
+Two YAML 1.1 traps are closed here. Aliases can multiply a few lines into
+billions of values ("billion laughs"): the expanded size is counted on the
+node graph before anything is built, and a suite beyond :data:`MAX_VALUES` is
+refused. And YAML 1.1 reads plain ``yes``/``no``/``on``/``off``/``y``/``n`` as
+booleans: under the keys of :data:`AS_WRITTEN` (filter values, label names)
+and as mapping keys they are read as the strings written (``no`` stays the
+country code ``no``); ``true`` and ``false`` stay booleans everywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +21,10 @@ from typing import Any
 
 import yaml
 
-from flexharness.errors import SuiteError, first_line
+from flexharness.errors import SuiteError, first_line, short_repr
+
+MAX_VALUES = 100_000   # values of the fully expanded document; a large real suite has a few thousand
+AS_WRITTEN = ("where", "label_names")
 
 
 class Located(dict):
@@ -34,6 +45,7 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader whose mappings are :class:`Located` and reject duplicate keys."""
 
     path = "<suite>"
+    as_written = 0   # > 0 while building a value under a key of AS_WRITTEN
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Located:
@@ -48,19 +60,59 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Located:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if not isinstance(key, (str, int, float, bool)):
-            raise SuiteError(loader.path, line, None, f"mapping keys must be plain scalars, got {key!r}")
-        key = str(key)
+            raise SuiteError(loader.path, line, None, f"mapping keys must be plain scalars, got {short_repr(key)}")
+        key = key_node.value if isinstance(key, bool) else str(key)  # a key named 'no' or 'on' is that name
         if position >= first_explicit:
             if key in explicit_keys:
                 raise SuiteError(loader.path, line, key,
                                  f"duplicate key (first defined on line {mapping.key_lines[key]}); remove one of them")
             explicit_keys.add(key)
-        mapping[key] = loader.construct_object(value_node, deep=True)
+        loader.as_written += key in AS_WRITTEN
+        try:
+            mapping[key] = loader.construct_object(value_node, deep=True)
+        finally:
+            loader.as_written -= key in AS_WRITTEN
         mapping.key_lines[key] = line
     return mapping
 
 
+def _construct_bool(loader: _LineLoader, node: yaml.ScalarNode) -> bool | str:
+    """``yes``/``no``/``on``/``off``/``y``/``n`` as written where a string is meant; ``true``/``false`` stay bools."""
+    if loader.as_written and node.style is None and node.value.lower() not in ("true", "false"):
+        return node.value
+    return loader.construct_yaml_bool(node)
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+
+
+def _check_size(node: yaml.Node, path: str) -> None:
+    """Refuse a document whose aliases expand to more than MAX_VALUES values, or that contains itself."""
+    sizes: dict[int, int] = {}
+
+    def size(current: yaml.Node, open_nodes: frozenset[int]) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise SuiteError(path, current.start_mark.line + 1, None,
+                             "an alias refers to a value that contains it; a suite must be a finite tree of values")
+        inner = open_nodes | {key}
+        if isinstance(current, yaml.SequenceNode):
+            total = 1 + sum(size(child, inner) for child in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            total = 1 + sum(size(k, inner) + size(v, inner) for k, v in current.value)
+        else:
+            total = 1
+        if total > MAX_VALUES:
+            raise SuiteError(path, current.start_mark.line + 1, None,
+                             f"the YAML expands to more than {MAX_VALUES} values through its aliases ('*name'); "
+                             "a suite is small plain data: write the values out or nest fewer aliases")
+        sizes[key] = total
+        return total
+
+    size(node, frozenset())
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -83,7 +135,11 @@ def loads_yaml(text: str, path: str) -> Any:
     try:
         loader = _LineLoader(text)  # the reader already rejects control characters here
         loader.path = path
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, path)
+        return loader.construct_document(node)
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         tag = f" ({exc.problem})" if exc.problem else ""

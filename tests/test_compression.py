@@ -215,8 +215,10 @@ def test_section_expands_one_case_per_sparsity(tmp_path: Path, toy_csv: Path) ->
 
 def test_compression_scores_the_first_of_several_eval_splits(tmp_path: Path, toy_csv: Path) -> None:
     path = tmp_path / "s.flex.yaml"
-    path.write_text(f"suite: s\nmodel: m\ndatasets:\n  reviews:\n    files: {{train: {toy_csv}, a: {toy_csv}, "
-                    f"b: {toy_csv}}}\n    eval_split: [a, b]\ntasks:\n  - {{name: polarity, dataset: reviews, "
+    for split in "ab":  # a file of its own per split: one file under two splits is refused
+        (tmp_path / f"{split}.csv").write_bytes(toy_csv.read_bytes())
+    path.write_text(f"suite: s\nmodel: m\ndatasets:\n  reviews:\n    files: {{train: {toy_csv}, a: a.csv, "
+                    f"b: b.csv}}\n    eval_split: [a, b]\ntasks:\n  - {{name: polarity, dataset: reviews, "
                     "metric: accuracy}\ncompression:\n  task: polarity\n  methods: [{method: int8}]\n")
     task, case = load_suite(path).cases
     assert task.scored_names == ("polarity:a", "polarity:b")

@@ -68,7 +68,7 @@ def test_save_to_disk_folder_with_class_label_names(tmp_path: Path) -> None:
 
 def test_hub_id_read_from_a_local_mirror(tmp_path: Path) -> None:
     pairs = datasets.DatasetDict({
-        split: datasets.Dataset.from_list([{"sentence1": r["text"], "sentence2": "the plot", "label": i % 2}
+        split: datasets.Dataset.from_list([{"sentence1": r["text"], "sentence2": f"plot {split}", "label": i % 2}
                                            for i, r in enumerate(ROWS)])
         for split in ("train", "validation_matched", "validation_mismatched")
     })
@@ -104,7 +104,7 @@ def test_unreachable_hub_dataset_says_how_to_work_offline(monkeypatch: pytest.Mo
 def test_eval_labels_never_seen_in_training_are_an_error(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", ROWS)
     write_csv(tmp_path / "eval.csv", [{"text": "odd", "label": "sarcastic", "score": 0.5}])
-    with pytest.raises(DataError, match=r"labels \['sarcastic'\] never appear in training"):
+    with pytest.raises(DataError, match=r"1 label value \(1 rows\) never appear in training, which has 2 labels"):
         data.prepare(spec(tmp_path, files=(("train", "train.csv"), ("eval", "eval.csv"))), (), "classification",
                      None, None)
 

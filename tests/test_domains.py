@@ -112,7 +112,8 @@ def test_labels_missing_from_a_source_make_the_gap_gate_incomplete(
     pytester.makefile(".flex.yaml", toy=text)
     result = pytester.runpytest("--flex-json=out.json")
     result.assert_outcomes(passed=1, failed=2)
-    result.stdout.fnmatch_lines(["*domains/two*domain 'three' has labels [[]'neutral'] that domain 'two' never shows*",
+    result.stdout.fnmatch_lines(["*domains/two*domain 'three' has 1 label value that domain 'two' never shows in "
+                                 "training (it has 2 labels)*",
                                  "*transfer_gap.max*incomplete: 2 of 4 transfer scores are missing*"])
     doc = json.loads((pytester.path / "out.json").read_text())
     scores = {(e["source"], e["target"]): e["score"] for e in doc["transfer"]}
@@ -203,8 +204,8 @@ def test_schema_errors_name_file_line_and_key(suite_text, tmp_path: Path, sectio
 
 
 def test_a_domain_is_scored_on_one_evaluation_split(suite_text, tmp_path: Path) -> None:
-    rows = write_csv(tmp_path / "rows.csv", sentiment_rows(20))
-    both = f"  both:\n    files: {{train: {rows}, x: {rows}, y: {rows}}}\n    eval_split: [x, y]\n"
+    rows, x, y = (write_csv(tmp_path / f"{name}.csv", sentiment_rows(20, seed=i)) for i, name in enumerate("rxy"))
+    both = f"  both:\n    files: {{train: {rows}, x: {x}, y: {y}}}\n    eval_split: [x, y]\n"
     section = "domains:\n  dataset: reviews\n  metric: accuracy\n  members:\n    a: {dataset: both}\n"
     path = tmp_path / "toy.flex.yaml"
     path.write_text(suite_text(section).replace("datasets:\n", "datasets:\n" + both, 1))

@@ -186,14 +186,24 @@ def _labels_file(directory: Path) -> Path:
 # (id, replacements in BASE, expected "line: key: message" after "bad.flex.yaml:"); found once data is read
 DATA_ERRORS = [
     ("missing-text-column", [("    label: label", "    label: label\n    text: body")],
-     "8: datasets.reviews.text: split 'train' has no column 'body'; its columns are: label, score, text"),
+     "8: datasets.reviews.text: split 'train' has no column 'body' (3 columns, none of that name); "
+     "name a column the data has"),
+    ("column-differs-in-case", [("    label: label", "    label: label\n    text: Text")],
+     "8: datasets.reviews.text: split 'train' has no column 'Text' (3 columns, none of that name; one differs "
+     "from it only in case or spaces); name a column the data has"),
     ("missing-label-column", [("    label: label", "    label: sentiment")],
-     "7: datasets.reviews.label: split 'train' has no column 'sentiment'; its columns are: label, score, text"),
+     "7: datasets.reviews.label: split 'train' has no column 'sentiment' (3 columns, none of that name); *"),
     ("missing-where-column", [("    metric: accuracy", "    metric: accuracy\n    where: {topic: [car]}")],
-     "12: tasks[[]0].where.topic: split 'train' has no column 'topic'; its columns are: label, score, text"),
+     "12: tasks[[]0].where.topic: split 'train' has no column 'topic' (3 columns, none of that name); *"),
     ("unseen-eval-labels", [("{train: {csv}}", "{train: {csv}, eval: {eval}}")],
-     "7: datasets.reviews.label: split 'eval': labels [[]'neutral'] never appear in training (known: "
-     "[[]'negative', 'positive']); filter them out with 'where' or list every label in 'label_names'"),
+     "7: datasets.reviews.label: split 'eval': 1 label value (1 rows) never appear in training, which has 2 "
+     "labels; filter them out with 'where' or list every label in 'label_names'"),
+    ("mixed-label-kinds", [("{train: {csv}}", "{train: mixed.csv}")],
+     "7: datasets.reviews.label: split 'train': label column 'label' of dataset 'reviews' mixes kinds of labels "
+     "(20 numeric, 20 text); they would count as different classes: write every label the same way"),
+    ("eval-copies-train", [("{train: {csv}}", "{train: {csv}, eval: copy.csv}")],
+     "5: datasets.reviews: dataset 'reviews': 400 of 400 rows of the evaluation split 'eval' (100%) are exact "
+     "copies of training rows, more than the 20% allowed; *"),
     ("empty-after-filtering", [("    metric: accuracy", "    metric: accuracy\n    where: {label: [neutral]}")],
      "12: tasks[[]0].where.label: only 0 training examples after filtering (need at least 2); "
      "loosen 'where' or add data"),
@@ -217,6 +227,9 @@ def test_data_error_fails_its_item_naming_file_line_key(
     (pytester.path / "latin.csv").write_bytes("text,label\ncaf\xe9 good,positive\nbad,negative\n".encode("latin-1"))
     (pytester.path / "garbage.parquet").write_bytes(b"this is not parquet at all")
     write_csv(pytester.path / "three.csv", sentiment_rows(30, labels=("positive", "negative", "neutral")))
+    write_csv(pytester.path / "mixed.csv", [{**row, "label": i % 2 if i < 20 else row["label"]}
+                                            for i, row in enumerate(sentiment_rows(40))])
+    (pytester.path / "copy.csv").write_bytes(toy_csv.read_bytes())
     text = BASE.format(model=tiny_model, csv=toy_csv)
     for old, new in edits:
         old = old.replace("{csv}", str(toy_csv))

@@ -263,10 +263,10 @@ def _relabel(other: Any, names: tuple[str, ...] | None, source: str, target: str
     if names is None or other.label_names == names:
         return other.eval.labels
     index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({other.label_names[i] for i in np.unique(other.eval.labels)} - set(index))
-    if unknown:
-        raise DataError(f"domain '{target}' has labels {unknown} that domain '{source}' never shows in training "
-                        f"(known: {list(names)}); set 'label_names' on the datasets so that all domains share "
-                        "one label list")
+    unknown = {other.label_names[i] for i in np.unique(other.eval.labels)} - set(index)
+    if unknown:  # counts only: label values come from the data (docs/security.md)
+        raise DataError(f"domain '{target}' has {len(unknown)} label value{'s' if len(unknown) > 1 else ''} that "
+                        f"domain '{source}' never shows in training (it has {len(names)} labels); set "
+                        "'label_names' on the datasets so that all domains share one label list")
     mapping = np.asarray([index.get(n, -1) for n in other.label_names], dtype=np.int64)
     return mapping[other.eval.labels]

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from flexharness.engine import hub
-from flexharness.errors import DataError, causes, first_line
+from flexharness.errors import DataError, causes, first_line, short_repr
 from flexharness.rules.metrics import REGRESSION
 from flexharness.resources import resolve_path
-from flexharness.schema import did_you_mean
 from flexharness.spec import FILE_FORMATS, DatasetSpec, Filter
+from flexharness.suite import local_hub
 
 DATA_SEED = 0  # fixed: subsampling and hold-out never depend on the training seed
 EVAL_SPLIT_NAMES = ("eval", "validation", "dev", "test")
+MAX_EVAL_OVERLAP = 0.2   # share of evaluation rows that may be exact copies of training rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +75,7 @@ def load_source(spec: DatasetSpec) -> Any:
             local = _mirrored(spec)
             if local is not None:
                 return datasets.load_from_disk(str(local))
-            return datasets.load_dataset(source["path"], source.get("name"), revision=source.get("revision"))
+            return datasets.load_dataset(_hub_path(spec), source.get("name"), revision=source.get("revision"))
         return _load_files(spec)
     except DataError:
         raise
@@ -97,6 +98,17 @@ def mirror_path(spec: DatasetSpec) -> Path | None:
 def _mirrored(spec: DatasetSpec) -> Path | None:
     path = mirror_path(spec)
     return path if path is not None and path.is_dir() else None
+
+
+def _hub_path(spec: DatasetSpec) -> str:
+    """A folder next to the suite file, or a hub id that no folder of the working directory can shadow."""
+    path = dict(spec.hub)["path"]
+    folder = local_hub(spec)
+    if folder is None and Path(path).exists():
+        raise DataError(f"'{path}' is no folder next to the suite file, so it names a hub dataset, but the working "
+                        "directory holds a folder of that name, which datasets would read instead; run from another "
+                        "folder, or write the path relative to the suite file", *spec.locate("hub"))
+    return folder or path
 
 
 def _load_files(spec: DatasetSpec) -> Any:
@@ -129,7 +141,7 @@ def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
     if isinstance(cause, UnicodeDecodeError) or "invalid utf8" in reason.lower().replace("-", ""):
         return (f"cannot decode the data as {spec.encoding or 'utf-8'} ({reason}); "
                 "set 'encoding' to the files' encoding, e.g. 'encoding: latin-1'")
-    return (f"cannot read the data: {type(cause).__name__}: {reason}; "
+    return (f"cannot read the data: {type(cause).__name__}: {short_repr(reason, 160)[1:-1]}; "
             f"check that the files are valid {spec.format or 'CSV, JSON or Parquet'}")
 
 
@@ -152,6 +164,7 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     if not evals:
         train, held_out = _hold_out(train, spec.eval_fraction, kind)
         evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
+    _check_overlap(spec, train, evals)
     train = _subsample(train, max_train, kind)
     evals = [(name, _subsample(examples, max_eval, kind)) for name, examples in evals]
     for name, examples in evals:
@@ -203,12 +216,22 @@ def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: 
     needs = [(c, spec.locate("text")) for c in spec.text] + [(spec.label, spec.locate("label"))]
     for needed, location in needs + [(f.column, (spec.origin, f.line, f.key)) for f in where]:
         if needed not in columns:
-            raise DataError(f"split '{split_name}' has no column '{needed}'{did_you_mean(needed, columns)}; "
-                            f"its columns are: {', '.join(sorted(columns))}", *location)
+            raise DataError(f"split '{split_name}' has no column '{needed}' ({len(columns)} columns, none of "
+                            f"that name{_case_hint(needed, columns)}); name a column the data has", *location)
     table = split.select_columns(sorted({*spec.text, spec.label, *(f.column for f in where)})).to_dict()
     keep = [i for i in range(len(table[spec.label])) if _kept(table, i, spec, where)]
     texts = tuple(tuple(str(table[c][i]) for i in keep) for c in spec.text)
     return texts, [table[spec.label][i] for i in keep]
+
+
+def _case_hint(needed: str, columns: set[str]) -> str:
+    """A hint that names no column the suite did not write: only that one differs in case or spaces.
+
+    Column names come from the file (for a CSV, its first line), and messages never show a file's
+    contents (docs/security.md).
+    """
+    return "; one differs from it only in case or spaces" if any(
+        c.strip().lower() == needed.strip().lower() for c in columns) else ""
 
 
 def _kept(table: dict, i: int, spec: DatasetSpec, where: tuple[Filter, ...]) -> bool:
@@ -245,6 +268,7 @@ def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
         return None, to_float
     feature = split.features.get(spec.label)
     class_names = getattr(feature, "names", None)
+    train_kind = None if class_names else _check_label_kinds(spec, train_labels, spec.train_split, None)
     if spec.label_names:
         names = spec.label_names
     elif class_names:
@@ -254,15 +278,57 @@ def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
     index = {name: i for i, name in enumerate(names)}
 
     def to_ids(raw: list, split_name: str) -> np.ndarray:
+        if not class_names:
+            _check_label_kinds(spec, raw, split_name, train_kind)
         keys = [class_names[v] if class_names and isinstance(v, int) and 0 <= v < len(class_names) else str(v)
                 for v in raw]
-        unknown = sorted({k for k in keys if k not in index})
+        unknown = {k for k in keys if k not in index}
         if unknown:
-            raise DataError(f"split '{split_name}': labels {unknown[:5]} never appear in training (known: "
-                            f"{list(names)}); filter them out with 'where' or list every label in 'label_names'",
-                            *spec.locate("label"))
+            rows = sum(1 for k in keys if k in unknown)
+            raise DataError(f"split '{split_name}': {len(unknown)} label value{'s' if len(unknown) > 1 else ''} "
+                            f"({rows} rows) never appear in training, which has {len(names)} labels; filter "
+                            "them out with 'where' or list every label in 'label_names'", *spec.locate("label"))
         return np.asarray([index[k] for k in keys], dtype=np.int64)
     return names, to_ids
+
+
+def _label_kind(value: Any) -> str:
+    """A CSV column holding ``0`` and ``negative`` is all strings: ``'0'`` still counts as numeric."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "numeric"
+    if not isinstance(value, str):
+        return "other"
+    try:
+        float(value)
+    except ValueError:
+        return "text"
+    return "numeric"
+
+
+def _check_label_kinds(spec: DatasetSpec, raw: list, split_name: str, expected: str | None) -> str | None:
+    """One kind of label per dataset: ``0``/``1`` beside ``negative``/``positive`` would be four classes.
+
+    The message gives counts per kind, never the values (docs/security.md).
+    """
+    counts: dict[str, int] = {}
+    for value in raw:
+        kind = _label_kind(value)
+        counts[kind] = counts.get(kind, 0) + 1
+    found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    column = f"label column '{spec.label}' of dataset '{spec.name}'"
+    if "other" in counts:
+        raise DataError(f"split '{split_name}': {column} holds values that are not labels ({found}); a label is "
+                        "one text, number or true/false per row", *spec.locate("label"))
+    if len(counts) > 1:
+        raise DataError(f"split '{split_name}': {column} mixes kinds of labels ({found}); they would count as "
+                        "different classes: write every label the same way", *spec.locate("label"))
+    kind = next(iter(counts), None)
+    if expected and kind and kind != expected:
+        raise DataError(f"split '{split_name}': {column} holds {found} labels where training holds {expected} "
+                        "ones; write every label the same way in all splits", *spec.locate("label"))
+    return kind
 
 
 def _sort_key(value: Any) -> tuple:
@@ -300,6 +366,22 @@ def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples,
     return examples.take(np.flatnonzero(train_mask)), examples.take(eval_idx)
 
 
+def _check_overlap(spec: DatasetSpec, train: Examples, evals: list[tuple[str, Examples]]) -> None:
+    """Refuse an evaluation split that repeats the training rows: its score would measure memory, not transfer.
+
+    Exact copies (every text column and the label) are counted against the whole training split
+    before subsampling; natural duplicates (retweets, boilerplate) stay well below the limit.
+    """
+    seen = {row for row in zip(*train.texts, train.labels.tolist())}
+    for name, examples in evals:
+        copies = sum(row in seen for row in zip(*examples.texts, examples.labels.tolist()))
+        if len(examples) and copies / len(examples) > MAX_EVAL_OVERLAP:
+            raise DataError(f"dataset '{spec.name}': {copies} of {len(examples)} rows of the evaluation split "
+                            f"'{name}' ({copies / len(examples):.0%}) are exact copies of training rows, more than "
+                            f"the {MAX_EVAL_OVERLAP:.0%} allowed; a score on training data says nothing about "
+                            "flexibility: evaluate on rows the model is not trained on", *spec.locate())
+
+
 def _check_sizes(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, evaluation: Examples,
                  names: tuple[str, ...] | None, eval_name: str) -> None:
     """A case needs at least as many training rows as labels (two at least) and one eval row."""
@@ -313,8 +395,7 @@ def _check_sizes(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, 
         raise DataError(f"the evaluation split '{eval_name}' is empty after filtering; loosen 'where', "
                         "raise 'eval_fraction' or name an 'eval_split'", *location)
     if names and len(np.unique(train.labels)) < 2:
-        raise DataError(f"training holds a single label ({names[int(train.labels[0])]!r}); a classifier needs "
-                        "at least two: loosen 'where'", *location)
+        raise DataError("training holds a single label; a classifier needs at least two: loosen 'where'", *location)
 
 
 @dataclass(frozen=True, eq=False)

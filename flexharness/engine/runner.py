@@ -19,13 +19,19 @@ from flexharness.engine import models, train
 from flexharness.rules import curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
+from flexharness.resources import position_limit
 from flexharness.spec import Case
 
 
 @functools.lru_cache(maxsize=16)
 def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool):
-    """Tokenize a prepared dataset once per (data, tokenizer, max length), shared by seeds and cases."""
+    """Tokenize a prepared dataset once per (data, tokenizer, max length), shared by seeds and cases.
+
+    Never longer than a local model's position table: the default ``max_length`` may exceed a small
+    model's (a written one that does is refused at collection).
+    """
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
+    max_length = min(max_length, position_limit(models.resolve_model(model_ref)) or max_length)
     return (data_mod.encode(case_data.train, tokenizer, max_length),
             tuple((name, data_mod.encode(examples, tokenizer, max_length)) for name, examples in case_data.evals))
 
