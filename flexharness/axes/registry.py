@@ -19,6 +19,7 @@ BUILT_IN = {
     "tasks": "flexharness.axes.tasks:TasksAxis",
     "domains": "flexharness.axes.domains:DomainsAxis",
     "compression": "flexharness.axes.compression:CompressionAxis",
+    "fusion": "flexharness.axes.fusion:FusionAxis",
 }
 
 
