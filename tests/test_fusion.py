@@ -87,7 +87,7 @@ def test_ensemble_soups_gain_gate_and_a_fully_cached_rerun(pytester: pytest.Pyte
 
 def test_a_soup_or_ensemble_of_one_run_is_that_run(pytester: pytest.Pytester, suite_text) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(fusion(runs="[4]"), TRAIN))
-    pytester.runpytest("--flex-json=out.json").assert_outcomes(passed=4)
+    pytester.runpytest("-m", "fusion", "--flex-json=out.json").assert_outcomes(passed=3)
     fused = _fused(_doc(pytester, "out.json"))
     single = fused["ensemble"]["single_scores"]["4"]
     assert {m: (c["score"], c["gain"], c["used"]) for m, c in fused.items()} == {
@@ -105,8 +105,9 @@ def test_average_of_identical_weights_is_the_same_model(tiny_model: Path) -> Non
 
 def test_xdist_and_no_cache_dir_give_the_plain_run(pytester: pytest.Pytester, suite_text) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(fusion(methods="[ensemble, uniform_soup]", runs="2"), TRAIN))
-    pytester.runpytest("--flex-json=plain.json").assert_outcomes(passed=3)
-    pytester.runpytest("-n", "2", "-p", "no:cacheprovider", "--flex-json=xdist.json").assert_outcomes(passed=3)
+    pytester.runpytest("-m", "fusion", "--flex-json=plain.json").assert_outcomes(passed=2)
+    pytester.runpytest("-m", "fusion", "-n", "2", "-p", "no:cacheprovider", "--flex-json=xdist.json").assert_outcomes(
+        passed=2)
     plain, xdist = (_fused(_doc(pytester, name)) for name in ("plain.json", "xdist.json"))
     assert {m: c["score"] for m, c in plain.items()} == {m: c["score"] for m, c in xdist.items()}
     assert not any(c["cached"] for c in xdist.values())
@@ -114,13 +115,13 @@ def test_xdist_and_no_cache_dir_give_the_plain_run(pytester: pytest.Pytester, su
 
 def test_deleted_weights_make_the_soup_train_its_runs_again(pytester: pytest.Pytester, suite_text) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(fusion(methods="[ensemble, uniform_soup]", runs="2"), TRAIN))
-    pytester.runpytest("--flex-json=first.json").assert_outcomes(passed=3)
+    pytester.runpytest("-m", "fusion", "--flex-json=first.json").assert_outcomes(passed=2)
     cache = pytester.path / ".pytest_cache" / "d"
     shutil.rmtree(cache / "flexharness-weights")
     for path in (cache / "flexharness-results").glob("*.json"):  # forget the fusion items, keep their runs
         if "seeds0-1]" in json.loads(path.read_text())["nodeid"]:
             path.unlink()
-    pytester.runpytest("--flex-json=second.json").assert_outcomes(passed=3)
+    pytester.runpytest("-m", "fusion", "--flex-json=second.json").assert_outcomes(passed=2)
     first, second = (_fused(_doc(pytester, n)) for n in ("first.json", "second.json"))
     assert second["uniform_soup"]["trained_runs"] + second["ensemble"]["trained_runs"] == [0, 1]
     assert second["uniform_soup"]["score"] == first["uniform_soup"]["score"]

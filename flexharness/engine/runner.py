@@ -49,8 +49,9 @@ def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False,
                 prepared: data_mod.Prepared | None = None) -> Inputs:
     """The case's data tokenized for one model; ``prepared`` replaces the case's own rows (fusion's ingredients)."""
     config = case.train
-    prepared = prepared or data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
-                                            config.max_eval_samples)
+    prepared = prepared if prepared is not None else data_mod.prepare(
+        case.dataset, case.where, case.kind, config.max_train_samples,
+        config.max_eval_samples)
     complaint = metrics.unfit(case.metrics, prepared.num_labels)
     if complaint:
         raise DataError(complaint, case.dataset.origin, case.line, "metric")

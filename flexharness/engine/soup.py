@@ -166,6 +166,10 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
     inputs = runner.case_inputs(case, model_ref, trust_remote_code, ingredient_data(case, fraction))
     device = models.resolve_device(device_option)
     states = {i.seed: load_weights(i.weights) for i in ingredients}
+    damaged = [str(i.weights) for i in ingredients if states[i.seed] is None]
+    if damaged:
+        raise DataError(f"cannot read the weights of {len(damaged)} run(s) ({damaged[0]}); delete them, or run "
+                        "with --cache-clear, and they are trained again")
     model = models.fresh_model(model_ref, inputs.prepared.num_labels, 0, trust_remote_code)
     try:
         def held_out_score(seeds: Sequence[int]) -> float:
