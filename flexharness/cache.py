@@ -33,6 +33,7 @@ from flexharness.spec import Case, DatasetSpec, Planned
 
 RESULTS_DIR = "flexharness-results"
 OUTPUTS_DIR = "flexharness-outputs"
+WEIGHTS_DIR = "flexharness-weights"    # fine-tuned weights kept for model soups (fusion axis)
 OUTPUTS_INPUT = "flex_outputs_dir"     # xdist workerinput key: the run's outputs folder without a cache
 OUTPUTS_KEY = pytest.StashKey[Path]()
 # Train fields added after the first release, with their defaults: a field that holds its default is left out of
@@ -251,3 +252,33 @@ def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device:
     if store and key:
         store.put(key, nodeid, record)
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemStore:
+    """Where an item keeps records it makes for itself (the fusion axis's ingredient runs): each by its own
+    result-cache key, its per-example outputs beside it, its weights in ``flexharness-weights``.
+
+    Beside the result cache, so reruns and other workers reuse them and ``--cache-clear`` empties them;
+    without a cache directory, in the run's temporary outputs folder (shared by xdist workers).
+    """
+
+    records: ResultCache
+    outputs: Path
+    weights: Path
+    device: str
+
+    @classmethod
+    def of(cls, config: pytest.Config, device: str, reuse: bool) -> "ItemStore":
+        outputs = outputs_dir(config)
+        cache = getattr(config, "cache", None)
+        if cache is not None:
+            return cls(ResultCache(cache.mkdir(RESULTS_DIR), reuse), outputs, cache.mkdir(WEIGHTS_DIR), device)
+        for sub in ("records", "weights"):
+            (outputs / sub).mkdir(exist_ok=True)
+        return cls(ResultCache(outputs / "records", reuse), outputs, outputs / "weights", device)
+
+    def key(self, planned: Planned) -> str:
+        """The record's result-cache key; a hub model not downloaded yet gets one from its id."""
+        key, _ = result_key(planned, self.device)
+        return key or digest([planned.model, canonical_case(planned.case), planned.seed, self.device])

@@ -113,7 +113,8 @@ class CaseItem(pytest.Item):
         scaleout.share_cpu(getattr(self.config, "workerinput", None), device)
         store = cache.ResultCache.of(self.config, reuse=not options.no_cache)
         context = RunContext(options.device, options.trust_remote_code,
-                             progress.for_item(self.config, self.name, options.progress))
+                             progress.for_item(self.config, self.name, options.progress),
+                             cache.ItemStore.of(self.config, device, reuse=not options.no_cache))
         planned = self.planned
         try:
             record = cache.cached_run(store, planned, self.nodeid, device, lambda: AXES.get(planned.case.axis).run(

@@ -420,10 +420,24 @@ def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:
     """Items in a stable order; the model appears in the id only when several are evaluated."""
     labels = _unique_labels(models)
     return [
-        Planned(f"{case.axis}/{case.name}[{labels[model] + '-' if len(models) > 1 else ''}seed{seed}]",
+        Planned(f"{case.axis}/{case.name}[{labels[model] + '-' if len(models) > 1 else ''}{_seed_label(case, seed)}]",
                 case, model, seed)
-        for model in models for case in suite.cases for seed in case.train.seeds
+        for model in models for case in suite.cases for seed in _item_seeds(case)
     ]
+
+
+COMBINES_SEEDS = "combines_seeds"   # a case param: one item combines the runs of all its seeds (fusion)
+
+
+def _item_seeds(case: Case) -> tuple[int, ...]:
+    return case.train.seeds[:1] if dict(case.params).get(COMBINES_SEEDS) else case.train.seeds
+
+
+def _seed_label(case: Case, seed: int) -> str:
+    """``seed0``, or ``seeds0-1-2`` for an item that combines the runs of several seeds."""
+    if dict(case.params).get(COMBINES_SEEDS):
+        return "seeds" + "-".join(str(s) for s in case.train.seeds)
+    return f"seed{seed}"
 
 
 def _unique_labels(models: tuple[str, ...]) -> dict[str, str]:

@@ -29,6 +29,7 @@ class RunContext:
     device_option: str = "auto"
     trust_remote_code: bool = False
     progress: ProgressFn | None = None
+    store: Any = None   # ``cache.ItemStore``: keys, records, outputs and weights an item makes for itself (fusion)
 
 
 @dataclass(frozen=True)

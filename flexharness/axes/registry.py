@@ -21,6 +21,7 @@ BUILT_IN = {
     "compression": "flexharness.axes.compression:CompressionAxis",
     "stability": "flexharness.axes.stability:StabilityAxis",
     "probe": "flexharness.axes.probe:ProbeAxis",
+    "fusion": "flexharness.axes.fusion:FusionAxis",
 }
 
 

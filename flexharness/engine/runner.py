@@ -51,10 +51,13 @@ class Inputs:
         return self.evals[0][1]
 
 
-def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False) -> Inputs:
+def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False,
+                prepared: data_mod.Prepared | None = None) -> Inputs:
+    """The case's data tokenized for one model; ``prepared`` replaces the case's own rows (fusion's ingredients)."""
     config = case.train
-    prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
-                                config.max_eval_samples)
+    prepared = prepared if prepared is not None else data_mod.prepare(
+        case.dataset, case.where, case.kind, config.max_train_samples,
+        config.max_eval_samples)
     complaint = metrics.unfit(case.metrics, prepared.num_labels)
     if complaint:
         raise DataError(complaint, case.dataset.origin, case.line, "metric")
@@ -104,15 +107,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
             stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression,
                                     progress)
             eval_start = time.perf_counter()
-            splits, per_example = {}, {}
-            for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
-                outputs = train.predict_outputs(model, eval_data, config.eval_batch_size, device, inputs.pad_id,
-                                                inputs.regression, config.precision)
-                predictions = metrics.predictions_from_outputs(outputs)
-                score, per_metric = metrics.score(case.metrics, eval_data.labels, predictions)
-                splits[name] = {"score": score, "metrics": per_metric, "eval_examples": len(eval_data.labels),
-                                "eval_digest": examples_digest(examples)}
-                per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
+            splits, per_example = score_splits(model, case, inputs, device)
             eval_seconds = time.perf_counter() - eval_start
             extra = after_training(inputs.prepared, predict_on) if after_training else {}
     finally:
@@ -126,6 +121,23 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
         "majority_score": majority_score(case, inputs.prepared), **extra,
         PER_EXAMPLE: per_example,
     }
+
+
+def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(record ``splits``, ``PER_EXAMPLE`` arrays): the model scored on each evaluation split of ``inputs``."""
+    splits, per_example = {}, {}
+    for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
+        outputs = train.predict_outputs(model, eval_data, case.train.eval_batch_size, device, inputs.pad_id,
+                                        inputs.regression, case.train.precision)
+        splits[name] = split_entry(case, eval_data.labels, outputs, examples_digest(examples))
+        per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
+    return splits, per_example
+
+
+def split_entry(case: Case, labels: np.ndarray, outputs: np.ndarray, digest: str) -> dict[str, Any]:
+    """One split's entry of a record: score, per-metric scores, size and the examples' digest."""
+    score, per_metric = metrics.score(case.metrics, labels, metrics.predictions_from_outputs(outputs))
+    return {"score": score, "metrics": per_metric, "eval_examples": len(labels), "eval_digest": digest}
 
 
 def examples_digest(examples: data_mod.Examples) -> str:

@@ -1,0 +1,232 @@
+"""Fusion of fine-tuned runs: ingredients trained on training data minus a held-out slice, their output
+ensemble, and model soups (weights averaged, Wortsman et al. 2022) scored as one model.
+
+An ingredient is one fine-tuning run of a task (one seed) on the task's training rows minus a
+deterministic, stratified held-out slice; it is scored on the task's evaluation split and on that
+slice, and its weights are kept (safetensors) for the soups. Greedy soup chooses ingredients by
+their score on the slice, never on the evaluation split.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from flexharness.engine import data, models, runner, train
+from flexharness.engine.faults import OutOfMemoryAsFailure
+from flexharness.errors import DataError
+from flexharness.rules import metrics
+from flexharness.spec import Case, DatasetSpec, Filter
+
+HELD_OUT = "fusion held-out"   # the split name of the held-out slice in records and outputs files
+METHODS = ("ensemble", "uniform_soup", "greedy_soup")
+SOUPS = ("uniform_soup", "greedy_soup")
+
+
+@dataclass(frozen=True)
+class Ingredient:
+    """One finished run: its record, its per-example arrays per split, and where its weights are (soups)."""
+
+    seed: int
+    record: Mapping[str, Any]
+    arrays: Mapping[str, Mapping[str, np.ndarray]]
+    weights: Path | None = None
+
+    def score(self, split: str) -> float:
+        return self.record["splits"][split]["score"]
+
+
+def ingredient_data(case: Case, fraction: float) -> data.Prepared:
+    """The case's rows with a stratified ``fraction`` of its training rows moved into a held-out split.
+
+    Fixed by the data alone (never by the seed): every ingredient of a task holds out the same slice.
+    """
+    cap = case.train
+    return _held_out(case.dataset, case.where, case.kind, cap.max_train_samples, cap.max_eval_samples, fraction)
+
+
+@functools.lru_cache(maxsize=8)
+def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train: int | None,
+              max_eval: int | None, fraction: float) -> data.Prepared:
+    """One object per data setting, so the tokenized copy (``runner._encoded``) is shared by every item."""
+    prepared = data.prepare(spec, where, kind, max_train, max_eval)
+    rows = prepared.train
+    taken = data.stratified_indices(rows.labels, data.hold_out_size(len(rows), fraction),
+                                    np.random.default_rng(data.DATA_SEED), stratify=kind != metrics.REGRESSION)
+    kept = np.ones(len(rows), dtype=bool)
+    kept[taken] = False
+    if kept.sum() < max(2, prepared.num_labels):
+        raise DataError(f"only {int(kept.sum())} training examples are left after holding out {fraction:g} for "
+                        "greedy soup; lower 'fusion.held_out' or add data", *spec.locate())
+    return data.Prepared(rows.take(np.flatnonzero(kept)), (prepared.evals[0], (HELD_OUT, rows.take(taken))),
+                         prepared.label_names)
+
+
+def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | None, fraction: float,
+                     device_option: str, trust_remote_code: bool = False,
+                     progress: train.ProgressFn | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(record with ``runner.PER_EXAMPLE``, fine-tuned weights on the CPU) of one ingredient run.
+
+    The head starts from ``head_seed`` when given (shared by all ingredients, so soups average heads that
+    began alike), else from ``seed``; the batch order and dropout always follow ``seed``.
+    """
+    inputs = runner.case_inputs(case, model_ref, trust_remote_code, ingredient_data(case, fraction))
+    device = models.resolve_device(device_option)
+    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed if head_seed is None else head_seed,
+                               trust_remote_code)
+    try:
+        with OutOfMemoryAsFailure(case.train):
+            stats = train.fine_tune(model, inputs.train, case.train, seed, device, inputs.pad_id, inputs.regression,
+                                    progress)
+            splits, per_example = runner.score_splits(model, case, inputs, device)
+        weights = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in
+                   model.state_dict().items()}
+    finally:
+        del model
+        train.release_memory()
+    first = splits[inputs.prepared.eval_split]
+    return {"score": first["score"], "metrics": first["metrics"], "seed": seed, "head_seed": head_seed,
+            "device": device, **runner.example_counts(inputs), "splits": splits, **runner.train_fields(stats),
+            runner.PER_EXAMPLE: per_example}, weights
+
+
+def save_weights(path: Path, weights: Mapping[str, Any]) -> None:
+    """safetensors, written to a temporary name and renamed: two workers writing one run leave one whole file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(dict(weights), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: Path) -> dict[str, Any] | None:
+    """The weights at ``path``; None when the file is missing or damaged (the run is then trained again)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError):
+        return None
+
+
+def average(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The uniform average of state dicts, accumulated in float64 (identical runs average to themselves
+    exactly); integer buffers such as position ids are taken from the first."""
+    import torch
+
+    first = states[0]
+    return {name: (sum(s[name].to(torch.float64) for s in states) / len(states)).to(tensor.dtype)
+            if tensor.is_floating_point() else tensor.clone() for name, tensor in first.items()}
+
+
+def _labels(ingredients: Sequence[Ingredient], split: str) -> tuple[np.ndarray, str]:
+    """The split's labels and examples' digest, the same for every ingredient (else they cannot be fused)."""
+    digests = {i.record["splits"][split]["eval_digest"] for i in ingredients}
+    if len(digests) != 1:
+        raise DataError(f"the runs to fuse were scored on different examples of '{split}' ({len(digests)} "
+                        "different digests); clear the cache with --cache-clear")
+    return ingredients[0].arrays[split]["labels"], digests.pop()
+
+
+def ensemble(case: Case, ingredients: Sequence[Ingredient]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(splits, per-example arrays) of the output ensemble: the mean of the runs' probabilities (or values)."""
+    splits, per_example = {}, {}
+    for split in ingredients[0].arrays:
+        labels, digest = _labels(ingredients, split)
+        outputs = np.mean(np.stack([i.arrays[split]["outputs"].astype(np.float64) for i in ingredients]), axis=0)
+        outputs = outputs.astype(np.float32)
+        splits[split] = runner.split_entry(case, labels, outputs, digest)
+        per_example[split] = {"labels": labels, "outputs": outputs}
+    return splits, per_example
+
+
+def at_least_as_good(case: Case, new: float, old: float) -> bool:
+    return new >= old if case.higher_is_better else new <= old
+
+
+def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: bool, device_option: str,
+         trust_remote_code: bool = False) -> tuple[dict[str, Any], dict[str, Any], list[int]]:
+    """(splits, per-example arrays, seeds used) of a uniform soup, or of a greedy one (Wortsman et al. 2022,
+    Algorithm 1: runs by held-out score, best first; each kept only if the soup's held-out score does not drop)."""
+    fraction = dict(case.params)["held_out"]
+    inputs = runner.case_inputs(case, model_ref, trust_remote_code, ingredient_data(case, fraction))
+    device = models.resolve_device(device_option)
+    states = {i.seed: load_weights(i.weights) for i in ingredients}
+    damaged = [str(i.weights) for i in ingredients if states[i.seed] is None]
+    if damaged:
+        raise DataError(f"cannot read the weights of {len(damaged)} run(s) ({damaged[0]}); delete them, or run "
+                        "with --cache-clear, and they are trained again")
+    model = models.fresh_model(model_ref, inputs.prepared.num_labels, 0, trust_remote_code)
+    try:
+        def held_out_score(seeds: Sequence[int]) -> float:
+            model.load_state_dict(average([states[s] for s in seeds]))
+            outputs = train.predict_outputs(model, inputs.evals[1][1], case.train.eval_batch_size, device,
+                                            inputs.pad_id, inputs.regression)
+            return metrics.score(case.metrics, inputs.evals[1][1].labels, metrics.predictions_from_outputs(outputs))[0]
+
+        used = [i.seed for i in ingredients]
+        if greedy:
+            used = greedy_selection(case, ingredients, held_out_score)
+        model.load_state_dict(average([states[s] for s in used]))
+        splits, per_example = runner.score_splits(model, case, inputs, device)
+    finally:
+        del model
+        train.release_memory()
+    return splits, per_example, used
+
+
+def greedy_selection(case: Case, ingredients: Sequence[Ingredient],
+                     held_out_score: Callable[[Sequence[int]], float]) -> list[int]:
+    """The seeds of the greedy soup: best held-out run first, then each run that does not lower the score."""
+    ranked = sorted(ingredients, key=lambda i: i.score(HELD_OUT), reverse=case.higher_is_better)
+    used, best = [ranked[0].seed], ranked[0].score(HELD_OUT)
+    for candidate in ranked[1:]:
+        score = held_out_score([*used, candidate.seed])
+        if at_least_as_good(case, score, best):
+            used, best = [*used, candidate.seed], score
+    return used
+
+
+def fuse(case: Case, model_ref: str, method: str, ingredients: Sequence[Ingredient], device_option: str,
+         trust_remote_code: bool = False) -> dict[str, Any]:
+    """The record of one fusion item: the fused model's scores, the single runs' and the gain over the best."""
+    start = time.perf_counter()
+    if method == "ensemble":
+        splits, per_example = ensemble(case, ingredients)
+        used = [i.seed for i in ingredients]
+    else:
+        splits, per_example, used = soup(case, model_ref, ingredients, method == "greedy_soup", device_option,
+                                         trust_remote_code)
+    split = ingredients[0].record["eval_split"]
+    singles = {str(i.seed): i.score(split) for i in ingredients}
+    best = max(singles.values()) if case.higher_is_better else min(singles.values())
+    best_held = max if case.higher_is_better else min
+    score = splits[split]["score"]
+    first = ingredients[0].record
+    return {
+        "score": score, "metrics": splits[split]["metrics"], "seed": ingredients[0].seed,
+        "device": models.resolve_device(device_option), "method": method,
+        "train_examples": first["train_examples"], "eval_examples": first["eval_examples"], "eval_split": split,
+        "num_labels": first["num_labels"], "splits": splits,
+        "single_scores": singles, "best_single": best, "mean_single": float(np.mean(list(singles.values()))),
+        "gain": score - best if case.higher_is_better else best - score,
+        "used": used, "inference_cost": len(used) if method == "ensemble" else 1,
+        "held_out_score": splits[HELD_OUT]["score"],
+        "best_single_held_out": best_held(i.score(HELD_OUT) for i in ingredients),
+        "held_out_examples": splits[HELD_OUT]["eval_examples"],
+        "fusion_seconds": round(time.perf_counter() - start, 3), runner.PER_EXAMPLE: per_example,
+    }

@@ -1,0 +1,151 @@
+"""The fusion axis end to end: ingredients trained once and shared, ensembles from stored outputs, soups."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flexharness.axes import load_suite
+from flexharness.errors import SuiteError
+from flexharness.results import predictions
+from flexharness.rules import metrics
+
+TRAIN = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0]}"
+TASK = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\n"
+
+
+def fusion(extra: str = "", methods: str = "[ensemble, uniform_soup, greedy_soup]", runs: str = "3") -> str:
+    return TASK + f"fusion: {{task: polarity, methods: {methods}, runs: {runs}}}\n" + extra
+
+
+def _doc(pytester: pytest.Pytester, name: str) -> dict:
+    return json.loads((pytester.path / name).read_text())
+
+
+def _fused(doc: dict) -> dict[str, dict]:
+    return {c["method"]: c for c in doc["cases"] if c["axis"] == "fusion"}
+
+
+def _ingredients(cache: Path) -> dict[int, dict]:
+    """The stored ingredient runs by seed, read from the result cache's files."""
+    found = {}
+    for path in (cache / "flexharness-results").glob("*.json"):
+        entry = json.loads(path.read_text())
+        if "[run-seed" in entry["nodeid"]:
+            found[entry["record"]["seed"]] = entry["record"]
+    return found
+
+
+def test_ensemble_soups_gain_gate_and_a_fully_cached_rerun(pytester: pytest.Pytester, suite_text) -> None:
+    gates = "gates:\n  fusion: {gain: {min: -1.0}}\n"
+    pytester.makefile(".flex.yaml", toy=suite_text(fusion(gates), TRAIN))
+    result = pytester.runpytest("-v", "--flex-json=out.json", "--flex-report-dir=report")
+    result.assert_outcomes(passed=1 + 3 + 1)
+    result.stdout.fnmatch_lines(["*fusion/polarity-ensemble[[]seeds0-1-2] PASSED*",
+                                 "fusion (gain: *", "task *model *method *",
+                                 "polarity *ensemble *3 *3x", "polarity *greedy_soup *1x",
+                                 "PASS*fusion/gain.min*"])
+    doc = _doc(pytester, "out.json")
+    fused = _fused(doc)
+    assert sum(len(c["trained_runs"]) for c in fused.values()) == 3  # each run trained once, then shared
+    cache = pytester.path / ".pytest_cache" / "d"
+    runs = _ingredients(cache)
+    assert sorted(runs) == [0, 1, 2] and len(list((cache / "flexharness-weights").glob("*.safetensors"))) == 3
+    arrays = [predictions.load(cache / "flexharness-outputs", runs[s]["outputs"]) for s in (0, 1, 2)]
+    split = runs[0]["eval_split"]
+    mean = np.mean([a[split]["outputs"] for a in arrays], axis=0)  # by hand, from the stored files
+    labels = arrays[0][split]["labels"]
+    ensemble = fused["ensemble"]
+    assert ensemble["score"] == pytest.approx(metrics.score(("accuracy",), labels, mean.argmax(-1))[0])
+    assert ensemble["single_scores"] == {str(s): runs[s]["score"] for s in (0, 1, 2)}
+    assert ensemble["best_single"] == max(runs[s]["score"] for s in (0, 1, 2))
+    assert ensemble["gain"] == pytest.approx(ensemble["score"] - ensemble["best_single"])
+    assert ensemble["inference_cost"] == 3 and fused["uniform_soup"]["inference_cost"] == 1
+    greedy = fused["greedy_soup"]
+    assert greedy["held_out_score"] >= greedy["best_single_held_out"]  # greedy never drops below its first run
+    assert 1 <= len(greedy["used"]) <= 3 and greedy["used"][0] == max(
+        (0, 1, 2), key=lambda s: runs[s]["splits"]["fusion held-out"]["score"])
+    assert all(c["interval"] is not None for c in fused.values())  # per-example outputs travel like a task's
+    assert (pytester.path / "report" / f"fusion-toy-{Path(str(doc['cases'][0]['model'])).name}.png").is_file()
+    assert "### Fusion" in (pytester.path / "report" / "summary.md").read_text()
+
+    again = pytester.runpytest("-v", "--flex-json=again.json")
+    again.assert_outcomes(passed=5)
+    again.stdout.fnmatch_lines(["*fusion/polarity-greedy_soup[[]seeds0-1-2] PASSED (cached)*"])
+    assert {m: c["score"] for m, c in _fused(_doc(pytester, "again.json")).items()} == \
+           {m: c["score"] for m, c in fused.items()}
+
+    pytester.makefile(".flex.yaml", toy=suite_text(fusion("gates:\n  fusion: {gain: {min: 1.0}}\n"), TRAIN))
+    failing = pytester.runpytest()
+    failing.assert_outcomes(passed=4, failed=1)
+    failing.stdout.fnmatch_lines(["FAIL*fusion/gain.min: gain.min = *required >= 1: FAILED"])
+
+
+def test_a_soup_or_ensemble_of_one_run_is_that_run(pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(fusion(runs="[4]"), TRAIN))
+    pytester.runpytest("-m", "fusion", "--flex-json=out.json").assert_outcomes(passed=3)
+    fused = _fused(_doc(pytester, "out.json"))
+    single = fused["ensemble"]["single_scores"]["4"]
+    assert {m: (c["score"], c["gain"], c["used"]) for m, c in fused.items()} == {
+        m: (single, 0.0, [4]) for m in ("ensemble", "uniform_soup", "greedy_soup")}
+
+
+def test_average_of_identical_weights_is_the_same_model(tiny_model: Path) -> None:
+    from flexharness.engine import models, soup
+
+    state = models.fresh_model(str(tiny_model), 2, 7).state_dict()
+    for copies in (1, 2, 3):
+        averaged = soup.average([state] * copies)
+        assert all(np.array_equal(averaged[k].numpy(), state[k].numpy()) for k in state)
+
+
+def test_xdist_and_no_cache_dir_give_the_plain_run(pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(fusion(methods="[ensemble, uniform_soup]", runs="2"), TRAIN))
+    pytester.runpytest("-m", "fusion", "--flex-json=plain.json").assert_outcomes(passed=2)
+    pytester.runpytest("-m", "fusion", "-n", "2", "-p", "no:cacheprovider", "--flex-json=xdist.json").assert_outcomes(
+        passed=2)
+    plain, xdist = (_fused(_doc(pytester, name)) for name in ("plain.json", "xdist.json"))
+    assert {m: c["score"] for m, c in plain.items()} == {m: c["score"] for m, c in xdist.items()}
+    assert not any(c["cached"] for c in xdist.values())
+
+
+def test_deleted_weights_make_the_soup_train_its_runs_again(pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(fusion(methods="[ensemble, uniform_soup]", runs="2"), TRAIN))
+    pytester.runpytest("-m", "fusion", "--flex-json=first.json").assert_outcomes(passed=2)
+    cache = pytester.path / ".pytest_cache" / "d"
+    shutil.rmtree(cache / "flexharness-weights")
+    for path in (cache / "flexharness-results").glob("*.json"):  # forget the fusion items, keep their runs
+        if "seeds0-1]" in json.loads(path.read_text())["nodeid"]:
+            path.unlink()
+    pytester.runpytest("-m", "fusion", "--flex-json=second.json").assert_outcomes(passed=2)
+    first, second = (_fused(_doc(pytester, n)) for n in ("first.json", "second.json"))
+    assert second["uniform_soup"]["trained_runs"] + second["ensemble"]["trained_runs"] == [0, 1]
+    assert second["uniform_soup"]["score"] == first["uniform_soup"]["score"]
+    assert second["ensemble"]["score"] == first["ensemble"]["score"]
+
+
+@pytest.mark.parametrize("section, message", [
+    ("fusion: {task: polarty}", r"toy.flex.yaml:\d+: fusion.task: no case named 'polarty' under 'tasks:' "
+                                r"\(did you mean 'polarity'\?\)"),
+    ("fusion: {methods: [greedy]}", r"fusion.methods: unknown method 'greedy' \(did you mean 'greedy_soup'\?\)"),
+    ("fusion: {runs: 0}", r"fusion.runs: expected a number of runs"),
+    ("fusion: {held_out: 1.5}", r"fusion.held_out"),
+    ("fusion: {seeds: 3}", r"fusion.seeds: .*"),
+])
+def test_section_errors_name_file_line_and_key(suite_text, tmp_path: Path, section: str, message: str) -> None:
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TASK + section + "\n", TRAIN))
+    with pytest.raises(SuiteError, match=message):
+        load_suite(path)
+
+
+def test_one_case_per_task_and_method_following_the_seed_override(suite_text, tmp_path: Path) -> None:
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TASK + "  - {name: other, dataset: reviews, metric: macro_f1}\n"
+                               "fusion: {methods: ensemble}\n", TRAIN))
+    cases = [c for c in load_suite(path, {"seeds": (3, 5)}).cases if c.axis == "fusion"]
+    assert [(c.name, c.train.seeds) for c in cases] == [("polarity-ensemble", (3, 5)), ("other-ensemble", (3, 5))]
