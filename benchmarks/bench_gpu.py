@@ -76,9 +76,9 @@ def device_only_seconds(model, data: Encoded, recipe: TrainConfig, device: str =
     start = time.perf_counter()
     for batch in ready:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        with train._autocast(device, "bf16" if cuda else "fp32"):
+        with train.autocast(device, "bf16" if cuda else "fp32"):
             logits = model(**inputs).logits
-        train._loss(logits, batch["labels"], False).backward()
+        train.loss_of(logits, batch["labels"], False).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
         optimizer.step()
         scheduler.step()

@@ -136,7 +136,7 @@ def _importance_batches(ctx: Context):
 
 
 def _loss(ctx: Context) -> Callable[[Any, Any], Any]:
-    return lambda logits, labels: train._loss(logits, labels, ctx.inputs.regression)
+    return lambda logits, labels: train.loss_of(logits, labels, ctx.inputs.regression)
 
 
 def _apply_layers(model: Any, params: dict[str, Any], ctx: Context) -> Compressed:

@@ -57,7 +57,7 @@ def encode_pooled(model: Any, data: data_mod.Encoded, batch_size: int, device: s
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     outputs: dict[str, np.ndarray] = {}
-    with torch.inference_mode(), train._autocast(device):
+    with torch.inference_mode(), train.autocast(device, train.resolve_precision("auto", device, warn=False)):
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             batch = train.collate(data, indices, pad_id, device)

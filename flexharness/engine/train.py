@@ -163,7 +163,8 @@ def resolve_precision(precision: str, device: str, warn: bool = True) -> str:
     return precision
 
 
-def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the resolved precision asks for it; a no-op context otherwise."""
     import torch
 
     if precision == "bf16":
@@ -187,7 +188,7 @@ def _optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, 
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
-def _loss(logits: Any, labels: Any, regression: bool) -> Any:
+def loss_of(logits: Any, labels: Any, regression: bool) -> Any:
     import torch.nn.functional as F
 
     if regression:
@@ -223,9 +224,9 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
         for indices, host in zip(batches, prepared_ahead(make, batches, device)):
             batch = to_device(host, device)
             labels = batch.pop("labels")
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 logits = model(**batch).logits
-            loss = _loss(logits, labels, regression)
+            loss = loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -280,7 +281,7 @@ def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     outputs: np.ndarray | None = None
-    with torch.inference_mode(), _autocast(device, resolve_precision(precision, device, warn=False)):
+    with torch.inference_mode(), autocast(device, resolve_precision(precision, device, warn=False)):
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             logits = model(**collate(data, indices, pad_id, device)).logits.float()

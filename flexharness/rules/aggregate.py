@@ -9,9 +9,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-AXES = ("tasks", "domains", "compression")
-
-
 @dataclass(frozen=True)
 class CaseScore:
     """One case's outcome over its seeds; ``score`` is None when any seed has no result."""
