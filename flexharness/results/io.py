@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flexharness.errors import FlexError
+from flexharness.files import RESULTS_LIMIT, read_text
 
 RESULTS_VERSION = 1   # the version of the results document; a merge refuses any other
 
@@ -21,7 +22,7 @@ class ResultsFileError(FlexError):
 def read_results(path: str) -> dict[str, Any]:
     """A results document (``--flex-json``), or a :class:`ResultsFileError` that says why not."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path, RESULTS_LIMIT))
     except OSError as exc:
         raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
