@@ -15,13 +15,17 @@ import subprocess
 from typing import Any, Hashable, Mapping, Sequence
 
 DEFAULT_TRAIN_SAMPLES = 10_000  # the cost estimate of a case without max_train_samples
+MAX_SHARDS = 1000  # a CI matrix wider than this is a typo; each shard costs the controller a slot
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/4"`` → (2, 4); raises ValueError with the rule."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    match = re.fullmatch(r"\s*0*(\d{1,9})\s*/\s*0*(\d{1,9})\s*", str(text))
+    if match and int(match[2]) > MAX_SHARDS:
+        raise ValueError(f"--flex-shard: at most {MAX_SHARDS} shards, got N = {match[2]}; use fewer shards")
     if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise ValueError(f"--flex-shard: expected K/N with 1 <= K <= N, e.g. 2/4, got {text!r}")
+        raise ValueError(f"--flex-shard: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, e.g. 2/4, "
+                         f"got {str(text)[:40]!r}")
     return int(match[1]), int(match[2])
 
 

@@ -61,7 +61,7 @@ _seen = []
 
 
 def _out_of_memory(module, args, output):
-    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected by the test)")
+    RAISE
 
 
 def _fresh_model(*args, **kwargs):
@@ -86,16 +86,26 @@ def pytest_runtest_setup(item):
 '''
 
 
+OUT_OF_MEMORY = {  # what is raised inside the model's forward pass -> the reason the message quotes
+    "cuda": ('raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")',
+             "CUDA out of memory. Tried to allocate 20.00 GiB (injected)"),
+    "cpu": ("torch.empty(1 << 50, dtype=torch.uint8)  # a real allocation failure of torch's CPU allocator",
+            "*DefaultCPUAllocator: can't allocate memory: you tried to allocate 1125899906842624 bytes*"),
+}
+
+
+@pytest.mark.parametrize("device", sorted(OUT_OF_MEMORY))
 def test_out_of_memory_fails_one_item_with_a_hint_and_frees_its_memory(
-        pytester: pytest.Pytester, suite_text) -> None:
-    pytester.makeconftest(OOM_CONFTEST)
+        pytester: pytest.Pytester, suite_text, device: str) -> None:
+    statement, reason = OUT_OF_MEMORY[device]
+    pytester.makeconftest(OOM_CONFTEST.replace("RAISE", statement))
     pytester.makefile(".flex.yaml", toy=suite_text(TWO_TASKS, train=CHEAP))
     result = pytester.runpytest("-p", "no:cacheprovider", "--flex-json=out.json")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines([
-        "tasks/first (model *, seed 0): out of memory (CUDA out of memory. Tried to allocate 20.00 GiB (injected "
-        "by the test)) at batch_size 16, eval_batch_size 128, max_length 128; lower 'batch_size' (or "
-        "'eval_batch_size') or 'max_length' under 'train:', or run on a larger device",
+        f"tasks/first (model *, seed 0): out of memory ({reason}) at batch_size 16, eval_batch_size 128, "
+        "max_length 128; lower 'batch_size' (or 'eval_batch_size') or 'max_length' under 'train:', "
+        "or run on a larger device",
         "gate tasks/p_avg.min (toy, model *): incomplete: 1 of 2 tasks cases have no score*",
     ])
     assert (pytester.path / "freed.txt").read_text() == "True"  # pytest keeps the failure; not its frames

@@ -25,9 +25,12 @@ GATES = ("gates:\n  tasks: {p_avg: {min: 0.0}, sigma_p: {max: 1.0}}\n  case_min:
 
 def test_shard_syntax() -> None:
     assert parse_shard("2/4") == (2, 4)
-    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
-        with pytest.raises(ValueError, match="--flex-shard"):
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0", "1/1000000000", "1/" + "9" * 5000):
+        with pytest.raises(ValueError, match="--flex-shard: .*1000"):
             parse_shard(bad)
+    assert parse_shard("1000/1000") == (1000, 1000)
+    with pytest.raises(ValueError, match="at most 1000 shards, got N = 1001; use fewer shards"):
+        parse_shard("1/1001")
 
 
 @given(costs=st.dictionaries(st.text(min_size=1, max_size=5), st.floats(0.5, 1000), min_size=1, max_size=30),
@@ -61,6 +64,9 @@ def test_collected_shards_partition_the_items_and_keep_seeds_together(pytester: 
         assert len(items) == 2 * len(cases)  # both seeds of every case
     result = pytester.runpytest("--collect-only", "-q", "--flex-shard=3/2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    huge = pytester.runpytest("--collect-only", "-q", "--flex-shard=1/1000000000")
+    assert huge.ret == pytest.ExitCode.USAGE_ERROR
+    huge.stderr.fnmatch_lines(["*--flex-shard: expected K/N with 1 <= K <= N <= 1000, e.g. 2/4, got '1/1000000000'"])
     empty = pytester.runpytest("--flex-shard=4/4", "--flex-json=empty.json")  # 3 cases cannot fill 4 shards
     assert empty.ret == pytest.ExitCode.OK
     doc = json.loads((pytester.path / "empty.json").read_text())
