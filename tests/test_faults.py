@@ -285,3 +285,48 @@ def test_the_sigterm_handler_replaces_only_the_default_and_is_restored() -> None
         assert signal.getsignal(signal.SIGTERM) is _custom_handler
     finally:
         signal.signal(signal.SIGTERM, outer)
+
+
+FOREIGN_CONFTEST = '''
+import flexharness.engine.models as models
+
+_original = models.fresh_model
+
+
+def _deep_inside(module, args, output):
+    raise ValueError("setting an array element with a sequence.\\nsecond line of a library's own advice")
+
+
+def _fresh_model(*args, **kwargs):
+    model = _original(*args, **kwargs)
+    model.register_forward_hook(_deep_inside)
+    return model
+
+
+def pytest_configure(config):
+    models.fresh_model = _fresh_model
+
+
+def pytest_unconfigure(config):
+    models.fresh_model = _original
+'''
+
+
+def test_a_foreign_error_is_one_located_line_with_the_traceback_behind_tb_long(
+        pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makeconftest(FOREIGN_CONFTEST)
+    pytester.makefile(".flex.yaml", toy=suite_text("tasks:\n  - {name: first, dataset: reviews, metric: accuracy}\n",
+                                                   train=CHEAP))
+    short = pytester.runpytest("-p", "no:cacheprovider")
+    short.assert_outcomes(failed=1)
+    short.stdout.fnmatch_lines([
+        "toy.flex.yaml:9: tasks/first (model *, seed 0): unexpected ValueError: setting an array element with "
+        "a sequence.",
+        "(not a flexharness error: rerun with -v or --tb=long for the traceback, and please report it if the "
+        "suite and data look right)"])
+    assert "_deep_inside" not in short.stdout.str() and "second line" not in short.stdout.str()
+    assert len(short.stdout.lines) < 60
+    for flag in ("--tb=long", "-v"):
+        full = pytester.runpytest("-p", "no:cacheprovider", flag)
+        full.assert_outcomes(failed=1)
+        full.stdout.fnmatch_lines(["*def _deep_inside(module, args, output):*", "E * ValueError: setting an array*"])
