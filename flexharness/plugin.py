@@ -16,7 +16,7 @@ from flexharness.collect import RESULT_PROPERTY, SuiteFile
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
 from flexharness.present import summary_lines, write_report_dir
-from flexharness.results.io import write_json
+from flexharness.results.io import unwritable, write_json
 from flexharness.rules import baseline as base
 from flexharness.session import Controller
 
@@ -74,8 +74,10 @@ class ControllerHooks:
             baseline = base.load(options.baseline) if options.baseline else None
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
+        _check_outputs(options)
         self.controller = Controller(config.rootpath, options, baseline=baseline)
         self.collect_errors: list[str] = []
+        self.write_errors: list[str] = []
         self.previous_sigterm = interrupts.install_sigterm_handler()
 
     def pytest_unconfigure(self) -> None:
@@ -122,16 +124,33 @@ class ControllerHooks:
             session.exitstatus = pytest.ExitCode.OK  # a shard left empty by a wide CI matrix; merge checks the whole
         self.controller.compute_gates()  # again: after an interruption the gates were never reported
         doc = self.controller.document()
-        if options.json_path:
-            write_json(options.json_path, doc)
-        if options.save_baseline:
-            write_json(options.save_baseline, base.make(doc))
-        if options.report_dir:
-            write_report_dir(options.report_dir, doc)
+        writes = ((options.json_path, "--flex-json", lambda: write_json(options.json_path, doc)),
+                  (options.save_baseline, "--flex-save-baseline",
+                   lambda: write_json(options.save_baseline, base.make(doc))),
+                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc)))
+        for target, option, write in writes:
+            try:
+                if target:
+                    write()
+            except OSError as exc:  # the disk filled up or the folder went away after the start-up check
+                self.write_errors.append(f"{option}: cannot write {exc.filename or target}: {exc.strerror or exc}")
+        if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.controller.items or self.config.option.collectonly:
-            return
-        terminalreporter.write_sep("=", "flexharness summary")
-        for line in summary_lines(self.controller.document()):
-            terminalreporter.write_line(line)
+        if self.controller.items and not self.config.option.collectonly:
+            terminalreporter.write_sep("=", "flexharness summary")
+            for line in summary_lines(self.controller.document()):
+                terminalreporter.write_line(line)
+        for line in self.write_errors:
+            terminalreporter.write_line(f"ERROR {line}; the results above were not saved there", red=True)
+
+
+def _check_outputs(options: opts.Options) -> None:
+    """Fail before any fine-tuning when an output cannot be written, not after the last case."""
+    for option, target, folder in (("--flex-json", options.json_path, False),
+                                   ("--flex-save-baseline", options.save_baseline, False),
+                                   ("--flex-report-dir", options.report_dir, True)):
+        problem = unwritable(target, folder) if target else None
+        if problem:
+            raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")
