@@ -126,3 +126,55 @@ def test_case_identity_ignores_its_line_and_the_other_seeds(suite_text, tmp_path
     three = tmp_path / "three.flex.yaml"
     three.write_text(suite_text(TWO).replace("batch_size: 16", "batch_size: 8"))
     assert canonical_case(load_suite(three).cases[0]) != canonical_case(a)
+
+
+GOOD = {"score": 0.5, "metrics": {"accuracy": 0.5}, "seed": 0, "device": "cpu", "train_examples": 10,
+        "eval_examples": 4}
+BAD_RECORDS = {
+    "list": [GOOD], "no-record": {"nodeid": "x"}, "score-text": {**GOOD, "score": "0.9"},
+    "score-bool": {**GOOD, "score": True}, "no-metrics": {k: v for k, v in GOOD.items() if k != "metrics"},
+    "metrics-list": {**GOOD, "metrics": [0.5]}, "metric-text": {**GOOD, "metrics": {"accuracy": "high"}},
+    "other-seed": {**GOOD, "seed": 7}, "negative-count": {**GOOD, "train_examples": -1},
+    "device-number": {**GOOD, "device": 0},
+}
+
+
+def _entry(key: str, record) -> dict:
+    return {"key": key, "nodeid": "toy.flex.yaml::tasks/polarity[seed0]", "record": record}
+
+
+def test_only_records_of_the_right_shape_are_reused(suite_text, tmp_path: Path) -> None:
+    from flexharness.cache import entry_problem
+    from flexharness.suite import expand
+
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TWO))
+    suite = load_suite(path)
+    planned = expand(suite, ("m",))[0]
+    assert entry_problem(_entry("k", GOOD), "k", planned) is None
+    assert entry_problem(_entry("k", {**GOOD, "score": None, "metrics": {}}), "k", planned) is None  # failed metric
+    assert entry_problem(_entry("other", GOOD), "k", planned) == "stored under another key"
+    for name, bad in BAD_RECORDS.items():
+        entry = bad if name == "no-record" else _entry("k", bad)
+        assert entry_problem(entry, "k", planned), name
+
+
+def test_a_record_of_the_wrong_shape_is_recomputed_and_overwritten_with_one_warning(
+        pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(TWO, train=FAST))
+    pytester.runpytest("--flex-json=first.json").assert_outcomes(passed=2)
+    stored = sorted((pytester.path / ".pytest_cache" / "d" / RESULTS_DIR).glob("*.json"))
+    assert len(stored) == 2
+    for path, bad in zip(stored, (BAD_RECORDS["score-text"], BAD_RECORDS["no-metrics"])):
+        entry = json.loads(path.read_text())
+        path.write_text(json.dumps({**entry, "record": bad}))  # valid JSON: reused forever before
+    damaged = pytester.runpytest("--flex-json=second.json")
+    damaged.assert_outcomes(passed=2, warnings=2)
+    damaged.stdout.fnmatch_lines(["*CacheRecordWarning: result cache: ignored the record *.json for "
+                                  "tasks/polarity*[[]seed0]: *; recomputing it"])
+    assert _cached(_doc(pytester, "second.json")) == {"polarity": False, "polarity_f1": False}
+    assert _scores(_doc(pytester, "second.json")) == _scores(_doc(pytester, "first.json"))
+    again = pytester.runpytest("--flex-json=third.json")
+    again.assert_outcomes(passed=2)
+    assert "CacheRecordWarning" not in again.stdout.str()
+    assert _cached(_doc(pytester, "third.json")) == {"polarity": True, "polarity_f1": True}
