@@ -150,9 +150,25 @@ def data_identity(spec: DatasetSpec) -> list[str] | None:
         paths += [resolve_path(spec.disk, Path(spec.base_dir))] if spec.disk else []
         mirror = mirror_path(spec)
         paths += [mirror] if mirror is not None and mirror.is_dir() else []
+        paths += local_hub_paths(spec)
         return [path_fingerprint(path) for path in paths]
     except OSError:
         return None
+
+
+def local_hub_paths(spec: DatasetSpec) -> list[Path]:
+    """A ``hub: {path: ...}`` that names a local folder or file: ``datasets.load_dataset`` reads it from disk.
+
+    Both readings of a relative path count (the suite's folder and the working directory): a key that
+    holds one file too many only misses, one that holds one too few reuses a stale score.
+    """
+    if not spec.hub:
+        return []
+    ref = str(dict(spec.hub).get("path", ""))
+    if not ref or ref.startswith("pkg://"):
+        return []
+    candidates = dict.fromkeys((resolve_path(ref, Path(spec.base_dir)), Path(ref).expanduser()))
+    return [path for path in candidates if path.exists()]
 
 
 @functools.lru_cache(maxsize=1)

@@ -178,3 +178,46 @@ def test_a_record_of_the_wrong_shape_is_recomputed_and_overwritten_with_one_warn
     again.assert_outcomes(passed=2)
     assert "CacheRecordWarning" not in again.stdout.str()
     assert _cached(_doc(pytester, "third.json")) == {"polarity": True, "polarity_f1": True}
+
+
+def test_every_local_source_is_in_the_key_by_content(tiny_model: Path, tmp_path: Path) -> None:
+    """Files, a save_to_disk folder, a local folder given as hub path, a --flex-data-dir mirror, the model."""
+    import datasets
+
+    from flexharness.cache import result_key
+    from flexharness.suite import expand
+    from toy import sentiment_rows, write_csv
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    write_csv(tmp_path / "files" / "train.csv", sentiment_rows(40))
+    write_csv(tmp_path / "hubdir" / "train.csv", sentiment_rows(40))
+    datasets.Dataset.from_list(sentiment_rows(40)).save_to_disk(str(tmp_path / "disk"))
+    datasets.Dataset.from_list(sentiment_rows(40)).save_to_disk(str(tmp_path / "mirror" / "org" / "set" / "default"))
+    suite = tmp_path / "toy.flex.yaml"
+    suite.write_text(f"suite: toy\nmodel: {model}\ntrain: {{seeds: [0]}}\ndatasets:\n"
+                     "  files: {files: {train: files/train.csv}, label: label}\n"
+                     "  disk: {disk: disk, label: label}\n"
+                     f"  hubdir: {{hub: {{path: {tmp_path / 'hubdir'}}}, label: label}}\n"
+                     "  mirror: {hub: {path: org/set}, label: label}\n"
+                     "tasks:\n" + "".join(f"  - {{name: {n}, dataset: {n}, metric: accuracy}}\n"
+                                          for n in ("files", "disk", "hubdir", "mirror")))
+
+    def keys() -> dict[str, str]:
+        planned = expand(load_suite(suite, {}, str(tmp_path / "mirror")), (str(model),))
+        return {p.case.name: result_key(p, "cpu")[0] for p in planned}
+
+    before = keys()
+    assert all(before.values()) and len(set(before.values())) == 4
+    changes = {"files": tmp_path / "files" / "train.csv", "hubdir": tmp_path / "hubdir" / "train.csv",
+               "disk": next((tmp_path / "disk").glob("*.arrow")),
+               "mirror": next((tmp_path / "mirror" / "org" / "set" / "default").glob("*.arrow"))}
+    for name, changed in changes.items():
+        data = bytearray(changed.read_bytes())
+        data[-1] ^= 1  # one bit, same size
+        changed.write_bytes(bytes(data))
+        after = keys()
+        assert after[name] != before[name], name  # a miss for the case that reads it ...
+        assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
+        before = after  # ... and for no other
+    (model / "config.json").write_text((model / "config.json").read_text().replace('"gelu"', '"relu"'))
+    assert set(keys().values()).isdisjoint(before.values())  # the model's folder: every case misses
