@@ -47,6 +47,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shard = options_of(config).shard
     if shard:
+        scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
         items[:], deselected = scaleout.select_shard(items, *shard)
         if deselected:
             config.hook.pytest_deselected(items=deselected)
@@ -90,6 +91,14 @@ class ControllerHooks:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.pluginmanager.hasplugin("dsession"):
             self.controller.expect(item.nodeid for item in session.items)
+            self.controller.planned = self.config.stash.get(scaleout.PLAN_KEY, None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """Under xdist the workers collect: each sends the run's plan back when it finishes."""
+        planned = (getattr(node, "workeroutput", None) or {}).get(scaleout.PLAN_OUTPUT)
+        if planned is not None:
+            self.controller.planned = list(planned)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

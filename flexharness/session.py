@@ -50,6 +50,7 @@ class Controller:
     items: dict[str, ItemState] = field(default_factory=dict)
     gates: list[agg.GateResult] = field(default_factory=list)
     baseline: Baseline | None = None
+    planned: list[str] | None = None  # a shard's whole run (node ids before the cut), for merge
     _plans: dict[str, dict[str, tuple[Suite, Planned]]] = field(default_factory=dict)
 
     def expect(self, nodeids: Iterable[str]) -> None:
@@ -149,11 +150,12 @@ class Controller:
         specs = self.gate_specs()
         suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
                    "cases": [scored for c in suite.cases for scored in c.scored_ids],
-                   "models": list(suite_models(suite, self.options)), "gates": specs[name]}
+                   "models": list(suite_models(suite, self.options)), "gates": specs[name],
+                   "items": sorted(nodeid for nodeid, state in self.items.items() if state.suite.name == name)}
                   for name, (file, suite) in self.suites().items()]
         shard = self.options.shard
         return {"suites": suites, "baseline": to_json(self.baseline) if self.baseline else None,
-                "shard": {"index": shard[0], "count": shard[1]} if shard else None}
+                "shard": {"index": shard[0], "count": shard[1], "planned": self.planned} if shard else None}
 
     def _environment(self) -> dict[str, Any]:
         versions = {}

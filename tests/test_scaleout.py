@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -155,3 +156,61 @@ def test_xdist_workers_share_the_cpu_cores(pytester: pytest.Pytester, suite_text
     assert pytester.runpytest("-n", "2", "--dist", "each", "--flex-device=cpu").ret == pytest.ExitCode.OK
     expected = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert {p.read_text() for p in pytester.path.glob("threads-*.txt")} == {expected}
+
+
+def _shards(pytester: pytest.Pytester, *extra: str, shards=(1, 2), xdist: bool = False) -> list[tuple[str, dict]]:
+    docs = []
+    for k in shards:
+        options = [f"--flex-shard={k}/2", f"--flex-json=s{k}.json", *extra] + (["-n", "2"] if xdist and k == 2 else [])
+        pytester.runpytest(*options)  # under xdist the workers send the plan back
+        docs.append((f"s{k}.json", json.loads((pytester.path / f"s{k}.json").read_text())))
+    return docs
+
+
+def _edited(docs: list[tuple[str, dict]], k: int, edit) -> list[tuple[str, dict]]:
+    changed = copy.deepcopy(docs)
+    edit(changed[k][1])
+    return changed
+
+
+def test_merge_refuses_shards_that_are_not_parts_of_one_run(pytester: pytest.Pytester, suite_text,
+                                                            tiny_model) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(THREE, train=FAST))
+    docs = _shards(pytester, xdist=True)
+    planned = sorted(f"toy.flex.yaml::tasks/t{i}[seed{s}]" for i in range(3) for s in (0, 1))
+    assert [sorted(doc["shard"]["planned"]) for _, doc in docs] == [planned, planned]
+    assert sorted(item for _, doc in docs for suite in doc["suites"] for item in suite["items"]) == planned
+    assert len(merged(docs)["cases"]) == 3
+
+    def drop_item(doc: dict) -> None:
+        doc["suites"][0]["items"].pop()
+
+    def repeat_item(doc: dict) -> None:
+        doc["suites"][0]["items"].append(docs[0][1]["suites"][0]["items"][0])
+
+    refusals = {
+        "1 planned item ran in no shard (toy.flex.yaml::tasks/t*): the merged run would lack them": drop_item,
+        "item toy.flex.yaml::tasks/* ran in both s1.json and s2.json: the shards overlap": repeat_item,
+        "suite 'toy' differs between s1.json and s2.json (fingerprint)*":
+            lambda doc: doc["suites"][0].update(fingerprint="0" * 16),
+        "s1.json and s2.json are shards of different runs (6 and 7 items planned; e.g. other.flex.yaml::x is "
+        "in only one)*": lambda doc: doc["shard"]["planned"].append("other.flex.yaml::x"),
+        "s2.json does not say which run it is a shard of*": lambda doc: doc["shard"].pop("planned"),
+    }
+    for message, edit in refusals.items():
+        with pytest.raises(MergeError) as refused:
+            merged(_edited(docs, 1, edit))
+        assert fnmatch.fnmatch(str(refused.value), message), str(refused.value)
+
+    two_models = _shards(pytester, f"--model={tiny_model}", "--model=" + str(tiny_model) + "/", shards=(2,))
+    with pytest.raises(MergeError, match="shards of different runs"):
+        merged([docs[0], *two_models])
+    pytester.makefile(".flex.yaml", other=suite_text("tasks:\n  - {name: x, dataset: reviews, metric: accuracy}\n",
+                                                     train=FAST).replace("suite: toy", "suite: other"))
+    with_other = _shards(pytester, shards=(2,))
+    with pytest.raises(MergeError, match="shards of different runs"):
+        merged([docs[0], *with_other])
+    seed_split = [(name, {**doc, "shard": None}) for name, doc in (docs[0], docs[1])]
+    seed_split[1][1]["suites"] = [{**seed_split[1][1]["suites"][0], "name": "other"}]
+    with pytest.raises(MergeError, match="ran different suites"):
+        merged(seed_split)
