@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from flexharness.results.io import unwritable
 from flexharness.rules.baseline import Tolerance, parse_tolerance
 from flexharness.scaleout import parse_shard
 
@@ -176,3 +177,13 @@ def _seconds(text: Any) -> float:
     if not 0 <= value < float("inf"):
         raise pytest.UsageError(f"--flex-progress: expected 0 or more seconds, got {text!r}")
     return value
+
+
+def check_outputs(options: Options) -> None:
+    """Fail before any fine-tuning when an output cannot be written, not after the last case."""
+    for option, target, folder in (("--flex-json", options.json_path, False),
+                                   ("--flex-save-baseline", options.save_baseline, False),
+                                   ("--flex-report-dir", options.report_dir, True)):
+        problem = unwritable(target, folder) if target else None
+        if problem:
+            raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")

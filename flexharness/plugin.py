@@ -16,7 +16,7 @@ from flexharness.collect import RESULT_PROPERTY, SuiteFile
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
 from flexharness.present import summary_lines, write_report_dir
-from flexharness.results.io import unwritable, write_json
+from flexharness.results.io import write_json
 from flexharness.rules import baseline as base
 from flexharness.session import Controller
 
@@ -75,7 +75,7 @@ class ControllerHooks:
             baseline = base.load(options.baseline) if options.baseline else None
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
-        _check_outputs(options)
+        opts.check_outputs(options)
         self.controller = Controller(config.rootpath, options, baseline=baseline)
         self.collect_errors: list[str] = []
         self.write_errors: list[str] = []
@@ -142,7 +142,8 @@ class ControllerHooks:
                 if target:
                     write()
             except OSError as exc:  # the disk filled up or the folder went away after the start-up check
-                self.write_errors.append(f"{option}: cannot write {exc.filename or target}: {exc.strerror or exc}")
+                culprit = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(target) else ""
+                self.write_errors.append(f"{option}: cannot write {target}: {exc.strerror or exc}{culprit}")
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -153,13 +154,3 @@ class ControllerHooks:
                 terminalreporter.write_line(line)
         for line in self.write_errors:
             terminalreporter.write_line(f"ERROR {line}; the results above were not saved there", red=True)
-
-
-def _check_outputs(options: opts.Options) -> None:
-    """Fail before any fine-tuning when an output cannot be written, not after the last case."""
-    for option, target, folder in (("--flex-json", options.json_path, False),
-                                   ("--flex-save-baseline", options.save_baseline, False),
-                                   ("--flex-report-dir", options.report_dir, True)):
-        problem = unwritable(target, folder) if target else None
-        if problem:
-            raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")

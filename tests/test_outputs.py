@@ -48,7 +48,7 @@ def test_a_write_that_fails_at_the_end_keeps_the_summary_and_fails_the_run(
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*flexharness summary*", "tasks/polarity *accuracy*",
-                                 "ERROR --flex-json: cannot write late*; the results above were not saved there"])
+                                 "ERROR --flex-json: cannot write late/out.json: File exists (late); the results above were not saved there"])
     assert (pytester.path / "report" / "summary.md").is_file()  # the other outputs are still written
 
 
