@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -27,6 +28,7 @@ from flexharness.axes import AXES
 from flexharness.engine import models
 from flexharness.engine.runner import PER_EXAMPLE
 from flexharness.results import predictions
+from flexharness.files import RESULTS_LIMIT, read_text
 from flexharness.resources import resolve_path
 from flexharness.results.io import write_atomic
 from flexharness.spec import Case, DatasetSpec, Planned
@@ -158,9 +160,25 @@ def data_identity(spec: DatasetSpec) -> list[str] | None:
         paths += [resolve_path(spec.disk, Path(spec.base_dir))] if spec.disk else []
         mirror = mirror_path(spec)
         paths += [mirror] if mirror is not None and mirror.is_dir() else []
+        paths += local_hub_paths(spec)
         return [path_fingerprint(path) for path in paths]
     except OSError:
         return None
+
+
+def local_hub_paths(spec: DatasetSpec) -> list[Path]:
+    """A ``hub: {path: ...}`` that names a local folder or file: ``datasets.load_dataset`` reads it from disk.
+
+    Both readings of a relative path count (the suite's folder and the working directory): a key that
+    holds one file too many only misses, one that holds one too few reuses a stale score.
+    """
+    if not spec.hub:
+        return []
+    ref = str(dict(spec.hub).get("path", ""))
+    if not ref or ref.startswith("pkg://"):
+        return []
+    candidates = dict.fromkeys((resolve_path(ref, Path(spec.base_dir)), Path(ref).expanduser()))
+    return [path for path in candidates if path.exists()]
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,6 +209,60 @@ def result_key(planned: Planned, device: str) -> tuple[str | None, str | None]:
     return digest(parts), model_print
 
 
+class CacheRecordWarning(UserWarning):
+    """A cached record was damaged or of the wrong shape, and was recomputed."""
+
+
+_RECORD_TYPES = {"score": "number", "metrics": "metrics", "seed": "int", "device": "str",
+                 "train_examples": "int", "eval_examples": "int"}
+
+
+def entry_problem(entry: Any, key: str, planned: Planned) -> str | None:
+    """What is wrong with a stored entry, or None: a record must have the shape a fresh one has."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("record"), dict):
+        return "not a record"
+    if entry.get("key") != key:
+        return "stored under another key"
+    record = entry["record"]
+    problem = _shape_problem(record, _RECORD_TYPES)
+    if problem is None and record["seed"] != planned.seed:
+        problem = f"seed {record['seed']} where {planned.seed} was asked"
+    if problem is None and len(planned.case.scored_names) > 1:
+        splits = record.get("splits")
+        names = planned.case.dataset.eval_splits
+        if not isinstance(splits, dict) or any(not isinstance(splits.get(n), dict) for n in names):
+            problem = f"'splits' does not hold every evaluation split ({', '.join(names)})"
+        else:
+            problem = next(filter(None, (_shape_problem(splits[n], {k: _RECORD_TYPES[k] for k in
+                                                                    ("score", "metrics", "eval_examples")})
+                                         for n in names)), None)
+    return problem
+
+
+def _shape_problem(record: dict[str, Any], types: dict[str, str]) -> str | None:
+    for name, kind in types.items():
+        if name not in record:
+            return f"'{name}' is missing"
+        if not _CHECKS[kind](record[name]):
+            return f"'{name}' is not {_KINDS[kind]}"
+    return None
+
+
+def _number(value: Any) -> bool:
+    """A score as a fresh record holds it: null (no score), or any number (NaN too: a metric can give it)."""
+    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "number": _number,
+    "metrics": lambda v: isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items()),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "str": lambda v: isinstance(v, str),
+}
+_KINDS = {"number": "a number or null", "metrics": "a mapping of metric names to numbers", "int": "a count",
+          "str": "a string"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ResultCache:
     """One JSON file per record; ``reuse`` is False under ``--flex-no-cache`` (recompute, then refresh)."""
@@ -203,12 +275,22 @@ class ResultCache:
         cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
         return cls(cache.mkdir(RESULTS_DIR), reuse) if cache is not None else None
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, planned: Planned) -> dict[str, Any] | None:
+        """The stored record, or None: absent, or damaged (then one warning, and the item is recomputed)."""
+        path = self.directory / f"{key}.json"
         try:
-            entry = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            entry = json.loads(read_text(path, RESULTS_LIMIT))
+        except FileNotFoundError:
             return None
-        return entry.get("record") if isinstance(entry, dict) else None
+        except (OSError, ValueError) as exc:
+            problem: str | None = f"unreadable ({type(exc).__name__})"
+        else:
+            problem = entry_problem(entry, key, planned)
+        if problem:
+            warnings.warn(CacheRecordWarning(f"result cache: ignored the record {path.name} for "
+                                             f"{planned.name}: {problem}; recomputing it"), stacklevel=2)
+            return None
+        return entry["record"]
 
     def put(self, key: str, nodeid: str, record: dict[str, Any]) -> None:
         entry = {"key": key, "nodeid": nodeid, "record": record}
@@ -238,7 +320,7 @@ def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device:
     """
     key, model_print = result_key(planned, device)
     if store and store.reuse and key:
-        hit = store.get(key)
+        hit = store.get(key, planned)
         if hit is not None:
             return {**hit, "cached": True}
     record = {**compute(), "cached": False, "model_fingerprint": model_print}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flexharness.axes import AXES, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError
-from flexharness.results.io import read_results, write_atomic, write_json
+from flexharness.results.io import read_results, unwritable, write_atomic, write_json
 from flexharness.suite import expand
 
 
@@ -43,6 +43,7 @@ def _merge(args: argparse.Namespace) -> int:
     from flexharness.rules import baseline
 
     doc = verdict.merged([(path, read_results(path)) for path in args.shards])
+    print("\n".join(summary_lines(doc)))  # first: a failed write below must not lose it
     write_json(args.output, doc)
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
@@ -50,7 +51,6 @@ def _merge(args: argparse.Namespace) -> int:
         merge.junit_xml(doc, args.junitxml)
     if args.save_baseline:
         write_json(args.save_baseline, baseline.make(doc))
-    print("\n".join(summary_lines(doc)))
     failed = [c for c in doc["cases"] if c["status"] != "passed"] + [g for g in doc["gates"] if not g["passed"]]
     return 1 if failed else 0
 
@@ -121,11 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for option in OUTPUTS:  # before any reading or merging: a typo costs nothing
+        target = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        problem = unwritable(target) if target else None
+        if problem:
+            print(f"flexharness {args.command}: {option}: cannot write {target}: {problem}", file=sys.stderr)
+            return 2
     try:
         return args.run(args)
     except FlexError as exc:
         print(f"flexharness {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write that failed after the start-up check (disk full, folder removed)
+        print(f"flexharness {args.command}: cannot write {exc.filename or ''}: {exc.strerror or exc}; "
+              "the summary above was not saved there", file=sys.stderr)
+        return 2
+
+
+OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline")  # the files a command writes
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flexharness.axes import AXES, RunContext, check_suite, load_suite
-from flexharness.errors import FlexError, SuiteError, Unavailable
+from flexharness.errors import FlexError, SuiteError, Unavailable, first_line
 from flexharness.options import Options, options_of
 from flexharness.spec import Planned, Suite
 from flexharness.resources import suite_relative
@@ -125,10 +125,19 @@ class CaseItem(pytest.Item):
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """Our errors as one line; anyone else's as a short located one, the traceback behind -v / --tb=long."""
+        planned = self.planned
+        where = f"{planned.case.axis}/{planned.case.name} (model {planned.model}, seed {planned.seed})"
         if isinstance(excinfo.value, FlexError):
-            return f"{self.planned.case.axis}/{self.planned.case.name} (model {self.planned.model}, " \
-                   f"seed {self.planned.seed}): {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
+            return f"{where}: {excinfo.value}"
+        option = self.config.option
+        if option.verbose > 0 or option.tbstyle in ("long", "native"):
+            return super().repr_failure(excinfo, style=style)
+        reason = first_line(excinfo.value, "no message")[:300]
+        file = self.nodeid.split("::")[0]
+        return (f"{file}:{planned.case.line}: {where}: unexpected {excinfo.typename}: {reason}\n"
+                "(not a flexharness error: rerun with -v or --tb=long for the traceback, and please report it "
+                "if the suite and data look right)")
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, self.planned.case.line - 1, self.name

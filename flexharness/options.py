@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from flexharness.results.io import unwritable
 from flexharness.rules.baseline import Tolerance, parse_tolerance
 from flexharness.scaleout import parse_shard
 from flexharness.spec import PRECISIONS
@@ -271,3 +272,13 @@ def _prescreen_options(config: pytest.Config) -> dict[str, Any]:
         raise pytest.UsageError(f"--flex-prescreen-by: expected one of {', '.join(PRESCREEN_BY)}, got {by!r}")
     return {"prescreen_only": bool(_value(config, "prescreen_only")), "prescreen_by": by,
             "prescreen_top": _positive_int(_value(config, "prescreen_top"), "--flex-prescreen-top")}
+
+
+def check_outputs(options: Options) -> None:
+    """Fail before any fine-tuning when an output cannot be written, not after the last case."""
+    for option, target, folder in (("--flex-json", options.json_path, False),
+                                   ("--flex-save-baseline", options.save_baseline, False),
+                                   ("--flex-report-dir", options.report_dir, True)):
+        problem = unwritable(target, folder) if target else None
+        if problem:
+            raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")

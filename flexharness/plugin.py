@@ -55,6 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=deselected)
     shard = options_of(config).shard
     if shard:
+        scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
         items[:], deselected = scaleout.select_shard(items, *shard)
         if deselected:
             config.hook.pytest_deselected(items=deselected)
@@ -91,9 +92,11 @@ class ControllerHooks:
             baseline = base.load(options.baseline) if options.baseline else None
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
+        opts.check_outputs(options)
         self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config),
                                      baseline_outputs=outputs_beside([options.baseline]) if baseline else {})
         self.collect_errors: list[str] = []
+        self.write_errors: list[str] = []
         self.previous_sigterm = interrupts.install_sigterm_handler()
 
     def pytest_unconfigure(self) -> None:
@@ -112,6 +115,14 @@ class ControllerHooks:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.pluginmanager.hasplugin("dsession"):
             self.controller.expect(item.nodeid for item in session.items)
+            self.controller.planned = self.config.stash.get(scaleout.PLAN_KEY, None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """Under xdist the workers collect: each sends the run's plan back when it finishes."""
+        planned = (getattr(node, "workeroutput", None) or {}).get(scaleout.PLAN_OUTPUT)
+        if planned is not None:
+            self.controller.planned = list(planned)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -146,18 +157,29 @@ class ControllerHooks:
             session.exitstatus = pytest.ExitCode.OK  # a shard left empty by a wide CI matrix; merge checks the whole
         self.controller.compute_gates()  # again: after an interruption the gates were never reported
         doc = self.controller.document()
-        if options.json_path:
-            write_json(options.json_path, doc)
-            predictions.write_beside(options.json_path, self.controller.outputs_entries())
-        if options.save_baseline:
-            write_json(options.save_baseline, base.make(doc))
-            predictions.write_beside(options.save_baseline, self.controller.outputs_entries())
-        if options.report_dir:
-            write_report_dir(options.report_dir, doc)
+        writes = ((options.json_path, "--flex-json", lambda: self._write_with_outputs(options.json_path, doc)),
+                  (options.save_baseline, "--flex-save-baseline",
+                   lambda: self._write_with_outputs(options.save_baseline, base.make(doc))),
+                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc)))
+        for target, option, write in writes:
+            try:
+                if target:
+                    write()
+            except OSError as exc:  # the disk filled up or the folder went away after the start-up check
+                culprit = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(target) else ""
+                self.write_errors.append(f"{option}: cannot write {target}: {exc.strerror or exc}{culprit}")
+        if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_with_outputs(self, path: str, doc: dict[str, Any]) -> None:
+        """A results or baseline file, and the per-example outputs beside it (``PATH.predictions.npz``)."""
+        write_json(path, doc)
+        predictions.write_beside(path, self.controller.outputs_entries())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.controller.items or self.config.option.collectonly:
-            return
-        terminalreporter.write_sep("=", "flexharness summary")
-        for line in summary_lines(self.controller.document()):
-            terminalreporter.write_line(line)
+        if self.controller.items and not self.config.option.collectonly:
+            terminalreporter.write_sep("=", "flexharness summary")
+            for line in summary_lines(self.controller.document()):
+                terminalreporter.write_line(line)
+        for line in self.write_errors:
+            terminalreporter.write_line(f"ERROR {line}; the results above were not saved there", red=True)

@@ -14,14 +14,21 @@ import shutil
 import subprocess
 from typing import Any, Hashable, Mapping, Sequence
 
+import pytest
+
 DEFAULT_TRAIN_SAMPLES = 10_000  # the cost estimate of a case without max_train_samples
+PLAN_KEY = pytest.StashKey[list]()  # node ids of the whole run, before the shard was cut
+MAX_SHARDS = 1000  # a CI matrix wider than this is a typo; each shard costs the controller a slot
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/4"`` → (2, 4); raises ValueError with the rule."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    match = re.fullmatch(r"\s*0*(\d{1,9})\s*/\s*0*(\d{1,9})\s*", str(text))
+    if match and int(match[2]) > MAX_SHARDS:
+        raise ValueError(f"--flex-shard: at most {MAX_SHARDS} shards, got N = {match[2]}; use fewer shards")
     if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise ValueError(f"--flex-shard: expected K/N with 1 <= K <= N, e.g. 2/4, got {text!r}")
+        raise ValueError(f"--flex-shard: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, e.g. 2/4, "
+                         f"got {str(text)[:40]!r}")
     return int(match[1]), int(match[2])
 
 
@@ -61,6 +68,17 @@ def select_shard(items: Sequence[Any], index: int, count: int) -> tuple[list[Any
     shards = assign_shards(costs, count)
     chosen = {id(item) for key, members in groups.items() if shards[key] == index - 1 for item in members}
     return [i for i in items if id(i) in chosen], [i for i in items if id(i) not in chosen]
+
+
+PLAN_OUTPUT = "flexharness_plan"  # the workeroutput key an xdist worker sends the plan back under
+
+
+def remember_plan(config: Any, nodeids: list[str]) -> None:
+    """Keep the run's items before the shard is cut: ``flexharness merge`` checks the shards add up to them."""
+    if hasattr(config, "workerinput"):
+        config.workeroutput[PLAN_OUTPUT] = nodeids
+    else:
+        config.stash[PLAN_KEY] = nodeids
 
 
 def visible_gpus(environ: Mapping[str, str]) -> list[str]:

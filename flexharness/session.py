@@ -53,6 +53,7 @@ class Controller:
     baseline: Baseline | None = None
     outputs: Path | None = None        # the folder of the items' per-example outputs
     baseline_outputs: dict[Any, Any] = field(default_factory=dict)   # the baseline's, from beside its file
+    planned: list[str] | None = None  # a shard's whole run (node ids before the cut), for merge
     _plans: dict[str, dict[str, tuple[Suite, Planned]]] = field(default_factory=dict)
     _outputs_memo: dict[str, Any] = field(default_factory=dict)
     _version: int = 0                                   # bumped by every report and every new item
@@ -191,11 +192,12 @@ class Controller:
         suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
                    "cases": [scored for c in suite.cases for scored in c.scored_ids],
                    "models": list(suite_models(suite, self.options)), "gates": specs[name],
-                   "prescreen": {"top": self.options.prescreen_top, "by": self.options.prescreen_by}}
+                   "prescreen": {"top": self.options.prescreen_top, "by": self.options.prescreen_by},
+                   "items": sorted(nodeid for nodeid, state in self.items.items() if state.suite.name == name)}
                   for name, (file, suite) in self.suites().items()]
         shard = self.options.shard
         return {"suites": suites, "baseline": to_json(self.baseline) if self.baseline else None,
-                "shard": {"index": shard[0], "count": shard[1]} if shard else None}
+                "shard": {"index": shard[0], "count": shard[1], "planned": self.planned} if shard else None}
 
     def _environment(self) -> dict[str, Any]:
         versions = {}

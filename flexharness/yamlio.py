@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from flexharness import files
 from flexharness.errors import SuiteError, first_line, short_repr
 
 MAX_VALUES = 100_000   # values of the fully expanded document; a large real suite has a few thousand
@@ -119,7 +120,7 @@ def load_yaml(path: str | Path) -> Any:
     """Parse one YAML file safely; every failure becomes a :class:`SuiteError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_text(path, files.SUITE_LIMIT)
     except UnicodeDecodeError as exc:
         raise SuiteError(str(path), None, None, f"cannot read the suite file ({exc}); save it as UTF-8") from None
     except OSError as exc:

@@ -126,3 +126,98 @@ def test_case_identity_ignores_its_line_and_the_other_seeds(suite_text, tmp_path
     three = tmp_path / "three.flex.yaml"
     three.write_text(suite_text(TWO).replace("batch_size: 16", "batch_size: 8"))
     assert canonical_case(load_suite(three).cases[0]) != canonical_case(a)
+
+
+GOOD = {"score": 0.5, "metrics": {"accuracy": 0.5}, "seed": 0, "device": "cpu", "train_examples": 10,
+        "eval_examples": 4}
+BAD_RECORDS = {
+    "list": [GOOD], "no-record": {"nodeid": "x"}, "score-text": {**GOOD, "score": "0.9"},
+    "score-bool": {**GOOD, "score": True}, "no-metrics": {k: v for k, v in GOOD.items() if k != "metrics"},
+    "metrics-list": {**GOOD, "metrics": [0.5]}, "metric-text": {**GOOD, "metrics": {"accuracy": "high"}},
+    "other-seed": {**GOOD, "seed": 7}, "negative-count": {**GOOD, "train_examples": -1},
+    "device-number": {**GOOD, "device": 0},
+}
+
+
+def _entry(key: str, record) -> dict:
+    return {"key": key, "nodeid": "toy.flex.yaml::tasks/polarity[seed0]", "record": record}
+
+
+def test_only_records_of_the_right_shape_are_reused(suite_text, tmp_path: Path) -> None:
+    from flexharness.cache import entry_problem
+    from flexharness.suite import expand
+
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TWO))
+    suite = load_suite(path)
+    planned = expand(suite, ("m",))[0]
+    assert entry_problem(_entry("k", GOOD), "k", planned) is None
+    assert entry_problem(_entry("k", {**GOOD, "score": None, "metrics": {}}), "k", planned) is None  # failed metric
+    assert entry_problem(_entry("other", GOOD), "k", planned) == "stored under another key"
+    for name, bad in BAD_RECORDS.items():
+        entry = bad if name == "no-record" else _entry("k", bad)
+        assert entry_problem(entry, "k", planned), name
+
+
+def test_a_record_of_the_wrong_shape_is_recomputed_and_overwritten_with_one_warning(
+        pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(TWO, train=FAST))
+    pytester.runpytest("--flex-json=first.json").assert_outcomes(passed=2)
+    stored = sorted((pytester.path / ".pytest_cache" / "d" / RESULTS_DIR).glob("*.json"))
+    assert len(stored) == 2
+    for path, bad in zip(stored, (BAD_RECORDS["score-text"], BAD_RECORDS["no-metrics"])):
+        entry = json.loads(path.read_text())
+        path.write_text(json.dumps({**entry, "record": bad}))  # valid JSON: reused forever before
+    damaged = pytester.runpytest("--flex-json=second.json")
+    damaged.assert_outcomes(passed=2, warnings=2)
+    damaged.stdout.fnmatch_lines(["*CacheRecordWarning: result cache: ignored the record *.json for "
+                                  "tasks/polarity*[[]seed0]: *; recomputing it"])
+    assert _cached(_doc(pytester, "second.json")) == {"polarity": False, "polarity_f1": False}
+    assert _scores(_doc(pytester, "second.json")) == _scores(_doc(pytester, "first.json"))
+    again = pytester.runpytest("--flex-json=third.json")
+    again.assert_outcomes(passed=2)
+    assert "CacheRecordWarning" not in again.stdout.str()
+    assert _cached(_doc(pytester, "third.json")) == {"polarity": True, "polarity_f1": True}
+
+
+def test_every_local_source_is_in_the_key_by_content(tiny_model: Path, tmp_path: Path) -> None:
+    """Files, a save_to_disk folder, a local folder given as hub path, a --flex-data-dir mirror, the model."""
+    import datasets
+
+    from flexharness.cache import result_key
+    from flexharness.suite import expand
+    from toy import sentiment_rows, write_csv
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    write_csv(tmp_path / "files" / "train.csv", sentiment_rows(40))
+    write_csv(tmp_path / "hubdir" / "train.csv", sentiment_rows(40))
+    datasets.Dataset.from_list(sentiment_rows(40)).save_to_disk(str(tmp_path / "disk"))
+    datasets.Dataset.from_list(sentiment_rows(40)).save_to_disk(str(tmp_path / "mirror" / "org" / "set" / "default"))
+    suite = tmp_path / "toy.flex.yaml"
+    suite.write_text(f"suite: toy\nmodel: {model}\ntrain: {{seeds: [0]}}\ndatasets:\n"
+                     "  files: {files: {train: files/train.csv}, label: label}\n"
+                     "  disk: {disk: disk, label: label}\n"
+                     f"  hubdir: {{hub: {{path: {tmp_path / 'hubdir'}}}, label: label}}\n"
+                     "  mirror: {hub: {path: org/set}, label: label}\n"
+                     "tasks:\n" + "".join(f"  - {{name: {n}, dataset: {n}, metric: accuracy}}\n"
+                                          for n in ("files", "disk", "hubdir", "mirror")))
+
+    def keys() -> dict[str, str]:
+        planned = expand(load_suite(suite, {}, str(tmp_path / "mirror")), (str(model),))
+        return {p.case.name: result_key(p, "cpu")[0] for p in planned}
+
+    before = keys()
+    assert all(before.values()) and len(set(before.values())) == 4
+    changes = {"files": tmp_path / "files" / "train.csv", "hubdir": tmp_path / "hubdir" / "train.csv",
+               "disk": next((tmp_path / "disk").glob("*.arrow")),
+               "mirror": next((tmp_path / "mirror" / "org" / "set" / "default").glob("*.arrow"))}
+    for name, changed in changes.items():
+        data = bytearray(changed.read_bytes())
+        data[-1] ^= 1  # one bit, same size
+        changed.write_bytes(bytes(data))
+        after = keys()
+        assert after[name] != before[name], name  # a miss for the case that reads it ...
+        assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
+        before = after  # ... and for no other
+    (model / "config.json").write_text((model / "config.json").read_text().replace('"gelu"', '"relu"'))
+    assert set(keys().values()).isdisjoint(before.values())  # the model's folder: every case misses

@@ -258,3 +258,20 @@ def test_case_fingerprints_do_not_depend_on_the_checkout_folder(suite_text, tmp_
         path.write_text(f"suite: toy\nmodel: m\ndatasets:\n  reviews: {{files: {{train: reviews.csv}}}}\n{text}")
         prints.append([case_fingerprint(c) for c in load_suite(path).cases])
     assert prints[0] == prints[1] and len(set(prints[0])) == 3
+
+
+def test_a_damaged_domain_size_entry_is_counted_again_with_one_warning(pytester: pytest.Pytester,
+                                                                       suite_text) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(DOMAINS.format(extra="")))
+    pytester.runpytest("--collect-only", "-q").stdout.fnmatch_lines(["3 tests collected*"])
+    entries = sorted((pytester.path / ".pytest_cache" / "v" / "flexharness" / "domain-sizes").iterdir())
+    assert len(entries) == 3
+    for entry, bad in zip(entries, ([], {"train": "many", "labels": 2, "eval": 1, "matched": 1, "held_out": 0},
+                                    {"train": 5, "labels": True, "eval": 1, "matched": 1, "held_out": 0})):
+        entry.write_text(json.dumps(bad))  # valid JSON, wrong shape
+    damaged = pytester.runpytest("--collect-only", "-q")
+    damaged.stdout.fnmatch_lines(["3 tests collected*"])
+    assert damaged.stdout.str().count("SizesCacheWarning: domain-size cache: ignored the damaged entry") == 3
+    again = pytester.runpytest("--collect-only", "-q")  # overwritten: no warning any more
+    again.stdout.fnmatch_lines(["3 tests collected*"])
+    assert "SizesCacheWarning" not in again.stdout.str()

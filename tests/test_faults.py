@@ -61,7 +61,7 @@ _seen = []
 
 
 def _out_of_memory(module, args, output):
-    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected by the test)")
+    RAISE
 
 
 def _fresh_model(*args, **kwargs):
@@ -86,17 +86,27 @@ def pytest_runtest_setup(item):
 '''
 
 
+OUT_OF_MEMORY = {  # what is raised inside the model's forward pass -> the reason the message quotes
+    "cuda": ('raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")',
+             "CUDA out of memory. Tried to allocate 20.00 GiB (injected)"),
+    "cpu": ("torch.empty(1 << 50, dtype=torch.uint8)  # a real allocation failure of torch's CPU allocator",
+            "*DefaultCPUAllocator: can't allocate memory: you tried to allocate 1125899906842624 bytes*"),
+}
+
+
+@pytest.mark.parametrize("device", sorted(OUT_OF_MEMORY))
 def test_out_of_memory_fails_one_item_with_a_hint_and_frees_its_memory(
-        pytester: pytest.Pytester, suite_text) -> None:
-    pytester.makeconftest(OOM_CONFTEST)
+        pytester: pytest.Pytester, suite_text, device: str) -> None:
+    statement, reason = OUT_OF_MEMORY[device]
+    pytester.makeconftest(OOM_CONFTEST.replace("RAISE", statement))
     pytester.makefile(".flex.yaml", toy=suite_text(TWO_TASKS, train=CHEAP))
     result = pytester.runpytest("-p", "no:cacheprovider", "--flex-json=out.json")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines([
-        "tasks/first (model *, seed 0): out of memory (CUDA out of memory. Tried to allocate 20.00 GiB (injected "
-        "by the test)) at batch_size 16, eval_batch_size 128, max_length 128; lower 'batch_size' (or "
-        "'eval_batch_size') or 'max_length' under 'train:', train fewer weights ('method: lora' or 'method: "
-        "head'), set 'gradient_checkpointing: true', or run on a larger device",
+        f"tasks/first (model *, seed 0): out of memory ({reason}) at batch_size 16, eval_batch_size 128, "
+        "max_length 128; lower 'batch_size' (or 'eval_batch_size') or 'max_length' under 'train:', "
+        "train fewer weights ('method: lora' or 'method: head'), set 'gradient_checkpointing: true', "
+        "or run on a larger device",
         "gate tasks/p_avg.min (toy, model *): incomplete: 1 of 2 tasks cases have no score*",
     ])
     assert (pytester.path / "freed.txt").read_text() == "True"  # pytest keeps the failure; not its frames
@@ -276,3 +286,48 @@ def test_the_sigterm_handler_replaces_only_the_default_and_is_restored() -> None
         assert signal.getsignal(signal.SIGTERM) is _custom_handler
     finally:
         signal.signal(signal.SIGTERM, outer)
+
+
+FOREIGN_CONFTEST = '''
+import flexharness.engine.models as models
+
+_original = models.fresh_model
+
+
+def _deep_inside(module, args, output):
+    raise ValueError("setting an array element with a sequence.\\nsecond line of a library's own advice")
+
+
+def _fresh_model(*args, **kwargs):
+    model = _original(*args, **kwargs)
+    model.register_forward_hook(_deep_inside)
+    return model
+
+
+def pytest_configure(config):
+    models.fresh_model = _fresh_model
+
+
+def pytest_unconfigure(config):
+    models.fresh_model = _original
+'''
+
+
+def test_a_foreign_error_is_one_located_line_with_the_traceback_behind_tb_long(
+        pytester: pytest.Pytester, suite_text) -> None:
+    pytester.makeconftest(FOREIGN_CONFTEST)
+    pytester.makefile(".flex.yaml", toy=suite_text("tasks:\n  - {name: first, dataset: reviews, metric: accuracy}\n",
+                                                   train=CHEAP))
+    short = pytester.runpytest("-p", "no:cacheprovider")
+    short.assert_outcomes(failed=1)
+    short.stdout.fnmatch_lines([
+        "toy.flex.yaml:9: tasks/first (model *, seed 0): unexpected ValueError: setting an array element with "
+        "a sequence.",
+        "(not a flexharness error: rerun with -v or --tb=long for the traceback, and please report it if the "
+        "suite and data look right)"])
+    assert "_deep_inside" not in short.stdout.str() and "second line" not in short.stdout.str()
+    assert len(short.stdout.lines) < 60
+    for flag in ("--tb=long", "-v"):
+        full = pytester.runpytest("-p", "no:cacheprovider", flag)
+        full.assert_outcomes(failed=1)
+        full.stdout.fnmatch_lines(["*def _deep_inside(module, args, output):*", "E * ValueError: setting an array*"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -25,9 +26,12 @@ GATES = ("gates:\n  tasks: {p_avg: {min: 0.0}, sigma_p: {max: 1.0}}\n  case_min:
 
 def test_shard_syntax() -> None:
     assert parse_shard("2/4") == (2, 4)
-    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
-        with pytest.raises(ValueError, match="--flex-shard"):
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0", "1/1000000000", "1/" + "9" * 5000):
+        with pytest.raises(ValueError, match="--flex-shard: .*1000"):
             parse_shard(bad)
+    assert parse_shard("1000/1000") == (1000, 1000)
+    with pytest.raises(ValueError, match="at most 1000 shards, got N = 1001; use fewer shards"):
+        parse_shard("1/1001")
 
 
 @given(costs=st.dictionaries(st.text(min_size=1, max_size=5), st.floats(0.5, 1000), min_size=1, max_size=30),
@@ -61,10 +65,14 @@ def test_collected_shards_partition_the_items_and_keep_seeds_together(pytester: 
         assert len(items) == 2 * len(cases)  # both seeds of every case
     result = pytester.runpytest("--collect-only", "-q", "--flex-shard=3/2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    huge = pytester.runpytest("--collect-only", "-q", "--flex-shard=1/1000000000")
+    assert huge.ret == pytest.ExitCode.USAGE_ERROR
+    huge.stderr.fnmatch_lines(["*--flex-shard: expected K/N with 1 <= K <= N <= 1000, e.g. 2/4, got '1/1000000000'"])
     empty = pytester.runpytest("--flex-shard=4/4", "--flex-json=empty.json")  # 3 cases cannot fill 4 shards
     assert empty.ret == pytest.ExitCode.OK
     doc = json.loads((pytester.path / "empty.json").read_text())
-    assert doc["cases"] == [] and doc["shard"] == {"index": 4, "count": 4}
+    assert doc["cases"] == [] and (doc["shard"]["index"], doc["shard"]["count"]) == (4, 4)
+    assert len(doc["shard"]["planned"]) == 6  # the whole run: merge checks the shards add up to it
     assert main(["merge", str(pytester.path / "empty.json"), "-o", str(pytester.path / "m.json")]) == 2
 
 
@@ -149,3 +157,61 @@ def test_xdist_workers_share_the_cpu_cores(pytester: pytest.Pytester, suite_text
     assert pytester.runpytest("-n", "2", "--dist", "each", "--flex-device=cpu").ret == pytest.ExitCode.OK
     expected = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert {p.read_text() for p in pytester.path.glob("threads-*.txt")} == {expected}
+
+
+def _shards(pytester: pytest.Pytester, *extra: str, shards=(1, 2), xdist: bool = False) -> list[tuple[str, dict]]:
+    docs = []
+    for k in shards:
+        options = [f"--flex-shard={k}/2", f"--flex-json=s{k}.json", *extra] + (["-n", "2"] if xdist and k == 2 else [])
+        pytester.runpytest(*options)  # under xdist the workers send the plan back
+        docs.append((f"s{k}.json", json.loads((pytester.path / f"s{k}.json").read_text())))
+    return docs
+
+
+def _edited(docs: list[tuple[str, dict]], k: int, edit) -> list[tuple[str, dict]]:
+    changed = copy.deepcopy(docs)
+    edit(changed[k][1])
+    return changed
+
+
+def test_merge_refuses_shards_that_are_not_parts_of_one_run(pytester: pytest.Pytester, suite_text,
+                                                            tiny_model) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(THREE, train=FAST))
+    docs = _shards(pytester, xdist=True)
+    planned = sorted(f"toy.flex.yaml::tasks/t{i}[seed{s}]" for i in range(3) for s in (0, 1))
+    assert [sorted(doc["shard"]["planned"]) for _, doc in docs] == [planned, planned]
+    assert sorted(item for _, doc in docs for suite in doc["suites"] for item in suite["items"]) == planned
+    assert len(merged(docs)["cases"]) == 3
+
+    def drop_item(doc: dict) -> None:
+        doc["suites"][0]["items"].pop()
+
+    def repeat_item(doc: dict) -> None:
+        doc["suites"][0]["items"].append(docs[0][1]["suites"][0]["items"][0])
+
+    refusals = {
+        "1 planned item ran in no shard (toy.flex.yaml::tasks/t*): the merged run would lack them": drop_item,
+        "item toy.flex.yaml::tasks/* ran in both s1.json and s2.json: the shards overlap": repeat_item,
+        "suite 'toy' differs between s1.json and s2.json (fingerprint)*":
+            lambda doc: doc["suites"][0].update(fingerprint="0" * 16),
+        "s1.json and s2.json are shards of different runs (6 and 7 items planned; e.g. other.flex.yaml::x is "
+        "in only one)*": lambda doc: doc["shard"]["planned"].append("other.flex.yaml::x"),
+        "s2.json does not say which run it is a shard of*": lambda doc: doc["shard"].pop("planned"),
+    }
+    for message, edit in refusals.items():
+        with pytest.raises(MergeError) as refused:
+            merged(_edited(docs, 1, edit))
+        assert fnmatch.fnmatch(str(refused.value), message), str(refused.value)
+
+    two_models = _shards(pytester, f"--model={tiny_model}", "--model=" + str(tiny_model) + "/", shards=(2,))
+    with pytest.raises(MergeError, match="shards of different runs"):
+        merged([docs[0], *two_models])
+    pytester.makefile(".flex.yaml", other=suite_text("tasks:\n  - {name: x, dataset: reviews, metric: accuracy}\n",
+                                                     train=FAST).replace("suite: toy", "suite: other"))
+    with_other = _shards(pytester, shards=(2,))
+    with pytest.raises(MergeError, match="shards of different runs"):
+        merged([docs[0], *with_other])
+    seed_split = [(name, {**doc, "shard": None}) for name, doc in (docs[0], docs[1])]
+    seed_split[1][1]["suites"] = [{**seed_split[1][1]["suites"][0], "name": "other"}]
+    with pytest.raises(MergeError, match="ran different suites"):
+        merged(seed_split)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -166,7 +167,7 @@ def check_sizes(suite: Suite, cache: Any = None) -> None:
         key = _sizes_key(case)
         if key is None:
             continue
-        sizes = cache.get(key, None) if cache is not None else None
+        sizes = _valid_sizes(cache.get(key, None), key) if cache is not None else None
         if sizes is None:
             sizes = _sizes(case)
             if cache is not None:
@@ -174,6 +175,25 @@ def check_sizes(suite: Suite, cache: Any = None) -> None:
         problem = sizes.get("problem") or _size_problem(case, sizes)
         if problem:
             raise SuiteError(suite.path, case.line, f"domains.members.{case.name}", f"domain '{case.name}': {problem}")
+
+
+SIZE_FIELDS = ("train", "labels", "eval", "matched", "held_out")
+
+
+class SizesCacheWarning(UserWarning):
+    """A cached domain-size entry was of the wrong shape, and was counted again."""
+
+
+def _valid_sizes(found: Any, key: str) -> dict[str, Any] | None:
+    """A cached entry as :func:`_sizes` writes it, or None (with one warning when one was there but damaged)."""
+    if found is None:
+        return None
+    if isinstance(found, dict) and (isinstance(found.get("problem"), str) or all(
+            isinstance(found.get(k), int) and not isinstance(found[k], bool) and found[k] >= 0 for k in SIZE_FIELDS)):
+        return found
+    warnings.warn(SizesCacheWarning(f"domain-size cache: ignored the damaged entry {key}; counting again"),
+                  stacklevel=2)
+    return None
 
 
 def _sizes(case: Case) -> dict[str, Any]:

@@ -9,12 +9,28 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from flexharness.errors import TrainingError, first_line
+from flexharness.errors import TrainingError, causes, first_line
 from flexharness.spec import TrainConfig
+
+# How torch's CPU allocator (and Windows' c10 allocator) words a failed allocation: a plain RuntimeError.
+CPU_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "not enough memory")
+
+
+def out_of_memory(exc: BaseException | None) -> BaseException | None:
+    """The out-of-memory error in ``exc``'s chain, if any: a device's OutOfMemoryError, a CPU allocation
+    failure (a RuntimeError) or Python's MemoryError."""
+    import torch
+
+    for error in causes(exc) if exc is not None else ():
+        if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+            return error
+        if isinstance(error, RuntimeError) and any(m in str(error) for m in CPU_OOM_MARKERS):
+            return error
+    return None
 
 
 class OutOfMemoryAsFailure:
-    """Turn an out-of-memory error into a :class:`TrainingError` that says what to lower.
+    """Turn an out-of-memory error (of any device, the CPU too) into a :class:`TrainingError` naming what to lower.
 
     The error's traceback holds every frame of the failed step (model, activations,
     optimizer state, and closures over the model), and pytest keeps the last failure
@@ -29,14 +45,16 @@ class OutOfMemoryAsFailure:
         return None
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        import torch
-
-        if not isinstance(exc, torch.OutOfMemoryError):
+        found = out_of_memory(exc)
+        if found is None:
             return False
-        reason = first_line(exc, "out of memory")
+        reason = first_line(found, "out of memory")
+        for error in list(causes(exc)):
+            if error.__traceback__ is not None:
+                traceback.clear_frames(error.__traceback__)
+            error.__traceback__ = None
         traceback.clear_frames(tb)
-        exc.__traceback__ = None
-        del exc, tb
+        del exc, tb, found, error
         config = self.config
         raise TrainingError(
             f"out of memory ({reason[:200]}) at batch_size {config.batch_size}, "

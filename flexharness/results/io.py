@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flexharness.errors import FlexError
+from flexharness.files import RESULTS_LIMIT, read_text
 
 RESULTS_VERSION = 1   # the version of the results document; a merge refuses any other
 
@@ -21,7 +22,7 @@ class ResultsFileError(FlexError):
 def read_results(path: str) -> dict[str, Any]:
     """A results document (``--flex-json``), or a :class:`ResultsFileError` that says why not."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path, RESULTS_LIMIT))
     except OSError as exc:
         raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
@@ -46,6 +47,32 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def unwritable(path: str | Path, folder: bool = False) -> str | None:
+    """Why ``path`` (a file, or a folder when ``folder``) could not be written, or None.
+
+    Asked at start-up, so that a typo costs seconds, not the whole run: the nearest
+    folder that exists must take a new file (tried for real, which also catches a
+    read-only file system), and an existing target must be of the right kind.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        return "it is a folder, not a file" if not folder else "it is a file, not a folder"
+    if path.exists() and not folder and not os.access(path, os.W_OK):
+        return "permission denied"
+    parent = path if folder and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".flexharness-probe-")
+    except OSError as exc:
+        return f"cannot create files in {parent} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def write_atomic(path: str | Path, write: Callable[[Any], None]) -> None:

@@ -61,6 +61,7 @@ def merge(docs: Sequence[tuple[str, Mapping[str, Any]]], joined: Sequence[str] =
 def _check_shards(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     shards = [(name, doc.get("shard")) for name, doc in docs]
     if not any(shard for _, shard in shards):
+        _check_same_suites(docs)
         return
     plain = [name for name, shard in shards if not shard]
     if plain:
@@ -78,6 +79,50 @@ def _check_shards(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     if missing:
         raise MergeError(f"missing shard{'s' if len(missing) > 1 else ''} "
                          f"{', '.join(f'{k}/{count}' for k in missing)}: the merged run would lack its cases")
+    _check_items(docs)
+
+
+def _check_items(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """The shards cut one plan (the same items: suites, models, seeds, -k/-m) and ran each item exactly once."""
+    plans = [(name, doc["shard"].get("planned")) for name, doc in docs]
+    unknown = [name for name, plan in plans if not isinstance(plan, list)]
+    if unknown:
+        raise MergeError(f"{', '.join(unknown)} does not say which run it is a shard of (written by an older "
+                         "flexharness?): rerun the shards with this version")
+    first_name, first = plans[0]
+    for name, plan in plans[1:]:
+        if set(plan) != set(first):
+            extra = sorted(set(plan) ^ set(first))
+            raise MergeError(f"{first_name} and {name} are shards of different runs ({len(first)} and {len(plan)} "
+                             f"items planned; e.g. {_some(extra)} is in only one): every shard must run the same "
+                             "suite files with the same --model, seeds and -k/-m, only --flex-shard differs")
+    ran: dict[str, str] = {}
+    for name, doc in docs:
+        for suite in doc.get("suites") or []:
+            for item in suite.get("items", []):
+                if item in ran:
+                    raise MergeError(f"item {item} ran in both {ran[item]} and {name}: the shards overlap")
+                ran[item] = name
+    strange, missing = sorted(set(ran) - set(first)), sorted(set(first) - set(ran))
+    if strange:
+        raise MergeError(f"{ran[strange[0]]} ran {_some(strange)}, which its run did not plan")
+    if missing:
+        raise MergeError(f"{len(missing)} planned item{'s' if len(missing) > 1 else ''} ran in no shard "
+                         f"({_some(missing)}): the merged run would lack them")
+
+
+def _check_same_suites(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Runs split by seed each hold every suite of the run: one that holds other suites is another run."""
+    names = [(name, sorted(s.get("name") for s in doc.get("suites") or [])) for name, doc in docs]
+    for name, suites in names[1:]:
+        if suites != names[0][1]:
+            raise MergeError(f"{names[0][0]} and {name} ran different suites ({', '.join(names[0][1]) or 'none'} "
+                             f"and {', '.join(suites) or 'none'}): only parts of one run can be merged")
+
+
+def _some(values: Sequence[str], shown: int = 3) -> str:
+    more = f" and {len(values) - shown} more" if len(values) > shown else ""
+    return ", ".join(values[:shown]) + more
 
 
 def _merge_suites(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -88,11 +133,11 @@ def _merge_suites(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[st
                 suites[suite["name"]] = (name, dict(suite))
                 continue
             other, known = suites[suite["name"]]
-            for key in ("fingerprint", "gates", "cases"):
+            for key in ("fingerprint", "gates", "cases", "models"):
                 if known.get(key) != suite.get(key):
                     raise MergeError(f"suite '{suite['name']}' differs between {other} and {name} ({key}): "
                                      "every shard must run the same suite files with the same options")
-            known["models"] = list(dict.fromkeys(known.get("models", []) + suite.get("models", [])))
+            known["items"] = sorted(set(known.get("items", [])) | set(suite.get("items", [])))
     return sorted((s for _, s in suites.values()), key=lambda s: s.get("file", ""))
 
 

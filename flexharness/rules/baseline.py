@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from flexharness.rules import aggregate as agg
 from flexharness.errors import FlexError
+from flexharness.files import RESULTS_LIMIT, read_text
 from flexharness.names import model_label
 
 KIND = "flexharness-baseline"
@@ -127,7 +128,7 @@ def parse(doc: Any, path: str) -> Baseline:
 
 def load(path: str | Path) -> Baseline:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, RESULTS_LIMIT)
     except OSError as exc:
         raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
     try:
