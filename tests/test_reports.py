@@ -71,7 +71,9 @@ def test_two_models_are_ranked_by_p_avg_with_sigma_p(pytester: pytest.Pytester, 
     printed = capsys.readouterr().out
     delta = rows["polarity"]["delta"]
     assert f"{delta:+.4f}" in printed and "tasks/P_avg" in printed
-    assert "| case | A | B | B − A | verdict |" in (pytester.path / "cmp.md").read_text()
+    assert "| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |" in (pytester.path / "cmp.md").read_text()
+    interval = next(c["interval"] for c in a["cases"] if c["name"] == "polarity")
+    assert f"[{interval['low']:.4f}, {interval['high']:.4f}]" in printed  # each side's interval beside its score
 
 
 def test_compare_is_direction_aware_and_lists_unmatched_cases() -> None:
