@@ -183,3 +183,19 @@ def test_compare_shows_each_sides_interval(tmp_path: Path, capsys: pytest.Captur
     write_json(tmp_path / "b.json", b)
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert "A 95 % CI" in capsys.readouterr().out
+
+
+def test_each_panel_holds_only_its_own_suite_and_axis(tmp_path: Path) -> None:
+    one, two = make_doc(models=2, suite="first"), make_doc(models=1, suite="second")
+    doc = {**one, "cases": one["cases"] + two["cases"], "aggregates": one["aggregates"] + two["aggregates"]}
+    panels = plots._panels(doc)
+    assert [key for key, _ in panels] == [("first", "tasks"), ("first", "compression"), ("second", "tasks"),
+                                          ("second", "compression")]
+    plt = plots.pyplot()
+    fig, ax = plt.subplots()
+    second = [c for c in doc["cases"] if (c["suite"], c["axis"]) == ("second", "tasks")]
+    assert plots._grouped_bars(ax, second, ["sentiment", "polarity"], plots.colours(doc)) == {"interval"}
+    assert len(ax.patches) == 2  # one model in that suite: one bar per case, none from the other suite
+    plt.close(fig)
+    assert [p.name for p in plots.write_plots(doc, tmp_path)] == ["flexibility-first.png", "flexibility-second.png",
+                                                                  "cases.png"]

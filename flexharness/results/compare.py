@@ -173,6 +173,10 @@ def _verdict(row: Mapping[str, Any]) -> str:
     return "better" if (row["delta"] > 0) == row["higher_is_better"] else "worse"
 
 
+INTERVAL_NOTE = ("95 % CI: each run's own bootstrap interval. Overlap is no test of B − A: "
+                 "for a paired test, evaluate both models in one run.")
+
+
 def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
     """Both runs side by side; each side's 95 % interval beside its score where the results have one."""
     result = compare(a, b)
@@ -191,8 +195,7 @@ def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, 
             lines.append(f"{name:<{width}}{row}{_fmt(r['delta'], signed=True):>10}  {r['verdict']}")
         lines.append("")
     if cis:
-        lines += ["95 % CI: each run's own bootstrap interval; overlapping intervals do not prove a tie and "
-                  "disjoint ones are no paired test (run both models in one run for that)", ""]
+        lines += [INTERVAL_NOTE, ""]
     lines += _gate_changes(a, b)
     return lines
 
@@ -208,6 +211,7 @@ def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[st
         a_cell = f"{_fmt(r['a'])} | {interval_text(r['a_interval'])}" if cis else _fmt(r["a"])
         b_cell = f"{_fmt(r['b'])} | {interval_text(r['b_interval'])}" if cis else _fmt(r["b"])
         out.append(f"| {r['axis']}/{r['name']} | {a_cell} | {b_cell} | {_fmt(r['delta'], True)} | {verdict} |")
+    out += ["", f"_{INTERVAL_NOTE}_"] if cis else []
     changes = _gate_changes(a, b)
     return "\n".join(out + ([""] + [f"- {line}" for line in changes] if changes else [])) + "\n"
 

@@ -143,7 +143,8 @@ def gate_table(doc: Mapping[str, Any]) -> str:
         verdict = "pass" if g["passed"] else "fail"
         cells = [g["name"], g["suite"], model_label(g["model"])]
         rows.append(f'<tr class="{verdict}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                    + f'<td class="verdict-cell">{verdict.upper()}</td><td class="detail">{html.escape(g["message"])}</td></tr>')
+                    + f'<td class="verdict-cell">{verdict.upper()}</td>'
+                    + f'<td class="detail">{html.escape(g["message"])}</td></tr>')
     head = "".join(f"<th>{h}</th>" for h in ("gate", "suite", "model", "verdict", "detail"))
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
 

@@ -110,10 +110,11 @@ def case_scores(doc: Mapping[str, Any], path: Path) -> Path:
                              figsize=(8, 1.2 * len(panels) + sum(0.45 * s * _models_in(doc) ** 0.5 for s in sizes)))
     palette = colours(doc)
     kinds: set[str] = set()
-    for ax, ((suite, axis), cases) in zip(axes[:, 0], panels):
-        kinds |= _grouped_bars(ax, doc, cases, palette)
+    for ax, ((suite, axis), names) in zip(axes[:, 0], panels):
+        cases = [c for c in doc["cases"] if (c["suite"], c["axis"]) == (suite, axis)]
+        kinds |= _grouped_bars(ax, cases, names, palette)
         ax.set_title(f"{suite} / {axis}", fontsize=10, loc="left")
-        ax.set_xlabel(_score_label([c for c in doc["cases"] if (c["suite"], c["axis"]) == (suite, axis)]), fontsize=9)
+        ax.set_xlabel(_score_label(cases), fontsize=9)
         ax.grid(True, axis="x", alpha=0.3)
     _bar_legend(fig, axes[0, 0], palette, kinds)
     fig.tight_layout()
@@ -139,11 +140,10 @@ def _panels(doc: Mapping[str, Any]) -> list[tuple[tuple[str, str], list[str]]]:
     return list(found.items())
 
 
-def _grouped_bars(ax: Any, doc: Mapping[str, Any], names: list[str], palette: Mapping[str, str]) -> set[str]:
+def _grouped_bars(ax: Any, cases: Sequence[Mapping[str, Any]], names: list[str],
+                  palette: Mapping[str, str]) -> set[str]:
     """Horizontal bars, one group per case (top to bottom), one bar per model; returns the error-bar kinds."""
-    suite_axis = {(c["suite"], c["axis"]) for c in doc["cases"] if c["name"] in names}
-    cases = [c for c in doc["cases"] if (c["suite"], c["axis"]) in suite_axis and c["name"] in names]
-    models = list(dict.fromkeys(c["model"] for c in cases))
+    models = [model for model in palette if any(c["model"] == model for c in cases)]
     height = BAR / len(models)
     kinds = set()
     for j, model in enumerate(models):
