@@ -199,3 +199,17 @@ def test_each_panel_holds_only_its_own_suite_and_axis(tmp_path: Path) -> None:
     plt.close(fig)
     assert [p.name for p in plots.write_plots(doc, tmp_path)] == ["flexibility-first.png", "flexibility-second.png",
                                                                   "cases.png"]
+
+
+def test_a_real_run_with_a_hostile_suite_name_writes_a_safe_page(pytester: pytest.Pytester, suite_text) -> None:
+    train = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
+             "max_train_samples: 64, max_eval_samples: 64}")
+    body = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\ngates:\n  tasks: {p_avg: {min: 0.0}}\n"
+    text = suite_text(body, train=train).replace("suite: toy", 'suite: "<script>alert(1)</script>"')
+    pytester.makefile(".flex.yaml", toy=text)
+    result = pytester.runpytest("--flex-report-dir=report")
+    result.assert_outcomes(passed=2)
+    page = (pytester.path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count('src="data:image/png;base64,') == 2  # the flexibility map and the cases
+    assert re.search(r"<td>\[\d\.\d{4}, \d\.\d{4}\]</td>", page)  # the case interval from the run's own outputs
