@@ -46,7 +46,11 @@ def test_two_models_are_ranked_by_p_avg_with_sigma_p(pytester: pytest.Pytester, 
                                  f"  {second['rank_label']}.*{Path(second['model']).name}*P_avg {second['p_avg']:.4f}*"])
     summary = (pytester.path / "report" / "summary.md").read_text()
     assert "### Ranking: toy / tasks" in summary and f"| {best['rank_label']} | {Path(best['model']).name} |" in summary
-    assert {p.name for p in (pytester.path / "report").iterdir()} >= {"summary.md", "cases.png", "axes.png"}
+    report_dir = pytester.path / "report"
+    assert {p.name for p in report_dir.iterdir()} >= {"summary.md", "cases.png", "flexibility-toy.png", "index.html"}
+    page = (report_dir / "index.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == len(list(report_dir.glob("*.png")))
+    assert "Ranking: toy / tasks" in page and "Model comparisons (paired)" in page
 
     assert main(["report", str(pytester.path / "out.json"), "--markdown", str(pytester.path / "r.md")]) == 0
     printed = capsys.readouterr().out
@@ -67,7 +71,9 @@ def test_two_models_are_ranked_by_p_avg_with_sigma_p(pytester: pytest.Pytester, 
     printed = capsys.readouterr().out
     delta = rows["polarity"]["delta"]
     assert f"{delta:+.4f}" in printed and "tasks/P_avg" in printed
-    assert "| case | A | B | B − A | verdict |" in (pytester.path / "cmp.md").read_text()
+    assert "| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |" in (pytester.path / "cmp.md").read_text()
+    interval = next(c["interval"] for c in a["cases"] if c["name"] == "polarity")
+    assert f"[{interval['low']:.4f}, {interval['high']:.4f}]" in printed  # each side's interval beside its score
 
 
 def test_compare_is_direction_aware_and_lists_unmatched_cases() -> None:

@@ -18,6 +18,11 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
+def interval_text(interval: Mapping[str, Any] | None) -> str:
+    """``[low, high]`` of a bootstrap interval, or nothing where there is none."""
+    return "" if not interval else f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+
+
 def ranking(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per (suite, axis) evaluated with several models: the models from best to worst P_avg.
 
@@ -134,18 +139,21 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list[dict[s
     def key(row: Mapping[str, Any], name: str) -> tuple:
         return (row["suite"], row["model"] if by_model else "", row["axis"], row.get(name, ""))
 
-    return {"cases": _pair(a["cases"], b["cases"], lambda r: key(r, "name"), "score"),
-            "aggregates": _pair(a["aggregates"], b["aggregates"], lambda r: key(r, "axis"), "p_avg")}
+    return {"cases": _pair(a["cases"], b["cases"], lambda r: key(r, "name"), "score", "interval"),
+            "aggregates": _pair(a["aggregates"], b["aggregates"], lambda r: key(r, "axis"), "p_avg", "p_avg_interval")}
 
 
-def _pair(left: list, right: list, key: Any, field: str) -> list[dict[str, Any]]:
+def _pair(left: list, right: list, key: Any, field: str, interval: str) -> list[dict[str, Any]]:
+    """Rows matched by ``key``: each side's ``field`` as ``a``/``b`` and its ``interval`` (or None) beside it."""
     rows: dict[tuple, dict[str, Any]] = {}
     for side, entries in (("a", left), ("b", right)):
         for entry in entries:
             row = rows.setdefault(key(entry), {"suite": entry["suite"], "axis": entry["axis"],
                                                "name": entry.get("name", "P_avg"), "a": None, "b": None,
+                                               "a_interval": None, "b_interval": None,
                                                "higher_is_better": entry.get("higher_is_better", True)})
             row[side] = entry.get(field)
+            row[f"{side}_interval"] = entry.get(interval)
             row[f"model_{side}"] = entry["model"]
     for row in rows.values():
         row["delta"] = row["b"] - row["a"] if row["a"] is not None and row["b"] is not None else None
@@ -165,28 +173,45 @@ def _verdict(row: Mapping[str, Any]) -> str:
     return "better" if (row["delta"] > 0) == row["higher_is_better"] else "worse"
 
 
+INTERVAL_NOTE = ("95 % CI: each run's own bootstrap interval. Overlap is no test of B − A: "
+                 "for a paired test, evaluate both models in one run.")
+
+
 def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
+    """Both runs side by side; each side's 95 % interval beside its score where the results have one."""
     result = compare(a, b)
     width = max([len(f"{r['axis']}/{r['name']}") for r in result["cases"]] + [10]) + 2
+    cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
+
+    def cells(a_cell: str, a_ci: str, b_cell: str, b_ci: str) -> str:
+        return (f"{a_cell:>9}  {a_ci:<18}{b_cell:>9}  {b_ci:<18}" if cis else f"{a_cell:>9}{b_cell:>9}")
+
     lines = [f"A = {names[0]}", f"B = {names[1]}", "",
-             f"{'case':<{width}}{'A':>9}{'B':>9}{'B - A':>10}  verdict"]
+             f"{'case':<{width}}{cells('A', 'A 95 % CI', 'B', 'B 95 % CI')}{'B - A':>10}  verdict"]
     for rows in (result["cases"], result["aggregates"]):
         for r in rows:
-            lines.append(f"{r['axis'] + '/' + r['name']:<{width}}{_fmt(r['a']):>9}{_fmt(r['b']):>9}"
-                         f"{_fmt(r['delta'], signed=True):>10}  {r['verdict']}")
+            row = cells(_fmt(r["a"]), interval_text(r["a_interval"]), _fmt(r["b"]), interval_text(r["b_interval"]))
+            name = f"{r['axis']}/{r['name']}"
+            lines.append(f"{name:<{width}}{row}{_fmt(r['delta'], signed=True):>10}  {r['verdict']}")
         lines.append("")
+    if cis:
+        lines += [INTERVAL_NOTE, ""]
     lines += _gate_changes(a, b)
     return lines
 
 
 def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> str:
     result = compare(a, b)
-    out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`", "",
-           "| case | A | B | B − A | verdict |", "|---|---:|---:|---:|---|"]
+    cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
+    head = ("| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |", "|---|---:|---|---:|---|---:|---|") if cis \
+        else ("| case | A | B | B − A | verdict |", "|---|---:|---:|---:|---|")
+    out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`", "", *head]
     for r in result["cases"] + result["aggregates"]:
         verdict = f"**{r['verdict']}**" if r["verdict"] == "worse" else r["verdict"]
-        out.append(f"| {r['axis']}/{r['name']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['delta'], True)} | "
-                   f"{verdict} |")
+        a_cell = f"{_fmt(r['a'])} | {interval_text(r['a_interval'])}" if cis else _fmt(r["a"])
+        b_cell = f"{_fmt(r['b'])} | {interval_text(r['b_interval'])}" if cis else _fmt(r["b"])
+        out.append(f"| {r['axis']}/{r['name']} | {a_cell} | {b_cell} | {_fmt(r['delta'], True)} | {verdict} |")
+    out += ["", f"_{INTERVAL_NOTE}_"] if cis else []
     changes = _gate_changes(a, b)
     return "\n".join(out + ([""] + [f"- {line}" for line in changes] if changes else [])) + "\n"
 

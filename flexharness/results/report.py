@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexharness.names import model_label
-from flexharness.results.compare import comparison_lines, comparison_markdown, ranking_lines, ranking_markdown
+from flexharness.results.compare import (comparison_lines, comparison_markdown, interval_text, ranking_lines,
+                                         ranking_markdown)
+from flexharness.results import html
 from flexharness.results.io import write_atomic
 from flexharness.results.plots import write_plots
 
@@ -20,11 +22,6 @@ Plotter = Callable[[dict[str, Any], Path], list[Path]]
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def interval_text(interval: dict[str, Any] | None) -> str:
-    """``[low, high]`` of a bootstrap interval, or nothing where there is none."""
-    return "" if not interval else f"[{interval['low']:.4f}, {interval['high']:.4f}]"
 
 
 def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list[str]:
@@ -83,39 +80,50 @@ def run_notes(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
+def markdown_parts(doc: dict[str, Any], sections: Sequence[Section] = ()) -> dict[str, list[str]]:
+    """The Markdown report's pieces by name, shared by ``summary.md`` and ``index.html``."""
+    cases = ["| case | model | metric | score | ± seed std | 95 % CI | status |", "|---|---|---|---:|---:|---|---|"]
+    for c in doc["cases"]:
+        cases.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
+                     f"{_fmt(c['seed_std'])} | {interval_text(c.get('interval'))} | {c['status']} |")
+    aggregates = ["| suite | model | axis | n | P_avg | P_avg 95 % CI | σ_P | σ_P 95 % CI |",
+                  "|---|---|---|---:|---:|---|---:|---|"]
+    for a in doc["aggregates"]:
+        aggregates.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
+                          f"{interval_text(a.get('p_avg_interval'))} | {_fmt(a['sigma_p'])} | "
+                          f"{interval_text(a.get('sigma_p_interval'))} |")
+    gates = []
+    if doc["gates"]:
+        gates = ["| gate | suite | model | verdict | detail |", "|---|---|---|---|---|"]
+        gates += [f"| {g['name']} | {g['suite']} | {model_label(g['model'])} | "
+                  f"{'pass' if g['passed'] else '**FAIL**'} | {g['message']} |" for g in doc["gates"]]
+    return {"cases": cases, "aggregates": aggregates, "ranking": ranking_markdown(doc),
+            "comparisons": comparison_markdown(doc),
+            "sections": [line for section in sections for line in section(doc)],
+            "gates": gates, "notes": [f"_{n}_" for n in run_notes(doc)]}
+
+
 def markdown(doc: dict[str, Any], sections: Sequence[Section] = ()) -> str:
     """A summary fit for a CI step summary: cases, aggregates, the axes' ``sections``, gates."""
-    out = ["# flexharness results", ""]
+    parts = markdown_parts(doc, sections)
     verdict = all(g["passed"] for g in doc["gates"])
-    out += [f"**{'PASSED' if verdict else 'FAILED'}**: {sum(g['passed'] for g in doc['gates'])} of "
-            f"{len(doc['gates'])} gates passed, {len(doc['cases'])} cases.", ""]
-    out += ["| case | model | metric | score | ± seed std | 95 % CI | status |", "|---|---|---|---:|---:|---|---|"]
-    for c in doc["cases"]:
-        out.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
-                   f"{_fmt(c['seed_std'])} | {interval_text(c.get('interval'))} | {c['status']} |")
-    out += ["", "| suite | model | axis | n | P_avg | P_avg 95 % CI | σ_P | σ_P 95 % CI |",
-            "|---|---|---|---:|---:|---|---:|---|"]
-    for a in doc["aggregates"]:
-        out.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
-                   f"{interval_text(a.get('p_avg_interval'))} | {_fmt(a['sigma_p'])} | "
-                   f"{interval_text(a.get('sigma_p_interval'))} |")
-    out += ranking_markdown(doc)
-    out += comparison_markdown(doc)
-    for section in sections:
-        out += section(doc)
-    if doc["gates"]:
-        out += ["", "| gate | suite | model | verdict | detail |", "|---|---|---|---|---|"]
-        for g in doc["gates"]:
-            out.append(f"| {g['name']} | {g['suite']} | {model_label(g['model'])} | "
-                       f"{'pass' if g['passed'] else '**FAIL**'} | {g['message']} |")
-    notes = run_notes(doc)
-    return "\n".join(out + ([""] + [f"_{n}_" for n in notes] if notes else [])) + "\n"
+    out = ["# flexharness results", "",
+           f"**{'PASSED' if verdict else 'FAILED'}**: {sum(g['passed'] for g in doc['gates'])} of "
+           f"{len(doc['gates'])} gates passed, {len(doc['cases'])} cases.", ""]
+    out += parts["cases"] + [""] + parts["aggregates"] + parts["ranking"] + parts["comparisons"] + parts["sections"]
+    out += ([""] + parts["gates"] if parts["gates"] else [])
+    return "\n".join(out + ([""] + parts["notes"] if parts["notes"] else [])) + "\n"
 
 
 def write_report_dir(directory: str | Path, doc: dict[str, Any], sections: Sequence[Section] = (),
                      plotters: Sequence[Plotter] = ()) -> list[Path]:
-    """Markdown summary and PNG plots; returns the files written."""
+    """``summary.md``, the PNG plots and ``index.html`` (all of them on one page); returns the files written."""
     directory = Path(directory)
     summary = directory / "summary.md"
     write_atomic(summary, lambda handle: handle.write(markdown(doc, sections)))
-    return [summary, *write_plots(doc, directory, plotters)]
+    overview = write_plots(doc, directory)
+    own = [path for plot in plotters for path in plot(doc, directory)] if doc["cases"] else []
+    index = directory / "index.html"
+    text = html.page(doc, markdown_parts(doc, sections), overview, own)
+    write_atomic(index, lambda handle: handle.write(text))
+    return [summary, *overview, *own, index]
