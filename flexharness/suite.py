@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from flexharness.errors import SuiteError, short_repr
+from flexharness.gatespec import GatedAxis, read_gates
 from flexharness.names import model_label
 from flexharness.resources import path_problem, position_limit, resolve_path, suite_relative
 from flexharness.rules.metrics import METRICS
@@ -25,7 +26,6 @@ from flexharness.spec import FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter
 from flexharness.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "gates")
-GATE_KEYS = ("case_min", "cases", "regression")   # besides one section per axis
 SEED_LIMIT = 2 ** 32
 
 
@@ -57,15 +57,10 @@ class SuiteContext:
     cases: tuple[Case, ...]
 
 
-class SectionReader(Protocol):
+class SectionReader(GatedAxis, Protocol):
     """The part of an axis this module uses (the whole interface is ``flexharness.axes.base.Axis``)."""
 
-    key: str
-    gate_stats: tuple[str, ...]
-
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]: ...
-
-    def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None: ...
 
 
 def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mapping[str, Any] | None = None,
@@ -91,7 +86,7 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
-        model=_model(top, path.parent), cases=cases, gates=_gates(top.child("gates"), cases, axes),
+        model=_model(top, path.parent), cases=cases, gates=read_gates(top.child("gates"), cases, axes),
     )
 
 
@@ -305,79 +300,6 @@ def read_filters(reader: Reader) -> tuple[Filter, ...]:
                 raise reader.error(column, "expected a value, a list of values, or {matches: REGEX}")
             filters.append(Filter(column, values=tuple(values), key=reader.key(column), line=reader.line_of(column)))
     return tuple(filters)
-
-
-def _gates(reader: Reader, cases: tuple[Case, ...], axes: Sequence[SectionReader]) -> dict[str, Any]:
-    reader.only((*(axis.key for axis in axes), *GATE_KEYS))
-    gates: dict[str, Any] = {}
-    if reader.has("regression"):
-        gates["regression"] = read_tolerance(reader.child("regression"))
-    for axis in axes:
-        if reader.has(axis.key):
-            if not any(case.axis == axis.key for case in cases):
-                raise reader.error(axis.key, f"the suite has no '{axis.key}:' cases, so these gates would never be "
-                                             f"evaluated; add a '{axis.key}:' section or remove 'gates.{axis.key}'")
-            gates[axis.key] = _axis_gates(reader.child(axis.key), axis.gate_stats)
-            _check_one_direction(reader, axis.key, cases)
-            axis.check_gates(reader.child(axis.key), cases)
-    case_min = reader.typed("case_min", float)
-    if case_min is not None:
-        gates["case_min"] = case_min
-    if reader.has("cases"):
-        gates["cases"] = _case_floors(reader.child("cases"), cases)
-    return gates
-
-
-def read_tolerance(reader: Reader) -> dict[str, float]:
-    """The suite's ``gates: {regression: {abs: 0.02}}`` (or ``rel``, and optionally ``alpha``)."""
-    reader.only(("abs", "rel", "alpha"))
-    kinds = [k for k in ("abs", "rel") if reader.has(k)]
-    if len(kinds) > 1:
-        raise reader.error(None, "give either 'abs' or 'rel', not both")
-    spec = {k: reader.typed(k, float, check=lambda v: None if v >= 0 else "must be 0 or more") for k in kinds}
-    if reader.has("alpha"):
-        spec["alpha"] = reader.typed("alpha", float, check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
-    return spec
-
-
-def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
-    """Per-case floors, keyed as the summary table names cases: chance differs from metric to metric."""
-    names = [scored for case in cases for scored in case.scored_ids]
-    floors = {}
-    for name in reader.data:
-        if name not in names:
-            raise reader.error(name, f"no such case{did_you_mean(str(name), names)}; "
-                                     f"the cases of this suite are: {', '.join(names)}")
-        bounds = reader.child(name)
-        bounds.only(("min",))
-        floors[name] = bounds.typed("min", float, required=True)
-    return floors
-
-
-def _axis_gates(reader: Reader, extra: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
-    """Bounds of P_avg and σ_P (optionally judged at a ``confidence``); ``extra`` names an axis's own
-    statistics (checked by the axis's module)."""
-    reader.only(("p_avg", "sigma_p", *extra))
-    spec = {}
-    for stat in ("p_avg", "sigma_p", *extra):
-        if reader.has(stat):
-            bounds = reader.child(stat)
-            bounds.only(("min", "max", "confidence") if stat in ("p_avg", "sigma_p") else ("min", "max"))
-            check = non_negative if stat == "sigma_p" else None
-            spec[stat] = {b: bounds.typed(b, float, check=check) for b in ("min", "max") if bounds.has(b)}
-            if bounds.has("confidence"):
-                if not spec[stat]:
-                    raise bounds.error("confidence", "a confidence needs a bound to judge: add 'min' or 'max'")
-                spec[stat]["confidence"] = bounds.typed("confidence", float, check=lambda v: None if 0.5 <= v < 1
-                                                        else "must be at least 0.5 and below 1, e.g. 0.95")
-    return spec
-
-
-def _check_one_direction(reader: Reader, axis: str, cases: tuple[Case, ...]) -> None:
-    directions = {c.higher_is_better for c in cases if c.axis == axis}
-    if len(directions) > 1:
-        raise reader.error(axis, "this axis mixes higher-is-better and lower-is-better metrics; "
-                                 "P_avg over them has no meaning: use one direction per axis")
 
 
 def _apply_overrides(case: Case, overrides: Mapping[str, Any]) -> Case:

@@ -67,7 +67,7 @@ def test_xdist_gives_the_same_cases_and_verdicts(pytester: pytest.Pytester, suit
 def test_errored_case_makes_its_axis_gates_incomplete(pytester: pytest.Pytester, suite_text, tmp_path) -> None:
     broken = tmp_path / "broken.csv"
     broken.write_text("text,label\nonly one row,positive\n")
-    body = (TASKS + f"  - {{name: broken, dataset: tiny, metric: accuracy}}\n"
+    body = (TASKS + "  - {name: broken, dataset: tiny, metric: accuracy}\n"
             "gates:\n  tasks: {p_avg: {min: 0.1}}\n")
     text = suite_text(body).replace("datasets:\n", f"datasets:\n  tiny:\n    files: {{train: {broken}}}\n")
     pytester.makefile(".flex.yaml", toy=text)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import collections
 import copy
 import io
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from flexharness.engine import models, runner, surgery, train
