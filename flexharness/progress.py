@@ -10,6 +10,7 @@ so progress shows in runs without ``-n``.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from typing import Any, Callable
@@ -24,7 +25,9 @@ def describe(label: str, event: dict[str, Any]) -> str:
     rate = event.get("examples", 0) / seconds
     epochs = f"/{event['epochs']}" if "epochs" in event else ""
     steps = f"/{event['total_steps']}" if "total_steps" in event else ""
-    return (f"{label}  epoch {event['epoch']}{epochs}  step {event['step']}{steps}  loss {event['loss']:.4f}  "
+    loss = event["loss"]  # read back from the device every few steps only: unknown ('-') before the first read
+    shown = f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else "-"
+    return (f"{label}  epoch {event['epoch']}{epochs}  step {event['step']}{steps}  loss {shown}  "
             f"{rate:.0f} ex/s  {event['seconds']:.0f}s")
 
 
