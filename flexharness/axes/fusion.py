@@ -120,7 +120,7 @@ def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context
     key = store.key(planned)
     weights = store.weights / f"{key}.safetensors" if keep_weights else None
     if store.records.reuse or key in _TRAINED_HERE:
-        record = store.records.get(key)
+        record = store.records.get(key, planned)
         arrays = predictions.load(store.outputs, key) if record else None
         if record and arrays and (weights is None or weights.is_file()):
             return soup.Ingredient(seed, record, arrays, weights)
