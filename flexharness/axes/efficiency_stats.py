@@ -93,6 +93,10 @@ def _aulc_gate(members: list[dict[str, Any]], bound: str, threshold: float, suit
         points = sum(len(s["curve"]) for s in members)
         return GateResult(name, False, None, threshold, f"incomplete: {len(missing)} of {points} curve points have "
                           f"no score ({', '.join(missing)}); aulc cannot be computed", suite, model)
+    short = [s["task"] for s in members if s["aulc"] is None]
+    if short:
+        return GateResult(name, False, None, threshold, f"incomplete: the curve of {', '.join(short)} has fewer than "
+                          "two sizes in this run; aulc cannot be computed", suite, model)
     pick = min if bound == "min" else max
     worst = pick(members, key=lambda s: s["aulc"])
     passed = worst["aulc"] >= threshold if bound == "min" else worst["aulc"] <= threshold
