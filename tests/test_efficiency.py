@@ -19,10 +19,10 @@ from flexharness.errors import SuiteError
 from flexharness.rules import curves
 from toy import build_tiny_bert
 
-TRAIN = ("train: {epochs: 4, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
-         "max_train_samples: 160, max_eval_samples: 64}")
+TRAIN = ("train: {epochs: 2, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
+         "max_train_samples: 96, max_eval_samples: 48}")
 TASKS = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\n"
-CURVE = "efficiency: {task: polarity, sizes: [160, 16, 48], seeds: [0]}\n"
+CURVE = "efficiency: {task: polarity, sizes: [96, 12, 32], seeds: [0]}\n"
 
 
 def _doc(pytester: pytest.Pytester, name: str) -> dict:
@@ -55,8 +55,8 @@ def test_curves_use_nested_subsets_follow_the_rules_and_merge_alike(
     result = pytester.runpytest("-v", *models, "--flex-json=whole.json", "--flex-report-dir=report")
     result.assert_outcomes(passed=2 * (1 + 3) + 2)
     # the largest size is all the task keeps: that item is the tasks item
-    result.stdout.fnmatch_lines(["*::efficiency/polarity@n=16[[]*seed0] PASSED*",
-                                 "*::efficiency/polarity@n=160[[]*seed0] PASSED (cached)*",
+    result.stdout.fnmatch_lines(["*::efficiency/polarity@n=12[[]*seed0] PASSED*",
+                                 "*::efficiency/polarity@n=96[[]*seed0] PASSED (cached)*",
                                  "efficiency: toy [[]*] polarity, accuracy", "AULC * over log size*",
                                  "data advantage polarity: *", "PASS*efficiency/aulc.min*"])
     doc = _doc(pytester, "whole.json")
@@ -67,20 +67,20 @@ def test_curves_use_nested_subsets_follow_the_rules_and_merge_alike(
     for s in summaries:
         mine = sorted((c for c in cases if c["model"] == s["model"]), key=lambda c: c["size"])
         sizes, scores = [c["size"] for c in mine], [c["score"] for c in mine]
-        assert [p["size"] for p in s["curve"]] == sizes == [16, 48, 160]
+        assert [p["size"] for p in s["curve"]] == sizes == [12, 32, 96]
         assert s["aulc"] == curves.aulc(sizes, scores) and min(scores) <= s["aulc"] <= max(scores)
         assert s["target_size"] == curves.smallest_size_reaching(sizes, scores, 0.9)
     (advantage,) = doc["efficiency_advantage"]
     a, b = summaries
-    expected = curves.data_advantage([16, 48, 160], [p["score"] for p in a["curve"]], [p["score"] for p in b["curve"]])
+    expected = curves.data_advantage([12, 32, 96], [p["score"] for p in a["curve"]], [p["score"] for p in b["curve"]])
     assert (advantage["model_a"], advantage["model_b"]) == (a["model"], b["model"])
     assert advantage["mean_log2_ratio"] == (expected.mean_log2_ratio if expected else None)
 
     indices = _stored_indices(pytester)
-    assert sorted(indices) == [16, 48]   # n=160 is the tasks record: all of the task's rows
-    small, middle = indices[16][0], indices[48][0]
-    assert len(set(small)) == 16 and set(small) <= set(middle)
-    assert all(rows == indices[16][0] for rows in indices[16])   # the same rows for every model and seed
+    assert sorted(indices) == [12, 32]   # n=96 is the tasks record: all of the task's rows
+    small, middle = indices[12][0], indices[32][0]
+    assert len(set(small)) == 12 and set(small) <= set(middle)
+    assert all(rows == indices[12][0] for rows in indices[12])   # the same rows for every model and seed
 
     (plot,) = (pytester.path / "report").glob("efficiency-toy-polarity.png")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -100,13 +100,13 @@ def test_a_failed_size_makes_the_aulc_gate_incomplete(pytester: pytest.Pytester,
     gates = "gates:\n  efficiency: {aulc: {min: 0.0}}\n"
     pytester.makefile(".flex.yaml", toy=suite_text(TASKS + CURVE + gates, TRAIN))
     pytester.makeconftest("def pytest_runtest_call(item):\n"
-                          "    if item.name == 'efficiency/polarity@n=16[seed0]':\n"
+                          "    if item.name == 'efficiency/polarity@n=12[seed0]':\n"
                           "        raise RuntimeError('boom')\n")
     result = pytester.runpytest("-m", "efficiency", "--flex-json=out.json")
     result.assert_outcomes(passed=2, failed=2)
-    result.stdout.fnmatch_lines(["*aulc.min: incomplete: 1 of 3 curve points have no score (polarity@n=16)*"])
+    result.stdout.fnmatch_lines(["*aulc.min: incomplete: 1 of 3 curve points have no score (polarity@n=12)*"])
     (summary,) = _doc(pytester, "out.json")["efficiency"]
-    assert summary["missing"] == [16] and summary["aulc"] is None
+    assert summary["missing"] == [12] and summary["aulc"] is None
 
 
 def test_default_seeds_are_more_for_small_sizes(suite_text, tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_default_seeds_are_more_for_small_sizes(suite_text, tmp_path: Path) -> N
     ("{task: polarty, sizes: [16, 32]}", "efficiency.task: no case named 'polarty'*did you mean 'polarity'*"),
     ("{task: polarity, sizes: [16]}", "efficiency.sizes: expected a list of at least two distinct*"),
     ("{task: polarity, sizes: [16, 16.5]}", "efficiency.sizes: expected a list of at least two distinct*"),
-    ("{task: polarity, sizes: [16, 500]}", "efficiency.sizes: size 500 is larger than the 160 training*"),
+    ("{task: polarity, sizes: [16, 500]}", "efficiency.sizes: size 500 is larger than the 96 training*"),
     ("{task: polarity, sizes: [16, 32], target: 1.5}", "efficiency.target: must be in (0, 1]*"),
     ("{task: polarity, tasks: [polarity], sizes: [16, 32]}", "efficiency.tasks: give either 'task' or 'tasks'*"),
     ("{task: polarity, size: [16, 32]}", "*efficiency.size*did you mean 'sizes'*"),
