@@ -168,3 +168,13 @@ def test_summaries_and_advantages_follow_the_rules(first: list[float], second: l
     else:
         assert math.isclose(forward["mean_log2_ratio"], -backward["mean_log2_ratio"], abs_tol=1e-9)
     assert np.isfinite([s["aulc"] for s in found]).all()
+    assert all(v is None or math.isfinite(v) for v in (forward[k] for k in stats.ADVANTAGE_FIELDS))
+
+
+def test_an_advantage_that_floating_point_cannot_interpolate_is_none_with_a_note() -> None:
+    def summary(model: str, scores: list[float]) -> dict:
+        return {"suite": "s", "task": "t", "model": model, "aulc": 0.5, "higher_is_better": True,
+                "curve": [{"size": n, "score": v} for n, v in zip([10, 100, 1000], scores)]}
+
+    (entry,) = stats.advantages([summary("a", [0.0, 1e-310, 1e-309]), summary("b", [0.0, 5e-310, 1.0])])
+    assert entry["mean_log2_ratio"] is None and "too small" in entry["note"]

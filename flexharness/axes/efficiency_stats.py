@@ -8,9 +8,12 @@ Pure functions of the results document (no pytest, no torch): a curve is built f
 from __future__ import annotations
 
 import dataclasses
+import math
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
@@ -67,11 +70,15 @@ def _advantage(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     if len(shared) < 2:
         return {**none, "note": "the curves share fewer than two sizes"}
     score_a = {p["size"]: p["score"] for p in a["curve"]}
-    found = curves.data_advantage(shared, [score_a[n] for n in shared], [score_b[n] for n in shared],
-                                  a["higher_is_better"])
+    with np.errstate(all="ignore"):   # a non-finite result is caught below, with a note instead of a warning
+        found = curves.data_advantage(shared, [score_a[n] for n in shared], [score_b[n] for n in shared],
+                                      a["higher_is_better"])
     if found is None:
         return {**none, "note": "the curves reach no common range of scores"}
-    return {**dataclasses.asdict(found), "note": None}
+    values = dataclasses.asdict(found)
+    if not all(math.isfinite(v) for v in values.values()):   # score steps too small for floating point
+        return {**none, "note": "the curves' score steps are too small to interpolate"}
+    return {**values, "note": None}
 
 
 def gates(found: list[dict[str, Any]], specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
