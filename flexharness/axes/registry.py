@@ -22,6 +22,7 @@ BUILT_IN = {
     "stability": "flexharness.axes.stability:StabilityAxis",
     "probe": "flexharness.axes.probe:ProbeAxis",
     "fusion": "flexharness.axes.fusion:FusionAxis",
+    "efficiency": "flexharness.axes.efficiency:EfficiencyAxis",
 }
 
 

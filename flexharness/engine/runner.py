@@ -80,18 +80,22 @@ def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float
 PER_EXAMPLE = "per_example"   # record key of {split: {"labels", "outputs"}} arrays; stored apart, never sent on
 Predict = Callable[[data_mod.Prepared], Any]
 AfterTraining = Callable[[data_mod.Prepared, Predict], dict[str, Any]]
+TrainRows = Callable[[np.ndarray], np.ndarray]   # the case's training labels -> the row indices to train on
 
 
 def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
              trust_remote_code: bool = False, progress: train.ProgressFn | None = None,
-             after_training: AfterTraining | None = None) -> dict[str, Any]:
+             after_training: AfterTraining | None = None, train_rows: TrainRows | None = None) -> dict[str, Any]:
     """Fine-tune and score ``case`` for one model and seed, on each of its eval splits.
 
     ``after_training(prepared, predict)`` adds an axis's own fields to the record while the fine-tuned
     model is alive: ``predict`` runs it on another prepared dataset's first evaluation split.
+    ``train_rows(labels)`` picks the training rows (the efficiency axis's nested subsets); the record then
+    holds them as ``train_indices``, and the evaluation rows stay the case's own.
     """
     config = case.train
-    inputs = case_inputs(case, model_ref, trust_remote_code)
+    chosen = train_subset(case, train_rows) if train_rows is not None else None
+    inputs = case_inputs(case, model_ref, trust_remote_code, chosen[0] if chosen else None)
     device = models.resolve_device(device_option)
     setup_start = time.perf_counter()
     model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
@@ -119,8 +123,17 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
         "precision": stats.precision, **example_counts(inputs), "splits": splits, **train_fields(stats),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
         "majority_score": majority_score(case, inputs.prepared), **extra,
-        PER_EXAMPLE: per_example,
+        **({"train_indices": chosen[1].tolist()} if chosen else {}), PER_EXAMPLE: per_example,
     }
+
+
+def train_subset(case: Case, train_rows: TrainRows) -> tuple[data_mod.Prepared, np.ndarray]:
+    """The case's prepared data with only the training rows ``train_rows`` picks, and those rows' indices."""
+    config = case.train
+    prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
+                                config.max_eval_samples)
+    indices = np.asarray(train_rows(prepared.train.labels), dtype=np.int64)
+    return data_mod.Prepared(prepared.train.take(indices), prepared.evals, prepared.label_names), indices
 
 
 def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
