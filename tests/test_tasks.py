@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from toy import sentence, write_csv
+from toy import build_tiny_bert, sentence, write_csv
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 GLUE_SHAPES = {  # config: (text columns, label names or None for regression, eval splits)
@@ -61,10 +61,16 @@ def test_glue_suite_collects_offline_without_torch(pytester: pytest.Pytester) ->
                                  "TORCH-ABSENT", "9 tests collected*"])
 
 
+@pytest.fixture(scope="module")
+def long_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with room for the GLUE suite's max_length of 128 tokens."""
+    return build_tiny_bert(tmp_path_factory.mktemp("long-tiny-bert"), positions=130)
+
+
 def test_glue_suite_runs_every_task_from_local_copies(pytester: pytest.Pytester, glue_mirror: Path,
-                                                      tiny_model: Path) -> None:
+                                                      long_tiny_model: Path) -> None:
     shutil.copy(SUITES / "glue.flex.yaml", pytester.path)
-    result = pytester.runpytest(f"--model={tiny_model}", f"--flex-data-dir={glue_mirror}", "--flex-epochs=1",
+    result = pytester.runpytest(f"--model={long_tiny_model}", f"--flex-data-dir={glue_mirror}", "--flex-epochs=1",
                                 "--flex-json=out.json")
     result.assert_outcomes(passed=9, failed=1)  # a random tiny model cannot reach the GLUE gate
     doc = json.loads((pytester.path / "out.json").read_text())
