@@ -169,7 +169,8 @@ def test_a_record_of_the_wrong_shape_is_recomputed_and_overwritten_with_one_warn
         entry = json.loads(path.read_text())
         path.write_text(json.dumps({**entry, "record": bad}))  # valid JSON: reused forever before
     damaged = pytester.runpytest("--flex-json=second.json")
-    damaged.assert_outcomes(passed=2, warnings=2)
+    damaged.assert_outcomes(passed=2)  # pytest may add its own warnings (assertion rewriting of a reimport)
+    assert damaged.stdout.str().count("CacheRecordWarning: result cache: ignored the record") == 2
     damaged.stdout.fnmatch_lines(["*CacheRecordWarning: result cache: ignored the record *.json for "
                                   "tasks/polarity*[[]seed0]: *; recomputing it"])
     assert _cached(_doc(pytester, "second.json")) == {"polarity": False, "polarity_f1": False}
