@@ -60,6 +60,7 @@ def canonical_case(case: Case) -> dict[str, Any]:
     so a baseline or a shard made in another checkout still compares with this one."""
     fields = dataclasses.asdict(case)
     fields.pop("line")
+    fields.pop("slices")   # slicing reads the stored outputs; it never changes a record
     fields["train"].pop("seeds")
     for key, default in ADDED_TRAIN_FIELDS.items():
         if fields["train"].get(key) == default:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flexharness.axes import AXES, RunContext, check_suite, load_suite
+from flexharness.axes import AXES, RunContext, check_suite, load_suite, slicing
 from flexharness.errors import FlexError, SuiteError, Unavailable, first_line
 from flexharness.options import Options, options_of
 from flexharness.spec import Planned, Suite
@@ -116,11 +116,13 @@ class CaseItem(pytest.Item):
                              progress.for_item(self.config, self.name, options.progress),
                              cache.ItemStore.of(self.config, device, reuse=not options.no_cache))
         planned = self.planned
+        outputs = cache.outputs_dir(self.config)
         try:
             record = cache.cached_run(store, planned, self.nodeid, device, lambda: AXES.get(planned.case.axis).run(
-                planned.case, planned.model, planned.seed, context), cache.outputs_dir(self.config))
+                planned.case, planned.model, planned.seed, context), outputs)
         except Unavailable as exc:
             pytest.skip(str(exc))
+        slicing.add_inputs(outputs, record, planned.case, planned.model, options.trust_remote_code)
         self.user_properties.append(("score", record["score"]))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
+from flexharness.rules.slices import known_names
 from flexharness.schema import Reader, did_you_mean, non_negative
 from flexharness.spec import Case
 
-GATE_KEYS = ("case_min", "cases", "regression")   # besides one section per axis
+GATE_KEYS = ("case_min", "cases", "slices", "regression")   # besides one section per axis
 
 
 class GatedAxis(Protocol):
@@ -43,6 +44,8 @@ def read_gates(reader: Reader, cases: tuple[Case, ...], axes: Sequence[GatedAxis
         gates["case_min"] = case_min
     if reader.has("cases"):
         gates["cases"] = _case_floors(reader.child("cases"), cases)
+    if reader.has("slices"):
+        gates["slices"] = _slice_floors(reader.child("slices"), cases)
     return gates
 
 
@@ -69,6 +72,32 @@ def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
         bounds = reader.child(name)
         bounds.only(("min",))
         floors[name] = bounds.typed("min", float, required=True)
+    return floors
+
+
+def _slice_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, dict[str, float]]:
+    """Per case, a floor per slice: ``{tasks/sentiment: {hard: {min: 0.4}}}``. Slice names that do not depend
+    on the data (length bins, agreement) are checked here; a column's values are checked when the slices are."""
+    sliced = {scored: case for case in cases for scored in case.scored_ids}
+    floors: dict[str, dict[str, float]] = {}
+    for name in reader.data:
+        case = sliced.get(name)
+        if case is None:
+            raise reader.error(name, f"no such case{did_you_mean(str(name), sliced)}; "
+                                     f"the cases of this suite are: {', '.join(sliced)}")
+        if case.slices is None:
+            raise reader.error(name, f"'{name}' has no slices: add 'slices: {{by: ...}}' to the case or the suite")
+        names = known_names(case.slices.by, case.slices.bins)
+        per_slice = reader.child(name)
+        floors[name] = {}
+        for slice_name in per_slice.data:
+            if names is not None and slice_name not in names:
+                raise per_slice.error(slice_name, f"no slice '{slice_name}'{did_you_mean(str(slice_name), names)}"
+                                                  f" when slicing by {case.slices.by}; its slices are: "
+                                                  f"{', '.join(names)}")
+            bounds = per_slice.child(slice_name)
+            bounds.only(("min",))
+            floors[name][str(slice_name)] = bounds.typed("min", float, required=True)
     return floors
 
 

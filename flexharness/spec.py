@@ -79,6 +79,20 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class SliceSpec:
+    """How to cut a case's evaluation examples into difficulty slices (``slices: {by: ..., bins: N}``).
+
+    ``by`` is ``length`` (token-length quantiles), ``agreement`` (the share of the run's models and seeds
+    that got an example right) or the name of a column of the data.
+    """
+
+    by: str
+    bins: int = 3
+    key: str = field(default="slices", compare=False)    # dotted suite key, for errors
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
 class Case:
     """One scored unit of an axis; expanded into one pytest item per (model, seed)."""
 
@@ -91,6 +105,7 @@ class Case:
     where: tuple[Filter, ...] = ()
     line: int = 0
     params: tuple[tuple[str, Any], ...] = ()
+    slices: SliceSpec | None = field(default=None, compare=False)   # reads the stored outputs: no cache-key part
 
     @property
     def kind(self) -> str:

@@ -19,13 +19,14 @@ from flexharness.errors import SuiteError, short_repr
 from flexharness.gatespec import GatedAxis, read_gates
 from flexharness.names import model_label
 from flexharness.resources import path_problem, position_limit, resolve_path, suite_relative
-from flexharness.rules.metrics import METRICS
+from flexharness.rules.metrics import METRICS, REGRESSION
 from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
                                 positive)
-from flexharness.spec import FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, Suite, TrainConfig
+from flexharness.spec import (FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, SliceSpec, Suite,
+                              TrainConfig)
 from flexharness.yamlio import Located, load_yaml
 
-COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "gates")
+COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "slices", "gates")
 SEED_LIMIT = 2 ** 32
 
 
@@ -83,11 +84,40 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     for axis in axes:
         if top.raw(axis.key) is not None:
             cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
+    cases = _default_slices(cases, read_slices(top, "slices"), str(path))
     cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
         model=_model(top, path.parent), cases=cases, gates=read_gates(top.child("gates"), cases, axes),
     )
+
+
+SLICE_KEYS = ("by", "bins")
+SLICE_BINS_LIMIT = 20
+
+
+def read_slices(reader: Reader, name: str) -> SliceSpec | None:
+    """``slices: {by: length | agreement | COLUMN, bins: N}`` under ``name`` of ``reader``, or None."""
+    if reader.raw(name) is None:
+        return None
+    section = reader.child(name)
+    section.only(SLICE_KEYS)
+    by = section.typed("by", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
+    bins = section.typed("bins", int, 3, check=lambda v: None if 2 <= v <= SLICE_BINS_LIMIT
+                         else f"must be from 2 to {SLICE_BINS_LIMIT}")
+    return SliceSpec(by, bins, reader.key(name), reader.line_of(name))
+
+
+def _default_slices(cases: tuple[Case, ...], default: SliceSpec | None, path: str) -> tuple[Case, ...]:
+    """The suite's ``slices:`` for every case without its own; agreement needs right and wrong answers."""
+    cases = tuple(replace(c, slices=default) if c.slices is None and default else c for c in cases)
+    for case in cases:
+        if case.slices and case.slices.by == "agreement" and case.kind == REGRESSION:
+            raise SuiteError(path, case.slices.line, case.slices.key,
+                             f"'{case.axis}/{case.name}' has a regression metric ({case.metric}): no example is "
+                             "right or wrong, so 'by: agreement' cannot rank them; slice it 'by: length' or by a "
+                             "column")
+    return cases
 
 
 def _model(top: Reader, base_dir: Path) -> str | None:

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from flexharness.axes import AXES
-from flexharness.results import merge, predictions, significance
+from flexharness.results import merge, predictions, significance, slicing
 from flexharness.rules import aggregate as agg
 from flexharness.rules import baseline as base
 
@@ -26,7 +26,7 @@ def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, signif
               settings: significance.Settings = significance.Settings(),
               baseline_outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None
               ) -> list[agg.GateResult]:
-    """Fill ``aggregates`` (with intervals), comparisons, the axes' sections and ``gates`` of ``doc``.
+    """Fill ``aggregates`` (with intervals), comparisons, slices, the axes' sections and ``gates`` of ``doc``.
 
     Gate specs come from the document's ``suites`` (the regression tolerance already resolved), the
     reference from its ``baseline``; ``outputs`` are the cases' per-example outputs (see
@@ -37,7 +37,8 @@ def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, signif
     doc["aggregates"] = [dataclasses.asdict(a) for a in agg.aggregate(scores)]
     specs = {s["name"]: s.get("gates") or {} for s in doc.get("suites") or []}
     measured = significance.annotate(doc, outputs or {}, settings, specs)
-    gates = agg.suite_gates(scores, specs, significance.gate_bounds(doc))
+    slicing.annotate(doc, outputs or {})
+    gates = agg.suite_gates(scores, specs, significance.gate_bounds(doc)) + slicing.gates(doc, specs)
     for axis in AXES:
         gates += axis.finish(doc, specs)
     if doc.get("baseline"):

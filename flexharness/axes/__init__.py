@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from flexharness.axes import slicing
 from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.axes.registry import AXES, Registry, RegistryError
 from flexharness.spec import Suite
@@ -27,3 +28,4 @@ def check_suite(suite: Suite, cache: Any = None) -> None:
     """The collection-time checks of the axes the suite uses (they may read data, not models)."""
     for key in dict.fromkeys(case.axis for case in suite.cases):
         AXES.get(key).check(suite, cache)
+    slicing.check(suite)

@@ -8,9 +8,9 @@ from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner
 from flexharness.schema import Reader, case_name
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_train
+from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_slices, read_train
 
-TASK_KEYS = ("name", "dataset", "metric", "where", "train")
+TASK_KEYS = ("name", "dataset", "metric", "where", "train", "slices")
 
 
 class TasksAxis(Axis):
@@ -31,7 +31,7 @@ class TasksAxis(Axis):
             cases.append(Case(
                 suite=context.name, axis=self.key, name=name, dataset=dataset_ref(reader, context.datasets),
                 metrics=read_metrics(reader), train=read_train(reader.child("train"), context.defaults),
-                where=read_filters(reader.child("where")), line=reader.line,
+                where=read_filters(reader.child("where")), line=reader.line, slices=read_slices(reader, "slices"),
             ))
         return tuple(cases)
 

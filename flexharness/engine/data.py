@@ -33,12 +33,14 @@ MAX_EVAL_OVERLAP = 0.2   # share of evaluation rows that may be exact copies of 
 class Examples:
     texts: tuple[tuple[str, ...], ...]   # one tuple per text column
     labels: np.ndarray                   # int64 ids, or float32 for regression
+    rows: np.ndarray | None = None       # each example's row in its source split (to read other columns)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, indices: np.ndarray) -> "Examples":
-        return Examples(tuple(tuple(col[i] for i in indices) for col in self.texts), self.labels[indices])
+        return Examples(tuple(tuple(col[i] for i in indices) for col in self.texts), self.labels[indices],
+                        None if self.rows is None else self.rows[indices])
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,11 +158,11 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     train_rows = _rows(spec, source[spec.train_split], where, spec.train_split)
     eval_names = _eval_split_names(spec, source)
     label_names, encode = _label_map(spec, source[spec.train_split], train_rows[1], kind)
-    train = Examples(train_rows[0], encode(train_rows[1], spec.train_split))
+    train = Examples(train_rows[0], encode(train_rows[1], spec.train_split), train_rows[2])
     evals = []
     for name in eval_names:
-        texts, raw = _rows(spec, source[name], where, name)
-        evals.append((name, Examples(texts, encode(raw, name))))
+        texts, raw, kept = _rows(spec, source[name], where, name)
+        evals.append((name, Examples(texts, encode(raw, name), kept)))
     if not evals:
         train, held_out = _hold_out(train, spec.eval_fraction, kind)
         evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
@@ -211,7 +213,9 @@ def hold_out_size(n: int, fraction: float) -> int:
     return min(n, max(1, round(n * fraction)))
 
 
-def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str) -> tuple[tuple, list]:
+def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str
+          ) -> tuple[tuple, list, np.ndarray]:
+    """(texts per column, raw labels, the kept rows' positions in ``split``) of the rows ``where`` keeps."""
     columns = set(split.column_names)
     needs = [(c, spec.locate("text")) for c in spec.text] + [(spec.label, spec.locate("label"))]
     for needed, location in needs + [(f.column, (spec.origin, f.line, f.key)) for f in where]:
@@ -221,7 +225,7 @@ def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: 
     table = split.select_columns(sorted({*spec.text, spec.label, *(f.column for f in where)})).to_dict()
     keep = [i for i in range(len(table[spec.label])) if _kept(table, i, spec, where)]
     texts = tuple(tuple(str(table[c][i]) for i in keep) for c in spec.text)
-    return texts, [table[spec.label][i] for i in keep]
+    return texts, [table[spec.label][i] for i in keep], np.asarray(keep, dtype=np.int64)
 
 
 def _case_hint(needed: str, columns: set[str]) -> str:

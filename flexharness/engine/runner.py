@@ -36,6 +36,12 @@ def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trus
             tuple((name, data_mod.encode(examples, tokenizer, max_length)) for name, examples in case_data.evals))
 
 
+def encoded_evals(prepared: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool = False
+                  ) -> tuple[tuple[str, data_mod.Encoded], ...]:
+    """The evaluation splits tokenized exactly as a run of the case tokenizes them (shared with it)."""
+    return _encoded(prepared, model_ref, max_length, trust_remote_code)[1]
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What a case trains and evaluates on, tokenized for one model."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from flexharness.names import model_label
+from flexharness.results.slice_report import compare_entries
 from flexharness.rules import stats
 
 
@@ -129,7 +130,8 @@ def _single_model(doc: Mapping[str, Any]) -> bool:
 
 
 def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Cases and aggregates of two runs matched up, with B − A and whether B is better.
+    """Cases, their difficulty slices (``CASE[SLICE]``) and aggregates of two runs matched up, with B − A and
+    whether B is better.
 
     Rows match on suite, axis and case name, and on the model too unless each
     run evaluated one model per suite (then comparing two models is the point).
@@ -140,6 +142,7 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list[dict[s
         return (row["suite"], row["model"] if by_model else "", row["axis"], row.get(name, ""))
 
     return {"cases": _pair(a["cases"], b["cases"], lambda r: key(r, "name"), "score", "interval"),
+            "slices": _pair(compare_entries(a), compare_entries(b), lambda r: key(r, "name"), "score", "interval"),
             "aggregates": _pair(a["aggregates"], b["aggregates"], lambda r: key(r, "axis"), "p_avg", "p_avg_interval")}
 
 
@@ -180,7 +183,7 @@ INTERVAL_NOTE = ("95 % CI: each run's own bootstrap interval. Overlap is no test
 def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
     """Both runs side by side; each side's 95 % interval beside its score where the results have one."""
     result = compare(a, b)
-    width = max([len(f"{r['axis']}/{r['name']}") for r in result["cases"]] + [10]) + 2
+    width = max([len(f"{r['axis']}/{r['name']}") for r in result["cases"] + result["slices"]] + [10]) + 2
     cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
 
     def cells(a_cell: str, a_ci: str, b_cell: str, b_ci: str) -> str:
@@ -188,7 +191,7 @@ def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, 
 
     lines = [f"A = {names[0]}", f"B = {names[1]}", "",
              f"{'case':<{width}}{cells('A', 'A 95 % CI', 'B', 'B 95 % CI')}{'B - A':>10}  verdict"]
-    for rows in (result["cases"], result["aggregates"]):
+    for rows in (result["cases"], *([result["slices"]] if result["slices"] else []), result["aggregates"]):
         for r in rows:
             row = cells(_fmt(r["a"]), interval_text(r["a_interval"]), _fmt(r["b"]), interval_text(r["b_interval"]))
             name = f"{r['axis']}/{r['name']}"
@@ -206,7 +209,7 @@ def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[st
     head = ("| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |", "|---|---:|---|---:|---|---:|---|") if cis \
         else ("| case | A | B | B − A | verdict |", "|---|---:|---:|---:|---|")
     out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`", "", *head]
-    for r in result["cases"] + result["aggregates"]:
+    for r in result["cases"] + result["slices"] + result["aggregates"]:
         verdict = f"**{r['verdict']}**" if r["verdict"] == "worse" else r["verdict"]
         a_cell = f"{_fmt(r['a'])} | {interval_text(r['a_interval'])}" if cis else _fmt(r["a"])
         b_cell = f"{_fmt(r['b'])} | {interval_text(r['b_interval'])}" if cis else _fmt(r["b"])

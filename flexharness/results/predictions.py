@@ -1,7 +1,8 @@
 """Per-example outputs of every item, kept apart from the results JSON so that it stays small.
 
 Each item's outputs (labels and class probabilities, or predicted values, per
-evaluation split) live in one ``.npz`` file named by its result-cache key,
+evaluation split, and what difficulty slices need: the examples' token lengths
+and the values of the columns a suite slices by) live in one ``.npz`` file named by its result-cache key,
 beside the cached record; a run copies those of its cases into one file beside
 its results JSON (``RESULTS.predictions.npz``), which ``flexharness merge`` and
 later analyses read. Only numeric arrays and one JSON index are stored, and they
@@ -19,8 +20,14 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-PerExample = Mapping[str, Mapping[str, np.ndarray]]   # split -> {"labels": ..., "outputs": ...}
-FIELDS = ("labels", "outputs")
+PerExample = Mapping[str, Mapping[str, np.ndarray]]   # split -> {"labels": ..., "outputs": ..., optional fields}
+FIELDS = ("labels", "outputs")     # always there; "lengths" and column fields (see column_field) may be
+LENGTHS = "lengths"
+
+
+def column_field(column: str) -> str:
+    """The field of one column's values: the name hex-encoded, so that any column name is a safe array name."""
+    return "column:" + column.encode("utf-8", "surrogatepass").hex()
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -47,8 +54,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
 
 def save(directory: Path, name: str, per_example: PerExample) -> None:
     _write_npz(directory / f"{name}.npz",
-               {f"{field}/{split}": np.asarray(arrays[field]) for split, arrays in per_example.items()
-                for field in FIELDS})
+               {f"{field}/{split}": np.asarray(array) for split, arrays in per_example.items()
+                for field, array in arrays.items()})
 
 
 def load(directory: Path, name: str) -> dict[str, dict[str, np.ndarray]] | None:
@@ -59,7 +66,7 @@ def load(directory: Path, name: str) -> dict[str, dict[str, np.ndarray]] | None:
     for key, array in found.items():
         field, _, split = key.partition("/")
         result.setdefault(split, {})[field] = array
-    return result if all(set(arrays) == set(FIELDS) for arrays in result.values()) else None
+    return result if all(set(FIELDS) <= set(arrays) for arrays in result.values()) else None
 
 
 def beside(results_path: str | Path) -> Path:
@@ -69,12 +76,13 @@ def beside(results_path: str | Path) -> Path:
 
 
 def write_beside(results_path: str | Path, entries: Iterable[tuple[dict[str, Any], Mapping[str, np.ndarray]]]) -> Path:
-    """One file of ``(meta, {"labels", "outputs"})`` entries; meta says suite, model, axis, case, seed, digest."""
+    """One file of ``(meta, {"labels", "outputs", ...})`` entries; meta says suite, model, axis, case, seed,
+    digest. Every array field of an entry is kept (lengths and column values too)."""
     arrays: dict[str, np.ndarray] = {}
     index = []
-    for number, (meta, pair) in enumerate(entries):
+    for number, (meta, fields) in enumerate(entries):
         index.append(meta)
-        arrays |= {f"{number}/{field}": np.asarray(pair[field]) for field in FIELDS}
+        arrays |= {f"{number}/{field}": np.asarray(value) for field, value in fields.items() if field != "digest"}
     arrays["index"] = np.array(json.dumps(index))
     target = beside(results_path)
     _write_npz(target, arrays)
@@ -88,6 +96,13 @@ def read_beside(results_path: str | Path) -> list[tuple[dict[str, Any], dict[str
         return []
     try:
         index = json.loads(str(found["index"]))
-        return [(meta, {field: found[f"{number}/{field}"] for field in FIELDS}) for number, meta in enumerate(index)]
-    except (ValueError, KeyError, TypeError):
+        entries: list[dict[str, np.ndarray]] = [{} for _ in index]
+        for key, array in found.items():
+            number, _, field = key.partition("/")
+            if field:
+                entries[int(number)][field] = array
+        if any(not set(FIELDS) <= set(fields) for fields in entries):
+            return []
+        return list(zip(index, entries))
+    except (ValueError, KeyError, TypeError, IndexError):
         return []

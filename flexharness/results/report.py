@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from flexharness.names import model_label
 from flexharness.results.compare import (comparison_lines, comparison_markdown, interval_text, ranking_lines,
                                          ranking_markdown)
-from flexharness.results import html
+from flexharness.results import html, slice_report
 from flexharness.results.io import write_atomic
 from flexharness.results.plots import write_plots
 
@@ -55,6 +55,7 @@ def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list
     lines += comparison_lines(doc)
     for section in sections:
         lines += section(doc)
+    lines += slice_report.terminal_lines(doc)
     if doc["gates"]:
         lines.append("")
         for g in doc["gates"]:
@@ -99,7 +100,7 @@ def markdown_parts(doc: dict[str, Any], sections: Sequence[Section] = ()) -> dic
                   f"{'pass' if g['passed'] else '**FAIL**'} | {g['message']} |" for g in doc["gates"]]
     return {"cases": cases, "aggregates": aggregates, "ranking": ranking_markdown(doc),
             "comparisons": comparison_markdown(doc),
-            "sections": [line for section in sections for line in section(doc)],
+            "sections": [line for section in sections for line in section(doc)] + slice_report.markdown_lines(doc),
             "gates": gates, "notes": [f"_{n}_" for n in run_notes(doc)]}
 
 
@@ -122,7 +123,7 @@ def write_report_dir(directory: str | Path, doc: dict[str, Any], sections: Seque
     summary = directory / "summary.md"
     write_atomic(summary, lambda handle: handle.write(markdown(doc, sections)))
     overview = write_plots(doc, directory)
-    own = [path for plot in plotters for path in plot(doc, directory)] if doc["cases"] else []
+    own = [path for plot in (*plotters, slice_report.plots) for path in plot(doc, directory)] if doc["cases"] else []
     index = directory / "index.html"
     text = html.page(doc, markdown_parts(doc, sections), overview, own)
     write_atomic(index, lambda handle: handle.write(text))

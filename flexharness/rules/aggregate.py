@@ -120,6 +120,11 @@ def _bound_gate(name: str, value: float | None, bound: str, threshold: float,
     return GateResult(name, passed, value, threshold, f"{label} = {value:.4f}, required {op} {threshold:g}{direction}: {verdict}")
 
 
+def floor_gate(name: str, value: float | None, floor: float, higher_is_better: bool, missing_note: str) -> GateResult:
+    """A floor in the metric's direction (``min``); fails as incomplete when ``value`` is None."""
+    return _bound_gate(name, value, "min", floor, higher_is_better, missing_note)
+
+
 Bounds = Mapping[str, Mapping[str, "tuple[float, float]"]]   # stat -> confidence level (as text) -> (low, high)
 
 
