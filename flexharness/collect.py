@@ -106,6 +106,7 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from flexharness import cache, progress, scaleout
+        from flexharness.engine import diskcache
         from flexharness.engine.models import resolve_device
 
         options = options_of(self.config)
@@ -116,9 +117,14 @@ class CaseItem(pytest.Item):
                              progress.for_item(self.config, self.name, options.progress),
                              cache.ItemStore.of(self.config, device, reuse=not options.no_cache))
         planned = self.planned
+        arrays = None if options.no_cache else cache.arrays_dir(self.config)  # token ids, features (diskcache)
+
+        def compute() -> dict[str, Any]:
+            return AXES.get(planned.case.axis).run(planned.case, planned.model, planned.seed, context)
+
         try:
-            record = cache.cached_run(store, planned, self.nodeid, device, lambda: AXES.get(planned.case.axis).run(
-                planned.case, planned.model, planned.seed, context), cache.outputs_dir(self.config))
+            with diskcache.using(arrays):
+                record = cache.cached_run(store, planned, self.nodeid, device, compute, cache.outputs_dir(self.config))
         except Unavailable as exc:
             pytest.skip(str(exc))
         self.user_properties.append(("score", record["score"]))
