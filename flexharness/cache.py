@@ -25,10 +25,10 @@ from typing import Any, Callable, Iterable
 import pytest
 
 from flexharness.axes import AXES
-from flexharness.engine import models
+from flexharness.engine.models import model_identity
 from flexharness.engine.runner import PER_EXAMPLE
 from flexharness.results import predictions
-from flexharness.files import RESULTS_LIMIT, read_text
+from flexharness.files import RESULTS_LIMIT, path_fingerprint, read_text
 from flexharness.resources import resolve_path
 from flexharness.results.io import write_atomic
 from flexharness.spec import Case, DatasetSpec, Planned
@@ -36,6 +36,7 @@ from flexharness.spec import Case, DatasetSpec, Planned
 RESULTS_DIR = "flexharness-results"
 OUTPUTS_DIR = "flexharness-outputs"
 WEIGHTS_DIR = "flexharness-weights"    # fine-tuned weights kept for model soups (fusion axis)
+ARRAYS_DIR = "flexharness-arrays"      # token ids and frozen features (engine.diskcache)
 OUTPUTS_INPUT = "flex_outputs_dir"     # xdist workerinput key: the run's outputs folder without a cache
 OUTPUTS_KEY = pytest.StashKey[Path]()
 # Train fields added after the first release, with their defaults: a field that holds its default is left out of
@@ -45,7 +46,6 @@ ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "lora_target_modules": None, "gradient_checkpointing": False,
 }
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
-_CHUNK = 1 << 20
 
 
 def digest(value: Any) -> str:
@@ -93,62 +93,6 @@ def case_fingerprint(case: Case) -> str:
 def suite_fingerprint(cases: Iterable[Case]) -> str:
     """One value per suite version: changes when any case's configuration changes."""
     return digest(sorted(f"{c.axis}/{c.name}:{case_fingerprint(c)}" for c in cases))[:16]
-
-
-def path_fingerprint(path: Path) -> str:
-    """Content hash of a file or of every file under a folder (names, sizes, bytes).
-
-    Contents rather than modification times: a fresh CI checkout or a copied
-    model has new mtimes but the same weights. The stat listing is only the
-    memo key of this process, so a file rewritten in place is hashed again.
-    """
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
-    listing = tuple((str(p.relative_to(path)) if p != path else p.name, *_stat(p)) for p in files)
-    return _content_digest(str(path), listing)
-
-
-def _stat(file: Path) -> tuple[int, int, int]:
-    """Size, mtime and ctime: a rewrite changes the ctime even when size and mtime are put back."""
-    stat = file.stat()
-    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
-
-
-def _hidden(file: Path, root: Path) -> bool:
-    return any(part.startswith(".") or part == "__pycache__" for part in file.relative_to(root).parts)
-
-
-@functools.lru_cache(maxsize=64)
-def _content_digest(root: str, listing: tuple[tuple[str, int, int, int], ...]) -> str:
-    total = hashlib.sha256()
-    base = Path(root)
-    for name, size, _, _ in listing:
-        file = base if base.is_file() else base / name
-        content = hashlib.sha256()
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(_CHUNK), b""):
-                content.update(block)
-        total.update(f"{name}\0{size}\0{content.hexdigest()}\n".encode())
-    return total.hexdigest()
-
-
-def model_identity(ref: str) -> dict[str, Any] | None:
-    """Local folders (and pkg://) by their files' contents; hub ids by id and the commit in the local hub cache.
-
-    None when a hub model is not downloaded yet: there is nothing to look up,
-    and the record is stored under the commit that the run downloads.
-    """
-    location = models.resolve_model(ref)
-    if Path(location).is_dir():
-        return {"files": path_fingerprint(Path(location))}
-    revision = _hub_revision(location)
-    return {"hub": location, "revision": revision} if revision else None
-
-
-def _hub_revision(repo_id: str) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, "config.json")
-    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def data_identity(spec: DatasetSpec) -> list[str] | None:
@@ -310,6 +254,14 @@ def outputs_dir(config: pytest.Config) -> Path:
     if OUTPUTS_KEY not in config.stash:
         config.stash[OUTPUTS_KEY] = Path(tempfile.mkdtemp(prefix="flexharness-outputs-"))
     return config.stash[OUTPUTS_KEY]
+
+
+def arrays_dir(config: pytest.Config) -> Path:
+    """Where token ids and frozen features are kept (``engine.diskcache``): beside the result cache, so later
+    runs reuse them and ``--cache-clear`` empties them; else in the run's outputs folder, shared by xdist
+    workers."""
+    cache = getattr(config, "cache", None)
+    return cache.mkdir(ARRAYS_DIR) if cache is not None else outputs_dir(config) / "arrays"
 
 
 def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device: str,

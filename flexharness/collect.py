@@ -106,6 +106,7 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from flexharness import cache, progress, scaleout
+        from flexharness.engine import diskcache
         from flexharness.engine.models import resolve_device
 
         options = options_of(self.config)
@@ -117,12 +118,17 @@ class CaseItem(pytest.Item):
                              cache.ItemStore.of(self.config, device, reuse=not options.no_cache))
         planned = self.planned
         outputs = cache.outputs_dir(self.config)
+        arrays = None if options.no_cache else cache.arrays_dir(self.config)  # token ids, features (diskcache)
+
+        def compute() -> dict[str, Any]:
+            return AXES.get(planned.case.axis).run(planned.case, planned.model, planned.seed, context)
+
         try:
-            record = cache.cached_run(store, planned, self.nodeid, device, lambda: AXES.get(planned.case.axis).run(
-                planned.case, planned.model, planned.seed, context), outputs)
+            with diskcache.using(arrays):
+                record = cache.cached_run(store, planned, self.nodeid, device, compute, outputs)
+                slicing.add_inputs(outputs, record, planned.case, planned.model, options.trust_remote_code)
         except Unavailable as exc:
             pytest.skip(str(exc))
-        slicing.add_inputs(outputs, record, planned.case, planned.model, options.trust_remote_code)
         self.user_properties.append(("score", record["score"]))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
 

@@ -4,18 +4,26 @@ A FIFO blocks its reader forever, ``/dev/zero`` never ends, a directory or a
 huge file exhausts memory: every reader of user-named files (suites, results,
 baselines) goes through :func:`read_text`, which refuses them before reading.
 The refusal is an :class:`OSError` whose ``strerror`` says why, so each
-caller's existing "cannot read ..." message carries it unchanged.
+caller's existing "cannot read ..." message carries it unchanged. Files are
+fingerprinted by content (:func:`path_fingerprint`) and written whole or not
+at all (:func:`replace_atomically`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import stat
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 MiB = 1 << 20
 SUITE_LIMIT = 1 * MiB        # a suite is a few kB; a larger one is not a suite
 RESULTS_LIMIT = 256 * MiB    # results and baseline JSON: tens of thousands of cases fit in a few MiB
+
+_CHUNK = 1 << 20
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -56,3 +64,53 @@ def read_text(path: str | Path, limit: int, encoding: str = "utf-8") -> str:
 
 def _size(count: int) -> str:
     return f"{count / MiB:.0f} MiB" if count >= MiB else f"{count} bytes"
+
+
+def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """``write(temporary path)`` beside ``path``, then rename it into place: a run killed at any moment, or
+    two processes writing at once, leave one whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def path_fingerprint(path: Path) -> str:
+    """Content hash of a file or of every file under a folder (names, sizes, bytes).
+
+    Contents rather than modification times: a fresh CI checkout or a copied
+    model has new mtimes but the same weights. The stat listing is only the
+    memo key of this process, so a file rewritten in place is hashed again.
+    """
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+    listing = tuple((str(p.relative_to(path)) if p != path else p.name, *_stat(p)) for p in files)
+    return _content_digest(str(path), listing)
+
+
+def _stat(file: Path) -> tuple[int, int, int]:
+    """Size, mtime and ctime: a rewrite changes the ctime even when size and mtime are put back."""
+    info = file.stat()
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _hidden(file: Path, root: Path) -> bool:
+    return any(part.startswith(".") or part == "__pycache__" for part in file.relative_to(root).parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(root: str, listing: tuple[tuple[str, int, int, int], ...]) -> str:
+    total = hashlib.sha256()
+    base = Path(root)
+    for name, size, _, _ in listing:
+        file = base if base.is_file() else base / name
+        content = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(_CHUNK), b""):
+                content.update(block)
+        total.update(f"{name}\0{size}\0{content.hexdigest()}\n".encode())
+    return total.hexdigest()

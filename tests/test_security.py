@@ -51,6 +51,10 @@ class _Forbidden(ast.NodeVisitor):
             self.found.append(f"{name}() at line {node.lineno}")
         if owner in {"yaml", "torch", "pickle"} and name in self.CALLS:
             self.found.append(f"{owner}.{name}() at line {node.lineno}")
+        if owner in {"np", "numpy"} and name == "load" and not any(
+                k.arg == "allow_pickle" and isinstance(k.value, ast.Constant) and k.value.value is False
+                for k in node.keywords):
+            self.found.append(f"{owner}.load() without allow_pickle=False at line {node.lineno}")
         self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import) -> None:
@@ -70,8 +74,9 @@ def test_no_eval_exec_pickle_or_unsafe_yaml_in_the_package(source: Path) -> None
 
 def test_the_forbidden_call_check_can_fail() -> None:
     visitor = _Forbidden()
-    visitor.visit(ast.parse("import pickle\nyaml.load(x)\neval('1')\ntorch.load(p)\nmodel.eval()\n"))
-    assert len(visitor.found) == 4  # model.eval() is a method, not the builtin
+    visitor.visit(ast.parse("import pickle\nyaml.load(x)\neval('1')\ntorch.load(p)\nmodel.eval()\n"
+                            "np.load(p)\nnp.load(p, allow_pickle=True)\nnp.load(p, allow_pickle=False)\n"))
+    assert len(visitor.found) == 6  # model.eval() is a method, not the builtin; np.load without pickles is fine
 
 
 def test_the_only_yaml_loader_is_the_safe_one() -> None:

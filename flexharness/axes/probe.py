@@ -61,7 +61,7 @@ class ProbeAxis(Axis):
         found = features.frozen_features(inputs, model, case.train.eval_batch_size, context.device_option,
                                          context.trust_remote_code)
         return {**probe_fields(case, found, inputs.train.labels, inputs.eval.labels, inputs.regression, seed),
-                "seed": seed, "device": found.device, **runner.example_counts(inputs)}
+                "seed": seed, "device": found.device, "features": found.fields(), **runner.example_counts(inputs)}
 
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         params = dict(case.params)

@@ -410,6 +410,48 @@ class Encoded:
     token_type_ids: tuple[np.ndarray, ...] | None
     lengths: np.ndarray
     labels: np.ndarray
+    key: str | None = None   # the array-cache key of these ids (``diskcache``): what decides them, hashed
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every example's ids end to end with their offsets: a few flat arrays, however many examples."""
+        offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        arrays = {"input_ids": _flat(self.input_ids), "offsets": offsets}
+        if self.token_type_ids is not None:
+            arrays["token_type_ids"] = _flat(self.token_type_ids)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], labels: np.ndarray, key: str | None) -> "Encoded":
+        """The inverse of :meth:`arrays`: each example's ids are a view into one array."""
+        offsets = arrays["offsets"]
+        cuts = offsets[1:-1]
+        ids = tuple(np.split(arrays["input_ids"].astype(np.int64), cuts))
+        types = arrays.get("token_type_ids")
+        types = tuple(np.split(types.astype(np.int64), cuts)) if types is not None else None
+        return cls(ids, types, np.diff(offsets), labels, key)
+
+
+def _flat(rows: tuple[np.ndarray, ...]) -> np.ndarray:
+    return np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, dtype=np.int32)
+
+
+def tokens_problem(arrays: Any, rows: int, vocab_size: int, token_types: bool) -> str | None:
+    """What keeps stored token arrays from being the tokens of ``rows`` examples, or None."""
+    names = {"input_ids", "offsets", *(("token_type_ids",) if token_types else ())}
+    if set(arrays) != names:
+        return f"holds {', '.join(sorted(arrays)) or 'nothing'} where {', '.join(sorted(names))} was expected"
+    ids, offsets = arrays["input_ids"], arrays["offsets"]
+    if any(a.ndim != 1 or a.dtype.kind not in "iu" for a in arrays.values()):
+        return "not flat integer arrays"
+    if len(offsets) != rows + 1:
+        return f"offsets for {len(offsets) - 1} examples where there are {rows}"
+    if offsets[0] != 0 or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0):
+        return "offsets out of order"
+    if len(ids) and (ids.min() < 0 or ids.max() >= vocab_size):
+        return f"token ids outside the vocabulary of {vocab_size}"
+    if token_types and len(arrays["token_type_ids"]) != len(ids):
+        return "token type ids not one per token"
+    return None
 
 
 def encode(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from flexharness.engine import hub
 from flexharness.errors import ModelLoadError, first_line
+from flexharness.files import path_fingerprint
 from flexharness.resources import is_pkg, resolve_pkg
 
 
@@ -32,6 +33,26 @@ def resolve_model(ref: str) -> str:
         raise ModelLoadError(f"model '{ref}': no such directory; pass --model a model directory, "
                              "a hub id or pkg://PACKAGE/PATH")
     return ref
+
+
+def model_identity(ref: str) -> dict[str, Any] | None:
+    """Local folders (and pkg://) by their files' contents; hub ids by id and the commit in the local hub cache.
+
+    None when a hub model is not downloaded yet: there is nothing to look up,
+    and the record is stored under the commit that the run downloads.
+    """
+    location = resolve_model(ref)
+    if Path(location).is_dir():
+        return {"files": path_fingerprint(Path(location))}
+    revision = _hub_revision(location)
+    return {"hub": location, "revision": revision} if revision else None
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 @contextlib.contextmanager
@@ -75,6 +96,29 @@ def load_tokenizer(ref: str, trust_remote_code: bool = False) -> Any:
     except Exception as exc:
         raise _load_error(ref, exc) from None
     return _with_padding(tokenizer, ref)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What decides a tokenizer's ids, by content rather than by name: a fast tokenizer's whole definition
+    (vocabulary, normaliser, pre-tokeniser, post-processor), else its vocabulary and its init arguments with
+    the files they name hashed; with its class and the library versions that run it."""
+    import hashlib
+    import json
+
+    import tokenizers
+    import transformers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:   # without the truncation and padding state that each call sets from its arguments
+        found = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        definition = json.dumps(found, sort_keys=True)
+    else:
+        arguments = {name: path_fingerprint(Path(value)) if isinstance(value, str) and Path(value).is_file()
+                     else value for name, value in tokenizer.init_kwargs.items()}
+        definition = json.dumps([sorted(tokenizer.get_vocab().items()), arguments], sort_keys=True, default=str)
+    parts = [type(tokenizer).__name__, tokenizer.truncation_side, transformers.__version__, tokenizers.__version__,
+             definition]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _with_padding(tokenizer: Any, ref: str) -> Any:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from flexharness.engine import data as data_mod
-from flexharness.engine import models, train
+from flexharness.engine import diskcache, models, train
 from flexharness.rules import curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
@@ -23,17 +23,52 @@ from flexharness.resources import position_limit
 from flexharness.spec import Case
 
 
+@dataclass(frozen=True)
+class Tokenized:
+    """A prepared dataset's token ids, and where they came from (``diskcache``: computed, disk or memory)."""
+
+    train: data_mod.Encoded
+    evals: tuple[tuple[str, data_mod.Encoded], ...]
+    source: str
+    seconds: float
+
+    def fields(self) -> dict[str, Any]:
+        """The record's ``tokenize`` entry: a run that tokenized a dataset once says so once."""
+        return {"source": self.source, "seconds": round(self.seconds, 3)}
+
+
 @functools.lru_cache(maxsize=16)
-def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool):
-    """Tokenize a prepared dataset once per (data, tokenizer, max length), shared by seeds and cases.
+def _tokenized(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool) -> Tokenized:
+    """Tokenize a prepared dataset once per (data, tokenizer, max length): in this process for seeds and
+    cases, on disk (``diskcache``) for other xdist workers and later runs.
 
     Never longer than a local model's position table: the default ``max_length`` may exceed a small
     model's (a written one that does is refused at collection).
     """
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     max_length = min(max_length, position_limit(models.resolve_model(model_ref)) or max_length)
-    return (data_mod.encode(case_data.train, tokenizer, max_length),
-            tuple((name, data_mod.encode(examples, tokenizer, max_length)) for name, examples in case_data.evals))
+    identity = models.tokenizer_fingerprint(tokenizer)
+    token_types = "token_type_ids" in tokenizer.model_input_names
+    splits = [("train", case_data.train), *case_data.evals]
+    done = []
+    for name, examples in splits:
+        key = diskcache.key_of({"kind": "tokens", "format": 1, "data": examples_digest(examples),
+                                "tokenizer": identity, "max_length": max_length})
+        fetched = diskcache.fetch(
+            "tokens", key, lambda: data_mod.encode(examples, tokenizer, max_length).arrays(),
+            lambda arrays: data_mod.tokens_problem(arrays, len(examples), len(tokenizer), token_types),
+            f"{len(examples)} examples of split '{name}' for {model_ref} (max_length {max_length})")
+        done.append((name, data_mod.Encoded.from_arrays(fetched.arrays, examples.labels, key), fetched))
+    source = diskcache.COMPUTED if any(f.source == diskcache.COMPUTED for *_, f in done) else diskcache.DISK
+    return Tokenized(done[0][1], tuple((name, encoded) for name, encoded, _ in done[1:]), source,
+                     sum(f.seconds for *_, f in done))
+
+
+def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool) -> Tokenized:
+    """:func:`_tokenized`, saying ``memory`` when this process had tokenized the data already."""
+    hits = _tokenized.cache_info().hits
+    found = _tokenized(case_data, model_ref, max_length, trust_remote_code)
+    return replace(found, source=diskcache.MEMORY, seconds=0.0) if _tokenized.cache_info().hits > hits else found
 
 
 def encoded_evals(prepared: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool = False
@@ -51,6 +86,7 @@ class Inputs:
     evals: tuple[tuple[str, data_mod.Encoded], ...]   # (split, tokens); the first is the case's own
     pad_id: int
     regression: bool
+    tokenize: dict[str, Any]                          # ``Tokenized.fields``
 
     @property
     def eval(self) -> data_mod.Encoded:
@@ -67,10 +103,10 @@ def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False,
     complaint = metrics.unfit(case.metrics, prepared.num_labels)
     if complaint:
         raise DataError(complaint, case.dataset.origin, case.line, "metric")
-    train_data, eval_sets = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
+    tokens = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Inputs(prepared, train_data, eval_sets, pad_id, case.kind == metrics.REGRESSION)
+    return Inputs(prepared, tokens.train, tokens.evals, pad_id, case.kind == metrics.REGRESSION, tokens.fields())
 
 
 def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float]:
@@ -108,7 +144,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     setup_seconds = time.perf_counter() - setup_start
 
     def predict_on(other: data_mod.Prepared):  # another domain's (first) evaluation split
-        encoded = _encoded(other, model_ref, config.max_length, trust_remote_code)[1][0][1]
+        encoded = _encoded(other, model_ref, config.max_length, trust_remote_code).evals[0][1]
         return train.predict(model, encoded, config.eval_batch_size, device, inputs.pad_id, inputs.regression,
                              config.precision)
 
@@ -174,9 +210,10 @@ def majority_score(case: Case, prepared: data_mod.Prepared) -> float:
 
 
 def example_counts(inputs: Inputs) -> dict[str, Any]:
+    """How many examples, and how they were tokenized (``tokenize``: computed, disk or memory, seconds)."""
     prepared = inputs.prepared
     return {"train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
-            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels}
+            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels, "tokenize": inputs.tokenize}
 
 
 def train_fields(stats: train.TrainStats) -> dict[str, Any]:

@@ -10,8 +10,6 @@ their score on the slice, never on the evaluation split.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 from flexharness.engine import data, models, runner, train
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.errors import DataError
+from flexharness.files import replace_atomically
 from flexharness.rules import metrics
 from flexharness.spec import Case, DatasetSpec, Filter
 
@@ -101,15 +100,7 @@ def save_weights(path: Path, weights: Mapping[str, Any]) -> None:
     """safetensors, written to a temporary name and renamed: two workers writing one run leave one whole file."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(dict(weights), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda tmp: save_file(dict(weights), tmp))
 
 
 def load_weights(path: Path) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flexharness.errors import FlexError
-from flexharness.files import RESULTS_LIMIT, read_text
+from flexharness.files import RESULTS_LIMIT, read_text, replace_atomically
 
 RESULTS_VERSION = 1   # the version of the results document; a merge refuses any other
 
@@ -76,13 +76,8 @@ def unwritable(path: str | Path, folder: bool = False) -> str | None:
 
 
 def write_atomic(path: str | Path, write: Callable[[Any], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    def to_text(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
             write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(Path(path), to_text)
