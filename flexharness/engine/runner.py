@@ -74,7 +74,7 @@ def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trus
 def encoded_evals(prepared: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool = False
                   ) -> tuple[tuple[str, data_mod.Encoded], ...]:
     """The evaluation splits tokenized exactly as a run of the case tokenizes them (shared with it)."""
-    return _encoded(prepared, model_ref, max_length, trust_remote_code)[1]
+    return _encoded(prepared, model_ref, max_length, trust_remote_code).evals
 
 
 @dataclass(frozen=True)
