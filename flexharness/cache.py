@@ -27,6 +27,7 @@ import pytest
 from flexharness.axes import AXES
 from flexharness.engine.models import model_identity
 from flexharness.engine.runner import PER_EXAMPLE
+from flexharness.engine.weights import Kept
 from flexharness.results import predictions
 from flexharness.files import RESULTS_LIMIT, path_fingerprint, read_text
 from flexharness.resources import resolve_path
@@ -35,7 +36,7 @@ from flexharness.spec import Case, DatasetSpec, Planned
 
 RESULTS_DIR = "flexharness-results"
 OUTPUTS_DIR = "flexharness-outputs"
-WEIGHTS_DIR = "flexharness-weights"    # fine-tuned weights kept for model soups (fusion axis)
+WEIGHTS_DIR = "flexharness-weights"    # fine-tuned weights: soup ingredients (fusion), dense models (compression)
 ARRAYS_DIR = "flexharness-arrays"      # token ids and frozen features (engine.diskcache)
 OUTPUTS_INPUT = "flex_outputs_dir"     # xdist workerinput key: the run's outputs folder without a cache
 OUTPUTS_KEY = pytest.StashKey[Path]()
@@ -152,6 +153,29 @@ def result_key(planned: Planned, device: str) -> tuple[str | None, str | None]:
     parts = {"case": canonical_case(case), "data": data, "model": model, "seed": planned.seed,
              "device": device, "versions": library_versions()}
     return digest(parts), model_print
+
+
+def training_recipe(case: Case) -> dict[str, Any]:
+    """What decides the weights of a case's plain fine-tune: its data and filters, metrics (the head and the
+    loss) and train settings, as the result-cache key holds them; not the suite, axis, name or parameters,
+    nor evaluation splits after the first (they are never trained on), so that a compression case's dense
+    model and its task's item share one recipe."""
+    dataset = dataclasses.replace(case.dataset, eval_splits=case.dataset.eval_splits[:1])
+    fields = canonical_case(dataclasses.replace(case, suite="", axis="", name="", params=(), dataset=dataset))
+    for key in ("suite", "axis", "name", "params"):
+        fields.pop(key)
+    return fields
+
+
+def weights_key(case: Case, model: str, seed: int, device: str) -> str | None:
+    """The key of the fine-tuned weights of ``case``'s training recipe for one model and seed: the result-cache
+    key's inputs with the recipe in place of the case; None while a hub model is not downloaded yet."""
+    model_id = model_identity(model)
+    data = data_identity(case.dataset)
+    if model_id is None or data is None:
+        return None
+    return digest({"recipe": training_recipe(case), "data": data, "model": model_id, "seed": seed,
+                   "device": device, "versions": library_versions()})
 
 
 class CacheRecordWarning(UserWarning):
@@ -292,7 +316,8 @@ def cached_run(store: ResultCache | None, planned: Planned, nodeid: str, device:
 @dataclasses.dataclass(frozen=True)
 class ItemStore:
     """Where an item keeps records it makes for itself (the fusion axis's ingredient runs): each by its own
-    result-cache key, its per-example outputs beside it, its weights in ``flexharness-weights``.
+    result-cache key, its per-example outputs beside it, its weights in ``flexharness-weights``; and the
+    fine-tuned weights that one item keeps for another to start from (:meth:`kept`).
 
     Beside the result cache, so reruns and other workers reuse them and ``--cache-clear`` empties them;
     without a cache directory, in the run's temporary outputs folder (shared by xdist workers).
@@ -312,6 +337,12 @@ class ItemStore:
         for sub in ("records", "weights"):
             (outputs / sub).mkdir(exist_ok=True)
         return cls(ResultCache(outputs / "records", reuse), outputs, outputs / "weights", device)
+
+    def kept(self, case: Case, model: str, seed: int) -> Kept | None:
+        """Where the fine-tuned weights of ``case``'s training recipe are kept (``weights_key``); None while a
+        hub model is not downloaded yet (nothing is kept then)."""
+        key = weights_key(case, model, seed, self.device)
+        return Kept(self.weights / f"{key}.safetensors", self.records.reuse) if key else None
 
     def key(self, planned: Planned) -> str:
         """The record's result-cache key; a hub model not downloaded yet gets one from its id."""

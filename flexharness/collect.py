@@ -80,6 +80,28 @@ def claim_name(names: dict[str, str], suite: Suite) -> None:
                                                     "give each suite file its own name")
 
 
+def mark_weight_keepers(items: list[pytest.Item]) -> None:
+    """Ask an item to keep its fine-tuned weights when another item of the run starts from the same fine-tune
+    (a compression case's dense model is its task's): that item loads them instead of training them again.
+
+    Only then: a fine-tuned model is as large as the pretrained one, and most items have no taker.
+    """
+    from flexharness.cache import digest, training_recipe
+
+    def recipe(case: Any, planned: Planned) -> tuple[str, str, int]:
+        return digest(training_recipe(case)), planned.model, planned.seed
+
+    ours = [item for item in items if isinstance(item, CaseItem)]
+    wanted = set()
+    for item in ours:
+        start = AXES.get(item.planned.case.axis).starts_from(item.planned.case)
+        if start is not None:
+            wanted.add(recipe(start, item.planned))
+    for item in ours:
+        trained = AXES.get(item.planned.case.axis).trains(item.planned.case)
+        item.keep_weights = trained is not None and recipe(trained, item.planned) in wanted
+
+
 class SuiteFile(pytest.File):
     """A ``*.flex.yaml`` file; invalid suites become a one-paragraph collection error."""
 
@@ -100,6 +122,7 @@ class CaseItem(pytest.Item):
     def __init__(self, *, planned: Planned, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.planned = planned
+        self.keep_weights = False   # set by ``mark_weight_keepers`` once the run's items are known
         case = planned.case
         self.add_marker(case.axis)
         self.add_marker("flex")
@@ -115,7 +138,7 @@ class CaseItem(pytest.Item):
         store = cache.ResultCache.of(self.config, reuse=not options.no_cache)
         context = RunContext(options.device, options.trust_remote_code,
                              progress.for_item(self.config, self.name, options.progress),
-                             cache.ItemStore.of(self.config, device, reuse=not options.no_cache))
+                             cache.ItemStore.of(self.config, device, reuse=not options.no_cache), self.keep_weights)
         planned = self.planned
         outputs = cache.outputs_dir(self.config)
         arrays = None if options.no_cache else cache.arrays_dir(self.config)  # token ids, features (diskcache)

@@ -14,7 +14,7 @@ from flexharness import interrupts, scaleout
 from flexharness import options as opts
 from flexharness.axes import AXES
 from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
-from flexharness.collect import RESULT_PROPERTY, SuiteFile
+from flexharness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
 from flexharness.present import summary_lines, write_report_dir
@@ -59,6 +59,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:], deselected = scaleout.select_shard(items, *shard)
         if deselected:
             config.hook.pytest_deselected(items=deselected)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The items that will run are known (after -k, -m and --flex-shard): which keep their weights for others."""
+    mark_weight_keepers(session.items)
 
 
 def _prescreen_only(items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:

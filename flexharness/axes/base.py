@@ -30,6 +30,7 @@ class RunContext:
     trust_remote_code: bool = False
     progress: ProgressFn | None = None
     store: Any = None   # ``cache.ItemStore``: keys, records, outputs and weights an item makes for itself (fusion)
+    keep_weights: bool = False   # an item of this run starts from this item's fine-tuned model: keep its weights
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ class Axis:
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         """Fine-tune (or not) and score one (case, model, seed); the record needs ``score``."""
         raise NotImplementedError
+
+    def trains(self, case: Case) -> Case | None:
+        """The case whose plain fine-tune an item of ``case`` runs and can keep the weights of, when
+        ``RunContext.keep_weights`` asks (``cache.training_recipe`` tells two such fine-tunes apart), or None."""
+        return None
+
+    def starts_from(self, case: Case) -> Case | None:
+        """The case whose plain fine-tune an item of ``case`` starts from (compression: the dense model), or
+        None: an item that :meth:`trains` the same recipe, model and seed in this run keeps its weights."""
+        return None
 
     # ---- the results document: built on the controller from item records --------------------------
 

@@ -31,8 +31,12 @@ class CompressionAxis(Axis):
         return _cases(top, context.cases)
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
+        kept = context.store.kept(case, model, seed) if context.store else None
         return compress.run_compression_case(case, model, seed, context.device_option, context.trust_remote_code,
-                                             context.progress)
+                                             context.progress, kept)
+
+    def starts_from(self, case: Case) -> Case | None:
+        return case  # its data, metrics and train settings are the dense model's (cache.training_recipe)
 
     def check_model(self, case: Case, model_type: str) -> str | None:
         return compress.supports(dict(case.params), str(case.train.method), model_type)
@@ -44,6 +48,8 @@ class CompressionAxis(Axis):
         for key in CASE_KEYS:
             values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
             fields[key] = sum(values) / len(values) if values else None
+        fresh = [DENSE_FROM.get(r.get("dense_reused"), "trained") for r in records if not r.get("cached")]
+        fields["dense_from"] = {source: fresh.count(source) for source in dict.fromkeys(fresh)}
         return fields
 
     def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
@@ -117,6 +123,21 @@ def _entries(entry: Reader) -> list[tuple[str, dict[str, Any]]]:
     return result
 
 
+DENSE_FROM = {"disk": "loaded", "memo": "memory", True: "memory"}   # a record's dense_reused (True: before 'disk')
+
+
+def _dense_line(cases: list[Mapping[str, Any]]) -> list[str]:
+    """Where the items run now got their dense model: fine-tuned, loaded from kept weights, or in memory."""
+    counts = {"trained": 0, "loaded": 0, "memory": 0}
+    for c in cases:
+        for source, n in (c.get("dense_from") or {}).items():
+            counts[source] = counts.get(source, 0) + n
+    if not sum(counts.values()):
+        return []
+    return [f"dense models of the items run: {counts['trained']} fine-tuned, {counts['loaded']} loaded from kept "
+            f"weights, {counts['memory']} already in memory"]
+
+
 COLUMNS = ("case", "model", "asked", "measured", "score", "dense", "retained", "params", "MB",
                        "ms/ex")
 
@@ -133,14 +154,15 @@ def _row(c: Mapping[str, Any]) -> list[str]:
 
 def _table_lines(doc: Mapping[str, Any]) -> list[str]:
     """What each compression case kept: sparsity asked and measured, scores, size and latency."""
-    rows = [_row(c) for c in doc["cases"] if c["axis"] == "compression"]
-    if not rows:
+    cases = [c for c in doc["cases"] if c["axis"] == "compression"]
+    if not cases:
         return []
-    table = [list(COLUMNS), *rows]
+    table = [list(COLUMNS), *map(_row, cases)]
     widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COLUMNS))]
     lines = ["".join(cell.ljust(width) if i < 2 else cell.rjust(width)
                      for i, (cell, width) in enumerate(zip(row, widths))) for row in table]
-    return ["", "compression (score: the compressed model's metric; retained: score / dense score)", *lines]
+    return ["", "compression (score: the compressed model's metric; retained: score / dense score)", *lines,
+            *_dense_line(cases)]
 
 
 

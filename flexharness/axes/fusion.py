@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner, soup
+from flexharness.engine.weights import save_weights
 from flexharness.errors import FlexError
 from flexharness.names import model_label
 from flexharness.results import plots, predictions
@@ -129,7 +130,7 @@ def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context
                                           context.device_option, context.trust_remote_code, context.progress)
     per_example = record.pop(runner.PER_EXAMPLE)
     if weights is not None:
-        soup.save_weights(weights, state)
+        save_weights(weights, state)
     predictions.save(store.outputs, key, per_example)
     store.records.put(key, planned.name, {**record, "outputs": key, "cached": False})
     _TRAINED_HERE.add(key)

@@ -36,4 +36,9 @@ class TasksAxis(Axis):
         return tuple(cases)
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
-        return runner.run_case(case, model, seed, context.device_option, context.trust_remote_code, context.progress)
+        kept = context.store.kept(case, model, seed) if context.keep_weights and context.store else None
+        return runner.run_case(case, model, seed, context.device_option, context.trust_remote_code, context.progress,
+                               kept=kept)
+
+    def trains(self, case: Case) -> Case | None:
+        return case

@@ -5,7 +5,9 @@ model is compressed before fine-tuning (``magnitude`` with ``when: before``,
 ``heads``, ``layers``) or after it (``magnitude`` with ``when: after``,
 ``int8``). It also needs the dense score for the same task, model and seed:
 the fine-tuned dense model is kept in an in-process memo, so several methods
-on one worker fine-tune it once, and post-training methods compress a copy.
+on one worker fine-tune it once, and post-training methods compress a copy;
+its weights are kept on disk too (``engine.weights``), so the task's own item,
+other xdist workers and reruns share one fine-tune.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Callable, Mapping
 from flexharness.engine import models, runner, surgery, train
 from flexharness.errors import CompressionError, Unavailable
 from flexharness.engine.faults import OutOfMemoryAsFailure
+from flexharness.engine.weights import Kept
 from flexharness.schema import Reader, coerce, did_you_mean, fraction, open_fraction, positive
 from flexharness.spec import Case, TrainConfig
 
@@ -202,9 +205,12 @@ _DENSE: collections.OrderedDict[tuple, Dense] = collections.OrderedDict()
 
 
 def run_compression_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
-                         trust_remote_code: bool = False,
-                         progress: train.ProgressFn | None = None) -> dict[str, Any]:
-    """Compress, fine-tune or not, score; the record carries what the method achieved."""
+                         trust_remote_code: bool = False, progress: train.ProgressFn | None = None,
+                         kept: Kept | None = None) -> dict[str, Any]:
+    """Compress, fine-tune or not, score; the record carries what the method achieved.
+
+    ``kept``: where the fine-tuned dense model's weights are kept (loaded when there, saved when trained here).
+    """
     params = dict(case.params)
     method = METHODS[params["method"]]
     device = models.resolve_device(device_option)
@@ -217,7 +223,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
     method.check(base)  # before the dense fine-tune: an unsupported architecture fails fast
     try:
         with OutOfMemoryAsFailure(case.train):
-            dense, reused = _dense(case, model_ref, seed, device, trust_remote_code, inputs, progress)
+            dense, reused = _dense(case, model_ref, seed, device, trust_remote_code, inputs, progress, kept)
             base = base.to(device) if retrains else copy.deepcopy(dense.model)
             compressed = method.apply(base, params, Context(device, inputs, case.train, dense.model))
             if retrains:
@@ -242,7 +248,7 @@ def _not_trained(case: Case) -> dict[str, Any]:
             "train_method": str(case.train.method), "trainable_params": 0, "total_params": None}
 
 
-def _outcome(params: dict[str, Any], score: float, dense: Dense, reused: bool, facts: dict[str, Any],
+def _outcome(params: dict[str, Any], score: float, dense: Dense, reused: str | bool, facts: dict[str, Any],
              latency_ms: float) -> dict[str, Any]:
     """The compression fields of a record; with ``relative`` the score is the retention."""
     retention = score / dense.score if dense.score > 0 else None
@@ -267,20 +273,22 @@ def _latency_ms(seconds: float, inputs: runner.Inputs) -> float:
 
 
 def _dense(case: Case, model_ref: str, seed: int, device: str, trust_remote_code: bool, inputs: runner.Inputs,
-           progress: train.ProgressFn | None) -> tuple[Dense, bool]:
-    """The fine-tuned dense model for this task, model and seed: from the memo, or trained now."""
+           progress: train.ProgressFn | None, kept: Kept | None) -> tuple[Dense, str | bool]:
+    """The fine-tuned dense model for this task, model and seed, and where it came from: ``"memo"`` (this
+    process), ``"disk"`` (``kept``: the task's item, another worker or an earlier run trained it) or False
+    (trained now, and kept)."""
     key = (case.dataset, case.where, case.metrics, case.train, model_ref, seed, device, trust_remote_code)
     if key in _DENSE:
         _DENSE.move_to_end(key)
-        return _DENSE[key], True
+        return _DENSE[key], "memo"
     model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
-    train.fine_tune(model, inputs.train, case.train, seed, device, inputs.pad_id, inputs.regression, progress)
+    _, reused = runner.fine_tune_kept(model, inputs, case.train, seed, device, progress, kept)
     score, _, seconds = runner.evaluate(model, case, inputs, device)
     dense = Dense(model.to("cpu").eval(), score, _latency_ms(seconds, inputs), measure(model))
     _DENSE[key] = dense
     while len(_DENSE) > DENSE_MEMO_SIZE:
         _DENSE.popitem(last=False)
-    return dense, False
+    return dense, reused
 
 
 def measure(model: Any) -> dict[str, Any]:

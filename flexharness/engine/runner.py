@@ -20,7 +20,8 @@ from flexharness.rules import curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.resources import position_limit
-from flexharness.spec import Case
+from flexharness.engine.weights import Kept
+from flexharness.spec import Case, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,16 @@ TrainRows = Callable[[np.ndarray], np.ndarray]   # the case's training labels ->
 
 def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
              trust_remote_code: bool = False, progress: train.ProgressFn | None = None,
-             after_training: AfterTraining | None = None, train_rows: TrainRows | None = None) -> dict[str, Any]:
+             after_training: AfterTraining | None = None, train_rows: TrainRows | None = None,
+             kept: Kept | None = None) -> dict[str, Any]:
     """Fine-tune and score ``case`` for one model and seed, on each of its eval splits.
 
     ``after_training(prepared, predict)`` adds an axis's own fields to the record while the fine-tuned
     model is alive: ``predict`` runs it on another prepared dataset's first evaluation split.
     ``train_rows(labels)`` picks the training rows (the efficiency axis's nested subsets); the record then
-    holds them as ``train_indices``, and the evaluation rows stay the case's own.
+    holds them as ``train_indices``, and the evaluation rows stay the case's own. With ``kept`` the fine-tuned
+    weights are kept there for another item, or loaded from there when another item trained them
+    (``weights_reused: "disk"``; the training fields are then that run's).
     """
     config = case.train
     chosen = train_subset(case, train_rows) if train_rows is not None else None
@@ -150,8 +154,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
 
     try:
         with OutOfMemoryAsFailure(config):
-            stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression,
-                                    progress)
+            trained, reused = fine_tune_kept(model, inputs, config, seed, device, progress, kept)
             eval_start = time.perf_counter()
             splits, per_example = score_splits(model, case, inputs, device)
             eval_seconds = time.perf_counter() - eval_start
@@ -162,11 +165,31 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     first = splits[inputs.prepared.eval_split]
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
-        "precision": stats.precision, **example_counts(inputs), "splits": splits, **train_fields(stats),
+        **example_counts(inputs), "splits": splits, **trained, **({"weights_reused": reused} if kept else {}),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
         "majority_score": majority_score(case, inputs.prepared), **extra,
         **({"train_indices": chosen[1].tolist()} if chosen else {}), PER_EXAMPLE: per_example,
     }
+
+
+def fine_tune_kept(model: Any, inputs: Inputs, config: TrainConfig, seed: int, device: str,
+                   progress: train.ProgressFn | None, kept: Kept | None) -> tuple[dict[str, Any], str | bool]:
+    """(training fields of the record, ``"disk"`` or False): fine-tune ``model``, or load into it the weights
+    ``kept`` holds for the same recipe, model and seed. A fresh fine-tune is kept there. Both happen under the
+    file's lock, so an item that finds another process training this model waits and loads its weights."""
+    def fine_tune() -> dict[str, Any]:
+        stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression, progress)
+        return {"precision": stats.precision, **train_fields(stats)}
+
+    if kept is None:
+        return fine_tune(), False
+    with kept.claimed():
+        loaded = kept.load_into(model)
+        if loaded is not None:
+            return loaded, "disk"
+        fields = fine_tune()
+        kept.save(model, fields)
+    return fields, False
 
 
 def train_subset(case: Case, train_rows: TrainRows) -> tuple[data_mod.Prepared, np.ndarray]:

@@ -19,8 +19,8 @@ import numpy as np
 
 from flexharness.engine import data, models, runner, train
 from flexharness.engine.faults import OutOfMemoryAsFailure
+from flexharness.engine.weights import load_weights, state_of
 from flexharness.errors import DataError
-from flexharness.files import replace_atomically
 from flexharness.rules import metrics
 from flexharness.spec import Case, DatasetSpec, Filter
 
@@ -85,8 +85,7 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
             stats = train.fine_tune(model, inputs.train, case.train, seed, device, inputs.pad_id, inputs.regression,
                                     progress)
             splits, per_example = runner.score_splits(model, case, inputs, device)
-        weights = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in
-                   model.state_dict().items()}
+        weights = state_of(model)
     finally:
         del model
         train.release_memory()
@@ -94,24 +93,6 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
     return {"score": first["score"], "metrics": first["metrics"], "seed": seed, "head_seed": head_seed,
             "device": device, **runner.example_counts(inputs), "splits": splits, **runner.train_fields(stats),
             runner.PER_EXAMPLE: per_example}, weights
-
-
-def save_weights(path: Path, weights: Mapping[str, Any]) -> None:
-    """safetensors, written to a temporary name and renamed: two workers writing one run leave one whole file."""
-    from safetensors.torch import save_file
-
-    replace_atomically(path, lambda tmp: save_file(dict(weights), tmp))
-
-
-def load_weights(path: Path) -> dict[str, Any] | None:
-    """The weights at ``path``; None when the file is missing or damaged (the run is then trained again)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except (OSError, SafetensorError):
-        return None
 
 
 def average(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
