@@ -21,7 +21,7 @@ from flexharness.results import plots, predictions
 from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader, did_you_mean, open_fraction
 from flexharness.spec import Case, Planned
-from flexharness.suite import COMBINES_SEEDS, SuiteContext, read_train
+from flexharness.suite import COMBINES_SEEDS, SuiteContext, read_tasks, read_train
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "train")
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
@@ -37,7 +37,8 @@ class FusionAxis(Axis):
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         reader = top.child("fusion")
         reader.only(SECTION_KEYS)
-        tasks = _tasks(reader, context.cases)
+        tasks = read_tasks(reader, context.cases, "task", twice="tasks must be distinct", every_by_default=True,
+                           none="fusion combines runs of tasks: add a 'tasks:' list first")
         methods = _methods(reader)
         held_out = reader.typed("held_out", float, 0.1, check=open_fraction)
         shared = reader.typed("shared_head", bool, True)
@@ -135,20 +136,6 @@ def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context
     _TRAINED_HERE.add(key)
     trained.append(seed)
     return soup.Ingredient(seed, record, per_example, weights)
-
-
-def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    if not by_name:
-        raise reader.error(None, "fusion combines runs of tasks: add a 'tasks:' list first")
-    names = reader.str_or_list("task") or tuple(by_name)
-    for name in names:
-        if name not in by_name:
-            raise reader.error("task", f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                       f"(known: {', '.join(by_name)})")
-    if len(set(names)) != len(names):
-        raise reader.error("task", "tasks must be distinct")
-    return [by_name[name] for name in names]
 
 
 def _methods(reader: Reader) -> tuple[str, ...]:
