@@ -298,6 +298,31 @@ def dataset_ref(reader: Reader, datasets: dict[str, DatasetSpec]) -> DatasetSpec
     return datasets[name]
 
 
+def read_tasks(reader: Reader, cases: tuple[Case, ...], key: str = "tasks", *, none: str | None = None,
+               twice: str = "each task may be named once", every_by_default: bool = False) -> list[Case]:
+    """The cases of the tasks axis that ``key`` names (a name or a list), in the order given: how a section
+    of another axis finds its tasks. ``none``: the error when the suite has no tasks at all (else an unknown
+    name's error says 'none defined'); ``every_by_default``: every task when ``key`` is absent (else required)."""
+    by_name = {c.name: c for c in cases if c.axis == "tasks"}
+    if none is not None and not by_name:
+        raise reader.error(None, none)
+    names = reader.str_or_list(key, required=not every_by_default) or tuple(by_name)
+    found = [task_named(reader, key, name, cases) for name in names]
+    if len(set(names)) != len(names):
+        raise reader.error(key, twice)
+    return found
+
+
+def task_named(reader: Reader, key: str, name: str, cases: tuple[Case, ...]) -> Case:
+    """The case of the tasks axis called ``name``; else an error at ``key`` with a did-you-mean."""
+    by_name = {c.name: c for c in cases if c.axis == "tasks"}
+    if name not in by_name:
+        known = ", ".join(by_name) or "none defined"
+        raise reader.error(key, f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
+                                f"(known: {known})")
+    return by_name[name]
+
+
 def read_metrics(reader: Reader) -> tuple[str, ...]:
     names = reader.str_or_list("metric", required=True)
     for metric in names:

@@ -13,9 +13,26 @@ from flexharness.axes import load_suite
 from flexharness.errors import SuiteError
 from flexharness.results import predictions
 from flexharness.rules import metrics
+from toy import sentiment_rows, write_jsonl
 
 TRAIN = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0]}"
 TASK = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\n"
+# The task is in the domain of its own data (the same dataset and filter); forum and forum-phone are other domains.
+DOMAINS = """domains:
+  metric: accuracy
+  members:
+    reviews: {dataset: reviews}
+    forum: {dataset: forum}
+    forum-phone: {dataset: forum, where: {text: {matches: phone}}}
+"""
+
+
+@pytest.fixture
+def domains_text(suite_text, tmp_path_factory: pytest.TempPathFactory):
+    """Suite YAML with a second source, ``forum``, beside ``reviews``; one epoch, so that the runs differ."""
+    forum = write_jsonl(tmp_path_factory.mktemp("forum") / "forum.jsonl", sentiment_rows(200, seed=7))
+    return lambda body: suite_text(body, TRAIN.replace("epochs: 3", "epochs: 2")).replace("datasets:\n",
+                                                        f"datasets:\n  forum:\n    files: {{train: {forum}}}\n")
 
 
 def fusion(extra: str = "", methods: str = "[ensemble, uniform_soup, greedy_soup]", runs: str = "3") -> str:
@@ -85,13 +102,18 @@ def test_ensemble_soups_gain_gate_and_a_fully_cached_rerun(pytester: pytest.Pyte
     failing.stdout.fnmatch_lines(["FAIL*fusion/gain.min: gain.min = *required >= 1: FAILED"])
 
 
-def test_a_soup_or_ensemble_of_one_run_is_that_run(pytester: pytest.Pytester, suite_text) -> None:
-    pytester.makefile(".flex.yaml", toy=suite_text(fusion(runs="[4]"), TRAIN))
+def test_a_soup_or_ensemble_of_one_run_is_that_run_on_every_domain(pytester: pytest.Pytester, domains_text) -> None:
+    pytester.makefile(".flex.yaml", toy=domains_text(TASK + DOMAINS + "fusion: {task: polarity, runs: [4]}\n"))
     pytester.runpytest("-m", "fusion", "--flex-json=out.json").assert_outcomes(passed=3)
     fused = _fused(_doc(pytester, "out.json"))
     single = fused["ensemble"]["single_scores"]["4"]
     assert {m: (c["score"], c["gain"], c["used"]) for m, c in fused.items()} == {
         m: (single, 0.0, [4]) for m in ("ensemble", "uniform_soup", "greedy_soup")}
+    run = _ingredients(pytester.path / ".pytest_cache" / "d")[4]
+    for method, case in fused.items():
+        assert sorted(case["other_domains"]) == ["forum", "forum-phone"] and case["ood_gain"] == 0.0, method
+        for domain, found in case["other_domains"].items():
+            assert found["score"] == found["best_single"] == run["splits"][f"domain {domain}"]["score"], method
 
 
 def test_average_of_identical_weights_is_the_same_model(tiny_model: Path) -> None:
@@ -135,6 +157,8 @@ def test_deleted_weights_make_the_soup_train_its_runs_again(pytester: pytest.Pyt
     ("fusion: {runs: 0}", r"fusion.runs: expected a number of runs"),
     ("fusion: {held_out: 1.5}", r"fusion.held_out"),
     ("fusion: {seeds: 3}", r"fusion.seeds: .*"),
+    ("fusion: {}\ngates:\n  fusion: {ood_gain: {min: 0.0}}",
+     r"gates.fusion.ood_gain: fusion case 'polarity-ensemble' has no other domain to be scored on"),
 ])
 def test_section_errors_name_file_line_and_key(suite_text, tmp_path: Path, section: str, message: str) -> None:
     path = tmp_path / "toy.flex.yaml"
@@ -149,3 +173,58 @@ def test_one_case_per_task_and_method_following_the_seed_override(suite_text, tm
                                "fusion: {methods: ensemble}\n", TRAIN))
     cases = [c for c in load_suite(path, {"seeds": (3, 5)}).cases if c.axis == "fusion"]
     assert [(c.name, c.train.seeds) for c in cases] == [("polarity-ensemble", (3, 5)), ("other-ensemble", (3, 5))]
+
+
+def test_other_domains_scored_by_runs_ensemble_and_soups_from_stored_outputs(
+        pytester: pytest.Pytester, domains_text, tiny_model: Path) -> None:
+    from flexharness.engine import data, runner, soup
+
+    gates = "gates:\n  fusion: {gain: {min: -1.0}, ood_gain: {min: -1.0}}\n"
+    section = "fusion: {task: polarity, methods: [ensemble, uniform_soup], runs: 2}\n"
+    pytester.makefile(".flex.yaml", toy=domains_text(TASK + DOMAINS + section + gates))
+    result = pytester.runpytest("-v", "-m", "fusion", "--flex-json=out.json", "--flex-report-dir=report")
+    result.assert_outcomes(passed=2 + 2)
+    result.stdout.fnmatch_lines(["fusion (gain: *", "task *model *method *gain *used *cost *ood gain",
+                                 "fusion on the other domains *", "task *model *method *domain *n *best single *",
+                                 "polarity *ensemble *forum-phone *", "PASS*fusion/ood_gain.min*"])
+    fused = _fused(_doc(pytester, "out.json"))
+    cache = pytester.path / ".pytest_cache" / "d"
+    runs = _ingredients(cache)
+    arrays = {s: predictions.load(cache / "flexharness-outputs", runs[s]["outputs"]) for s in (0, 1)}
+    suite = load_suite(pytester.path / "toy.flex.yaml")
+    for domain in ("forum", "forum-phone"):
+        split = f"domain {domain}"
+        member = next(c for c in suite.cases if c.axis == "domains" and c.name == domain)
+        rows = data.prepare(member.dataset, member.where, member.kind, None, None)
+        assert runs[0]["splits"][split]["eval_digest"] == runner.examples_digest(rows.eval)  # the domain's own rows
+        labels = arrays[0][split]["labels"]
+        mean = np.mean([arrays[s][split]["outputs"] for s in (0, 1)], axis=0)  # by hand, from the stored files
+        ensemble = fused["ensemble"]["other_domains"][domain]
+        assert ensemble["score"] == pytest.approx(metrics.score(("accuracy",), labels, mean.argmax(-1))[0])
+        singles = {str(s): runs[s]["splits"][split]["score"] for s in (0, 1)}
+        for case in fused.values():
+            found = case["other_domains"][domain]
+            assert found["single_scores"] == singles and found["best_single"] == max(singles.values())
+            assert found["mean_single"] == pytest.approx(np.mean(list(singles.values())))
+            assert found["gain"] == pytest.approx(found["score"] - found["best_single"])
+    for path in (cache / "flexharness-results").glob("*.json"):  # each fused item's stored outputs give its scores
+        entry = json.loads(path.read_text())
+        if "[run-seed" not in entry["nodeid"]:
+            stored = predictions.load(cache / "flexharness-outputs", entry["record"]["outputs"])
+            for domain, found in entry["record"]["other_domains"].items():
+                pair = stored[f"domain {domain}"]
+                if entry["record"]["method"] == "ensemble":
+                    runs_mean = np.mean([arrays[s][f"domain {domain}"]["outputs"] for s in (0, 1)], axis=0)
+                    assert np.allclose(pair["outputs"], runs_mean, atol=1e-6)
+                assert found["score"] == metrics.score(("accuracy",), pair["labels"],
+                                                       metrics.predictions_from_outputs(pair["outputs"]))[0]
+    for case in fused.values():
+        assert "reviews" not in case["other_domains"]  # the task's own domain is not another one
+        assert case["ood_gain"] == pytest.approx(np.mean([o["gain"] for o in case["other_domains"].values()]))
+    assert "Other domains" in (pytester.path / "report" / "summary.md").read_text()
+    assert (pytester.path / "report" / f"fusion-toy-{tiny_model.name}.png").is_file()
+
+    spec = next(c for c in suite.cases if c.name == "polarity-ensemble")
+    copies = [soup.Ingredient(s, runs[0], arrays[0]) for s in (0, 1, 2)]  # one run three times
+    splits, _ = soup.ensemble(spec, copies)
+    assert {n: e["score"] for n, e in splits.items()} == {n: e["score"] for n, e in runs[0]["splits"].items()}

@@ -17,7 +17,7 @@ from flexharness.names import model_label
 from flexharness.results import plots
 from flexharness.schema import Reader, did_you_mean
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_train
+from flexharness.suite import SuiteContext, read_train, task_named
 
 SECTION_KEYS = ("task", "relative", "train", "methods")
 CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms", "dense_score",
@@ -96,13 +96,7 @@ def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
 
 
 def _task(reader: Reader, tasks: tuple[Case, ...]) -> Case:
-    name = reader.typed("task", str, required=True)
-    by_name = {c.name: c for c in tasks if c.axis == "tasks"}
-    if name not in by_name:
-        known = ", ".join(by_name) or "none defined"
-        raise reader.error("task", f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                   f"(known: {known})")
-    return by_name[name]
+    return task_named(reader, "task", reader.typed("task", str, required=True), tasks)
 
 
 def _entries(entry: Reader) -> list[tuple[str, dict[str, Any]]]:

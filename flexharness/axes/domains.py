@@ -268,7 +268,7 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
                                  case.train.max_eval_samples)
         except DataError as exc:
             raise DataError(f"transfer target domain '{target.name}': {exc}") from None
-        labels = _relabel(other, own.label_names, case.name, target.name)
+        labels = data.labels_as(other, own.label_names, f"domain '{case.name}'", f"domain '{target.name}'")
         scores[target.name] = metrics.score(case.metrics, labels, predict(other))[0]
         sizes[target.name] = len(other.eval)
     extra: dict[str, Any] = {"domain": case.name}
@@ -277,16 +277,3 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
                   "transfer_seconds": round(time.perf_counter() - start, 3)}
     return extra
 
-
-def _relabel(other: Any, names: tuple[str, ...] | None, source: str, target: str) -> np.ndarray:
-    """The target's evaluation labels as ids of the source model's label order."""
-    if names is None or other.label_names == names:
-        return other.eval.labels
-    index = {name: i for i, name in enumerate(names)}
-    unknown = {other.label_names[i] for i in np.unique(other.eval.labels)} - set(index)
-    if unknown:  # counts only: label values come from the data (docs/security.md)
-        raise DataError(f"domain '{target}' has {len(unknown)} label value{'s' if len(unknown) > 1 else ''} that "
-                        f"domain '{source}' never shows in training (it has {len(names)} labels); set "
-                        "'label_names' on the datasets so that all domains share one label list")
-    mapping = np.asarray([index.get(n, -1) for n in other.label_names], dtype=np.int64)
-    return mapping[other.eval.labels]

@@ -22,9 +22,9 @@ from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.errors import DataError
 from flexharness.rules import curves
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader, did_you_mean
+from flexharness.schema import Reader
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_train
+from flexharness.suite import SuiteContext, read_tasks, read_train
 
 SECTION_KEYS = ("task", "tasks", "sizes", "seeds", "target", "train")
 SMALL = 128                    # sizes up to this many examples get the larger default seed list
@@ -113,18 +113,8 @@ def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
     """The named cases of the tasks axis (``task:`` or ``tasks:``, a name or a list), in the order given."""
     if reader.has("task") and reader.has("tasks"):
         raise reader.error("tasks", "give either 'task' or 'tasks', not both")
-    key = "tasks" if reader.has("tasks") else "task"
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    if not by_name:
-        raise reader.error(None, "learning curves are drawn for tasks: add a 'tasks:' list first")
-    names = reader.str_or_list(key, required=True)
-    for name in names:
-        if name not in by_name:
-            raise reader.error(key, f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                    f"(known: {', '.join(by_name)})")
-    if len(set(names)) != len(names):
-        raise reader.error(key, "each task may be named once")
-    return [by_name[name] for name in names]
+    return read_tasks(reader, cases, "tasks" if reader.has("tasks") else "task",
+                      none="learning curves are drawn for tasks: add a 'tasks:' list first")
 
 
 def _sizes(reader: Reader) -> tuple[int, ...]:

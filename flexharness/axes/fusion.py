@@ -4,7 +4,8 @@ One case per (task, method) under ``fusion:``; one item per (task, method, model
 ingredients: the task's runs (one per seed) fine-tuned on its training rows minus a held-out slice. An
 item finds each ingredient in the result cache by the ingredient's own key, and trains and stores the
 ones that are missing, so the items of one section share them (also across xdist workers and reruns).
-The arithmetic of the methods is in ``flexharness.engine.soup``; docs/fusion.md says why it is built so.
+With a ``domains:`` section, the runs and the fused models are also scored on the evaluation split of
+each domain other than the task's own (``soup.OTHER_DOMAINS``). The arithmetic of the methods is in ``flexharness.engine.soup``; docs/fusion.md says why it is built so.
 """
 
 from __future__ import annotations
@@ -13,48 +14,66 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from flexharness.axes import fusion_report as report
 from flexharness.axes.base import Axis, RunContext
+from flexharness.axes.domains import Domain
 from flexharness.engine import runner, soup
 from flexharness.engine.weights import save_weights
 from flexharness.errors import FlexError
-from flexharness.names import model_label
-from flexharness.results import plots, predictions
+from flexharness.results import predictions
 from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader, did_you_mean, open_fraction
-from flexharness.spec import Case, Planned
-from flexharness.suite import COMBINES_SEEDS, SuiteContext, read_train
+from flexharness.spec import Case, DatasetSpec, Planned
+from flexharness.suite import COMBINES_SEEDS, SuiteContext, read_tasks, read_train
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "train")
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
 RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", "inference_cost", "held_out_score",
-                 "best_single_held_out", "held_out_examples", "trained_runs")
+                 "best_single_held_out", "held_out_examples", "other_domains", "ood_gain", "trained_runs")
 _TRAINED_HERE: set[str] = set()   # ingredient keys this process trained: reused even under --flex-no-cache
 
 
 class FusionAxis(Axis):
     key = "fusion"
-    gate_stats = ("gain",)
+    gate_stats = tuple(report.GATED)
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         reader = top.child("fusion")
         reader.only(SECTION_KEYS)
-        tasks = _tasks(reader, context.cases)
+        tasks = read_tasks(reader, context.cases, "task", twice="tasks must be distinct", every_by_default=True,
+                           none="fusion combines runs of tasks: add a 'tasks:' list first")
         methods = _methods(reader)
         held_out = reader.typed("held_out", float, 0.1, check=open_fraction)
         shared = reader.typed("shared_head", bool, True)
         runs = _runs(reader)
         line = reader.line_of("methods") if reader.has("methods") else reader.line
+        domains = [Domain(c.name, c.dataset, c.where, c.line) for c in context.cases if c.axis == "domains"]
         cases = []
         for task in tasks:
             train = read_train(reader.child("train"), task.train)
             train = replace(train, seeds=runs) if runs else train
             dataset = replace(task.dataset, eval_splits=task.dataset.eval_splits[:1])  # the task's first split
+            others = tuple(d for d in domains if (d.dataset, d.where) != (task.dataset, task.where))
+            params = ((COMBINES_SEEDS, True), ("task", task.name), ("held_out", held_out), ("shared_head", shared),
+                      ("keep_weights", any(m in soup.SOUPS for m in methods)),
+                      *(((soup.OTHER_DOMAINS, others),) if others else ()))  # absent: the keys of before domains
             cases += [replace(task, axis=self.key, name=f"{task.name}-{method}", train=train, dataset=dataset,
-                              line=line, params=((COMBINES_SEEDS, True), ("task", task.name), ("method", method),
-                                                 ("held_out", held_out), ("shared_head", shared),
-                                                 ("keep_weights", any(m in soup.SOUPS for m in methods))))
-                      for method in methods]
+                              line=line, params=(*params[:2], ("method", method), *params[2:])) for method in methods]
         return tuple(cases)
+
+    def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None:
+        if not gates.has("ood_gain"):
+            return
+        alone = [c.name for c in cases if c.axis == self.key and not dict(c.params).get(soup.OTHER_DOMAINS)]
+        if alone:
+            raise gates.error("ood_gain", f"fusion case '{alone[0]}' has no other domain to be scored on: an "
+                                          "out-of-domain gain needs a 'domains:' section with a domain besides the "
+                                          "task's own")
+
+    def cache_inputs(self, case: Case) -> tuple[DatasetSpec, ...]:
+        """The other domains' datasets (their evaluation splits are scored): in the keys of runs and items."""
+        others = dict(case.params).get(soup.OTHER_DOMAINS, ())
+        return tuple(dict.fromkeys(d.dataset for d in others if d.dataset != case.dataset))
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         if context.store is None:
@@ -76,41 +95,27 @@ class FusionAxis(Axis):
                 **{key: found.get(key) for key in RECORD_FIELDS}}
 
     def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-        return gain_gates(doc, gate_specs)
+        return report.gates(doc, gate_specs)
 
     def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        rows = [_row(c) for c in doc["cases"] if c["axis"] == self.key]
-        if not rows:
-            return []
-        table = [list(COLUMNS), *rows]
-        widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COLUMNS))]
-        return ["", "fusion (gain: fused score minus the best single run's; cost: inference relative to one model)",
-                *("".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                  for row in table)]
+        return report.terminal_lines(doc)
 
     def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        rows = [_row(c) for c in doc["cases"] if c["axis"] == self.key]
-        if not rows:
-            return []
-        return ["", "### Fusion", "", "| " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 3),
-                *("| " + " | ".join(row) + " |" for row in rows)]
+        return report.markdown_lines(doc)
 
     def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-        for c in doc["cases"]:
-            if c["axis"] == self.key and c["score"] is not None and c.get("single_scores"):
-                groups.setdefault((c["suite"], c["model"]), []).append(c)
-        return [_plot(cases, directory / f"fusion-{suite}-{model_label(model)}.png")
-                for (suite, model), cases in groups.items()]
+        return report.plots_of(doc, directory)
 
 
 def ingredient_case(case: Case) -> Case:
     """The run a fusion case combines, as a case of its own: its result-cache key does not depend on the
     method, so the ensemble and the soups of one task share their ingredients."""
     params = dict(case.params)
+    others = params.get(soup.OTHER_DOMAINS)
     return replace(case, name=params["task"], params=(("ingredient_of", params["task"]),
                                                       ("held_out", params["held_out"]),
-                                                      ("head_seed", HEAD_SEED if params["shared_head"] else None)))
+                                                      ("head_seed", HEAD_SEED if params["shared_head"] else None),
+                                                      *(((soup.OTHER_DOMAINS, others),) if others else ())))
 
 
 def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context: RunContext,
@@ -138,20 +143,6 @@ def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context
     return soup.Ingredient(seed, record, per_example, weights)
 
 
-def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    if not by_name:
-        raise reader.error(None, "fusion combines runs of tasks: add a 'tasks:' list first")
-    names = reader.str_or_list("task") or tuple(by_name)
-    for name in names:
-        if name not in by_name:
-            raise reader.error("task", f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                       f"(known: {', '.join(by_name)})")
-    if len(set(names)) != len(names):
-        raise reader.error("task", "tasks must be distinct")
-    return [by_name[name] for name in names]
-
-
 def _methods(reader: Reader) -> tuple[str, ...]:
     methods = reader.str_or_list("methods", soup.METHODS)
     for method in methods:
@@ -176,64 +167,3 @@ def _runs(reader: Reader) -> tuple[int, ...] | None:
     raise reader.error("runs", "expected a number of runs (seeds 0, 1, ...), e.g. 5, or a list of distinct "
                                "non-negative seeds, e.g. [0, 1, 2]")
 
-
-COLUMNS = ("task", "model", "method", "runs", "best single", "mean single", "score", "gain", "used", "cost")
-
-
-def _row(c: Mapping[str, Any]) -> list[str]:
-    def num(key: str, spec: str) -> str:
-        return "-" if c.get(key) is None else format(c[key], spec)
-
-    used = "-" if c.get("used") is None else str(len(c["used"]))
-    cost = "-" if c.get("inference_cost") is None else f"{c['inference_cost']}x"
-    return [c["task"], model_label(c["model"]), c["method"], str(len(c["runs"])), num("best_single", ".4f"),
-            num("mean_single", ".4f"), num("score", ".4f"), num("gain", "+.4f"), used, cost]
-
-
-def gain_gates(doc: Mapping[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-    """``gates: {fusion: {gain: {min: X}}}``: the smallest gain of a (suite, model)'s fusion cases (``max``: the
-    largest); incomplete when a case has no gain."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for c in doc["cases"]:
-        if c["axis"] == "fusion":
-            groups.setdefault((c["suite"], c["model"]), []).append(c)
-    results = []
-    for (suite, model), cases in groups.items():
-        for bound, threshold in ((gate_specs.get(suite, {}).get("fusion") or {}).get("gain") or {}).items():
-            name = f"fusion/gain.{bound}"
-            missing = [c["name"] for c in cases if c.get("gain") is None]
-            if missing:
-                message = f"incomplete: {len(missing)} of {len(cases)} fusion cases have no gain ({', '.join(missing)})"
-                results.append(GateResult(name, False, None, threshold, message, suite, model))
-                continue
-            pick = min if bound == "min" else max
-            worst = pick(cases, key=lambda c: c["gain"])
-            passed = worst["gain"] >= threshold if bound == "min" else worst["gain"] <= threshold
-            message = (f"gain.{bound} = {worst['gain']:+.4f} ({worst['name']}), required "
-                       f"{'>=' if bound == 'min' else '<='} {threshold:g}: {'ok' if passed else 'FAILED'}")
-            results.append(GateResult(name, passed, worst["gain"], threshold, message, suite, model))
-    return results
-
-
-def _plot(cases: list[Mapping[str, Any]], path: Path) -> Path:
-    """Single runs, the ensemble and the soups of each task side by side."""
-    plt = plots.pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    columns = ["single runs", *soup.METHODS]
-    tasks = list(dict.fromkeys(c["task"] for c in cases))
-    for number, task in enumerate(tasks):
-        mine = [c for c in cases if c["task"] == task]
-        shift = (number - (len(tasks) - 1) / 2) * 0.12
-        singles = list(mine[0]["single_scores"].values())
-        points = [(columns.index(c["method"]) + shift, c["score"]) for c in mine]
-        line = ax.scatter([shift] * len(singles), singles, alpha=0.6, label=task)
-        ax.scatter(*zip(*points), marker="D", color=line.get_facecolor()[0])
-        ax.axhline(mine[0]["best_single"], color=line.get_facecolor()[0], linestyle=":", linewidth=1)
-    ax.set_xticks(range(len(columns)), columns)
-    ax.set_ylabel(f"score ({cases[0]['metric']})")
-    ax.set_title(f"fusion: {cases[0]['suite']} [{model_label(cases[0]['model'])}] (dotted: best single run)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

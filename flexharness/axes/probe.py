@@ -26,7 +26,7 @@ from flexharness.rules import metrics, prescreen
 from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader, did_you_mean
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_train
+from flexharness.suite import SuiteContext, read_tasks, read_train
 
 SECTION_KEYS = ("tasks", "pooling", "layers", "train")
 POOLINGS = ("mean", "first")
@@ -39,7 +39,9 @@ class ProbeAxis(Axis):
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         reader = top.child("probe")
         reader.only(SECTION_KEYS)
-        tasks = _tasks(reader, context.cases)
+        tasks = read_tasks(reader, context.cases, none="the probe reads its tasks from the 'tasks:' section, and the "
+                           "suite has none; add a 'tasks:' list", twice="task names must be distinct",
+                           every_by_default=True)
         pooling = reader.typed("pooling", str, "mean", check=lambda v: None if v in POOLINGS else
                                f"unknown pooling '{v}'{did_you_mean(v, POOLINGS)}; use mean or first")
         layers = _layers(reader)
@@ -83,22 +85,6 @@ class ProbeAxis(Axis):
 
     def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
         return probe_report.plots(doc, directory)
-
-
-def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
-    """The tasks to probe: those named under ``probe.tasks``, else every task of the suite."""
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    if not by_name:
-        raise reader.error(None, "the probe reads its tasks from the 'tasks:' section, and the suite has none; "
-                                 "add a 'tasks:' list")
-    names = reader.str_or_list("tasks") or tuple(by_name)
-    for name in names:
-        if name not in by_name:
-            raise reader.error("tasks", f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                        f"(known: {', '.join(by_name)})")
-    if len(set(names)) != len(names):
-        raise reader.error("tasks", "task names must be distinct")
-    return [by_name[name] for name in names]
 
 
 def _layers(reader: Reader) -> str | tuple[int, ...]:

@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 from flexharness.axes import stability_stats as stats
 from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader, did_you_mean, non_negative
+from flexharness.schema import Reader, non_negative
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext
+from flexharness.suite import SuiteContext, read_tasks
 
 SECTION_KEYS = ("tasks", "learning_rates", "batch_sizes", "epochs", "seeds", "margin")
 GRID = (("learning_rates", "learning_rate", "lr", float), ("batch_sizes", "batch_size", "bs", int),
@@ -37,7 +37,7 @@ class StabilityAxis(Axis):
         """One case per (task, setting); the setting overrides the task's own train config."""
         reader = top.child("stability")
         reader.only(SECTION_KEYS)
-        tasks = _tasks(reader, context.cases)
+        tasks = read_tasks(reader, context.cases)
         grid = [(field, label, values) for key, field, label, kind in GRID
                 if (values := _values(reader, key, kind)) is not None]
         seeds = _seeds(reader)
@@ -92,20 +92,6 @@ class StabilityAxis(Axis):
 
     def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
         return stats.plots(doc, directory)
-
-
-def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
-    """The named cases of the tasks axis, in the order given."""
-    names = reader.str_or_list("tasks", required=True)
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    for name in names:
-        if name not in by_name:
-            known = ", ".join(by_name) or "none defined"
-            raise reader.error("tasks", f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                        f"(known: {known})")
-    if len(set(names)) != len(names):
-        raise reader.error("tasks", "each task may be named once")
-    return [by_name[name] for name in names]
 
 
 def _values(reader: Reader, key: str, kind: type) -> tuple[Any, ...] | None:

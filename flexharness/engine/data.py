@@ -463,3 +463,18 @@ def encode(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
     types = out.get("token_type_ids")
     types = tuple(np.asarray(x, dtype=np.int64) for x in types) if types is not None else None
     return Encoded(ids, types, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), examples.labels)
+
+
+def labels_as(other: Prepared, names: tuple[str, ...] | None, source: str, target: str) -> np.ndarray:
+    """``other``'s evaluation labels as ids of a model trained with the label order ``names`` (a model of
+    ``source``, e.g. "domain 'a'", scored on ``target``); a label that model never saw is a :class:`DataError`."""
+    if names is None or other.label_names == names:
+        return other.eval.labels
+    index = {name: i for i, name in enumerate(names)}
+    unknown = {other.label_names[i] for i in np.unique(other.eval.labels)} - set(index)
+    if unknown:  # counts only: label values come from the data (docs/security.md)
+        raise DataError(f"{target} has {len(unknown)} label value{'s' if len(unknown) > 1 else ''} that {source} "
+                        f"never shows in training (it has {len(names)} labels); set 'label_names' on the datasets "
+                        "so that all domains share one label list")
+    mapping = np.asarray([index.get(n, -1) for n in other.label_names], dtype=np.int64)
+    return mapping[other.eval.labels]

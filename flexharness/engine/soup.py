@@ -2,9 +2,10 @@
 ensemble, and model soups (weights averaged, Wortsman et al. 2022) scored as one model.
 
 An ingredient is one fine-tuning run of a task (one seed) on the task's training rows minus a
-deterministic, stratified held-out slice; it is scored on the task's evaluation split and on that
-slice, and its weights are kept (safetensors) for the soups. Greedy soup chooses ingredients by
-their score on the slice, never on the evaluation split.
+deterministic, stratified held-out slice; it is scored on the task's evaluation split, on that
+slice and on the evaluation split of each other domain of the suite (``OTHER_DOMAINS``), and its
+weights are kept (safetensors) for the soups. Greedy soup chooses ingredients by their score on the
+slice, never on an evaluation split.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from flexharness.rules import metrics
 from flexharness.spec import Case, DatasetSpec, Filter
 
 HELD_OUT = "fusion held-out"   # the split name of the held-out slice in records and outputs files
+OTHER_DOMAINS = "other_domains"  # case param: the domains (name, dataset, where) the runs are also scored on
 METHODS = ("ensemble", "uniform_soup", "greedy_soup")
 SOUPS = ("uniform_soup", "greedy_soup")
 
@@ -42,19 +44,31 @@ class Ingredient:
         return self.record["splits"][split]["score"]
 
 
+def domain_split(name: str) -> str:
+    """The split name of another domain's evaluation split in records and outputs files."""
+    return f"domain {name}"
+
+
 def ingredient_data(case: Case, fraction: float) -> data.Prepared:
-    """The case's rows with a stratified ``fraction`` of its training rows moved into a held-out split.
+    """The case's rows with a stratified ``fraction`` of its training rows moved into a held-out split, and
+    the evaluation split of each of its other domains after those two.
 
     Fixed by the data alone (never by the seed): every ingredient of a task holds out the same slice.
     """
     cap = case.train
-    return _held_out(case.dataset, case.where, case.kind, cap.max_train_samples, cap.max_eval_samples, fraction)
+    others = tuple(dict(case.params).get(OTHER_DOMAINS, ()))
+    return _held_out(case.dataset, case.where, case.kind, cap.max_train_samples, cap.max_eval_samples, fraction,
+                     others)
 
 
 @functools.lru_cache(maxsize=8)
 def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train: int | None,
-              max_eval: int | None, fraction: float) -> data.Prepared:
-    """One object per data setting, so the tokenized copy (``runner._encoded``) is shared by every item."""
+              max_eval: int | None, fraction: float, others: tuple[Any, ...] = ()) -> data.Prepared:
+    """One object per data setting, so the tokenized copy (``runner._encoded``) is shared by every item.
+
+    ``others`` hold ``name``, ``dataset`` and ``where`` (the domains axis's members); each is prepared as the
+    domains axis prepares it, and its labels are mapped to this task's label order.
+    """
     prepared = data.prepare(spec, where, kind, max_train, max_eval)
     rows = prepared.train
     taken = data.stratified_indices(rows.labels, data.hold_out_size(len(rows), fraction),
@@ -64,8 +78,15 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
     if kept.sum() < max(2, prepared.num_labels):
         raise DataError(f"only {int(kept.sum())} training examples are left after holding out {fraction:g} for "
                         "greedy soup; lower 'fusion.held_out' or add data", *spec.locate())
-    return data.Prepared(rows.take(np.flatnonzero(kept)), (prepared.evals[0], (HELD_OUT, rows.take(taken))),
-                         prepared.label_names)
+    evals = [prepared.evals[0], (HELD_OUT, rows.take(taken))]
+    for domain in others:
+        try:
+            other = data.prepare(domain.dataset, domain.where, kind, max_train, max_eval)
+        except DataError as exc:
+            raise DataError(f"other domain '{domain.name}': {exc}") from None
+        labels = data.labels_as(other, prepared.label_names, "the fusion task", f"domain '{domain.name}'")
+        evals.append((domain_split(domain.name), data.Examples(other.eval.texts, labels)))
+    return data.Prepared(rows.take(np.flatnonzero(kept)), tuple(evals), prepared.label_names)
 
 
 def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | None, fraction: float,
@@ -184,21 +205,33 @@ def fuse(case: Case, model_ref: str, method: str, ingredients: Sequence[Ingredie
         splits, per_example, used = soup(case, model_ref, ingredients, method == "greedy_soup", device_option,
                                          trust_remote_code)
     split = ingredients[0].record["eval_split"]
-    singles = {str(i.seed): i.score(split) for i in ingredients}
-    best = max(singles.values()) if case.higher_is_better else min(singles.values())
     best_held = max if case.higher_is_better else min
-    score = splits[split]["score"]
     first = ingredients[0].record
+    others = {domain.name: against_singles(case, ingredients, splits, domain_split(domain.name))
+              for domain in dict(case.params).get(OTHER_DOMAINS, ())}
     return {
-        "score": score, "metrics": splits[split]["metrics"], "seed": ingredients[0].seed,
+        "metrics": splits[split]["metrics"], "seed": ingredients[0].seed,
         "device": models.resolve_device(device_option), "method": method,
-        "train_examples": first["train_examples"], "eval_examples": first["eval_examples"], "eval_split": split,
-        "num_labels": first["num_labels"], "splits": splits,
-        "single_scores": singles, "best_single": best, "mean_single": float(np.mean(list(singles.values()))),
-        "gain": score - best if case.higher_is_better else best - score,
+        "train_examples": first["train_examples"], "eval_split": split,
+        "num_labels": first["num_labels"], "splits": splits, **against_singles(case, ingredients, splits, split),
         "used": used, "inference_cost": len(used) if method == "ensemble" else 1,
         "held_out_score": splits[HELD_OUT]["score"],
         "best_single_held_out": best_held(i.score(HELD_OUT) for i in ingredients),
         "held_out_examples": splits[HELD_OUT]["eval_examples"],
+        **({"other_domains": others, "ood_gain": float(np.mean([o["gain"] for o in others.values()]))}
+           if others else {}),
         "fusion_seconds": round(time.perf_counter() - start, 3), runner.PER_EXAMPLE: per_example,
     }
+
+
+def against_singles(case: Case, ingredients: Sequence[Ingredient], splits: Mapping[str, Any],
+                    split: str) -> dict[str, Any]:
+    """The fused score on ``split``, each run's, the best and the mean of them, and the gain over the best
+    (turned round for lower-is-better metrics, so a positive gain always means fusion helps)."""
+    singles = {str(i.seed): i.score(split) for i in ingredients}
+    best = max(singles.values()) if case.higher_is_better else min(singles.values())
+    score = splits[split]["score"]
+    return {"score": score, "single_scores": singles, "best_single": best,
+            "mean_single": float(np.mean(list(singles.values()))),
+            "gain": score - best if case.higher_is_better else best - score,
+            "eval_examples": splits[split]["eval_examples"]}

@@ -1,0 +1,164 @@
+"""The fusion axis on the controller: its gates, its terminal and Markdown tables, its plot.
+
+Pure functions of the results document (no pytest, no torch), so a pytest run and
+``flexharness merge`` report alike. The in-domain table has one row per (task, model, method);
+where the fusion cases were also scored on other domains, a second table has one row per
+(task, model, method, other domain) and the first gains an ``ood gain`` column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from flexharness.engine.soup import METHODS
+from flexharness.names import model_label
+from flexharness.results import plots
+from flexharness.rules.aggregate import GateResult
+
+AXIS = "fusion"
+GATED = {"gain": "gain", "ood_gain": "out-of-domain gain"}
+COLUMNS = ("task", "model", "method", "runs", "best single", "mean single", "score", "gain", "used", "cost")
+OOD_COLUMNS = ("task", "model", "method", "domain", "n", "best single", "mean single", "score", "gain")
+TITLE = "fusion (gain: fused score minus the best single run's; cost: inference relative to one model)"
+OOD_TITLE = ("fusion on the other domains (gain over the best single run on that domain; "
+             "ood gain: the mean of these gains)")
+
+
+def _cases(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in doc["cases"] if c["axis"] == AXIS]
+
+
+def _num(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _with_ood(cases: Sequence[Mapping[str, Any]]) -> bool:
+    return any(c.get("other_domains") for c in cases)
+
+
+def _row(c: Mapping[str, Any], with_ood: bool) -> list[str]:
+    used = "-" if c.get("used") is None else str(len(c["used"]))
+    cost = "-" if c.get("inference_cost") is None else f"{c['inference_cost']}x"
+    row = [c["task"], model_label(c["model"]), c["method"], str(len(c["runs"])), _num(c.get("best_single")),
+           _num(c.get("mean_single")), _num(c.get("score")), _num(c.get("gain"), "+.4f"), used, cost]
+    return [*row, _num(c.get("ood_gain"), "+.4f")] if with_ood else row
+
+
+def _ood_rows(cases: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [[c["task"], model_label(c["model"]), c["method"], domain, str(o["eval_examples"]),
+             _num(o["best_single"]), _num(o["mean_single"]), _num(o["score"]), _num(o["gain"], "+.4f")]
+            for c in cases for domain, o in (c.get("other_domains") or {}).items()]
+
+
+def _tables(doc: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]]]]:
+    """(title, columns, rows) of each table; the first three columns are text, the others numbers."""
+    cases = _cases(doc)
+    if not cases:
+        return []
+    with_ood = _with_ood(cases)
+    tables = [(TITLE, (*COLUMNS, "ood gain") if with_ood else COLUMNS, [_row(c, with_ood) for c in cases])]
+    return tables + [(OOD_TITLE, OOD_COLUMNS, _ood_rows(cases))] if with_ood else tables
+
+
+def terminal_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for title, columns, rows in _tables(doc):
+        table = [list(columns), *rows]
+        widths = [max(len(row[i]) for row in table) + 2 for i in range(len(columns))]
+        left = 4 if columns == OOD_COLUMNS else 3
+        lines += ["", title, *("".join(cell.ljust(w) if i < left else cell.rjust(w)
+                                       for i, (cell, w) in enumerate(zip(row, widths))) for row in table)]
+    return lines
+
+
+def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for number, (title, columns, rows) in enumerate(_tables(doc)):
+        left = 4 if columns == OOD_COLUMNS else 3
+        heading = ["", "### Fusion", ""] if number == 0 else ["", "Other domains: gain over the best single run "
+                                                                  "on that domain.", ""]
+        lines += [*heading, "| " + " | ".join(columns) + " |", "|" + "---|" * left + "---:|" * (len(columns) - left),
+                  *("| " + " | ".join(row) + " |" for row in rows)]
+    return lines
+
+
+def gates(doc: Mapping[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """``gates: {fusion: {gain: {min: X}, ood_gain: {min: Y}}}``: the smallest (``max``: the largest) gain, or
+    out-of-domain gain, of a (suite, model)'s fusion cases; incomplete when a case has none."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for c in _cases(doc):
+        groups.setdefault((c["suite"], c["model"]), []).append(c)
+    results = []
+    for (suite, model), cases in groups.items():
+        spec = gate_specs.get(suite, {}).get(AXIS) or {}
+        for stat, words in GATED.items():
+            for bound, threshold in (spec.get(stat) or {}).items():
+                results.append(_gate(cases, stat, words, bound, threshold, suite, model))
+    return results
+
+
+def _gate(cases: list[Mapping[str, Any]], stat: str, words: str, bound: str, threshold: float, suite: str,
+          model: str) -> GateResult:
+    name = f"{AXIS}/{stat}.{bound}"
+    missing = [c["name"] for c in cases if c.get(stat) is None]
+    if missing:
+        message = f"incomplete: {len(missing)} of {len(cases)} fusion cases have no {words} ({', '.join(missing)})"
+        return GateResult(name, False, None, threshold, message, suite, model)
+    pick = min if bound == "min" else max
+    worst = pick(cases, key=lambda c: c[stat])
+    passed = worst[stat] >= threshold if bound == "min" else worst[stat] <= threshold
+    message = (f"{stat}.{bound} = {worst[stat]:+.4f} ({worst['name']}), required "
+               f"{'>=' if bound == 'min' else '<='} {threshold:g}: {'ok' if passed else 'FAILED'}")
+    return GateResult(name, passed, worst[stat], threshold, message, suite, model)
+
+
+def plots_of(doc: Mapping[str, Any], directory: Path) -> list[Path]:
+    """``fusion-SUITE-MODEL.png`` per (suite, model): a panel for the task's own evaluation split and one per
+    other domain."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for c in _cases(doc):
+        if c["score"] is not None and c.get("single_scores"):
+            groups.setdefault((c["suite"], c["model"]), []).append(c)
+    return [_plot(cases, directory / f"fusion-{suite}-{model_label(model)}.png")
+            for (suite, model), cases in groups.items()]
+
+
+Scores = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
+
+
+def _plot(cases: list[Mapping[str, Any]], path: Path) -> Path:
+    """Single runs, the ensemble and the soups of each task side by side, per evaluation split."""
+    domains = list(dict.fromkeys(d for c in cases for d in c.get("other_domains") or {}))
+    panels: list[tuple[str, Scores]] = [("own evaluation split" if domains else "", lambda c: c)]
+    panels += [(f"domain {d}", lambda c, d=d: (c.get("other_domains") or {}).get(d)) for d in domains]
+    plt = plots.pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 + 4.0 * (len(panels) - 1), 4.2), squeeze=False)
+    for ax, (title, scores) in zip(axes[0], panels):
+        _panel(ax, cases, scores)
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel(f"score ({cases[0]['metric']})")
+    fig.suptitle(f"fusion: {cases[0]['suite']} [{model_label(cases[0]['model'])}] (dotted: best single run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _panel(ax: Any, cases: list[Mapping[str, Any]], scores: Scores) -> None:
+    columns = ["single runs", *METHODS]
+    tasks = list(dict.fromkeys(c["task"] for c in cases))
+    for number, task in enumerate(tasks):
+        mine = [(c, found) for c in cases if c["task"] == task
+                if (found := scores(c)) is not None and found.get("score") is not None]
+        if not mine:
+            continue
+        shift = (number - (len(tasks) - 1) / 2) * 0.12
+        singles = list(mine[0][1]["single_scores"].values())
+        points = [(columns.index(c["method"]) + shift, found["score"]) for c, found in mine]
+        dots = ax.scatter([shift] * len(singles), singles, alpha=0.6, label=task)
+        ax.scatter(*zip(*points), marker="D", color=dots.get_facecolor()[0])
+        ax.axhline(mine[0][1]["best_single"], color=dots.get_facecolor()[0], linestyle=":", linewidth=1)
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    if tasks:
+        ax.legend(loc="lower right")
