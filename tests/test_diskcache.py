@@ -93,7 +93,8 @@ def test_a_damaged_token_file_is_recomputed_with_a_warning(pytester: pytest.Pyte
     damaged.write_bytes(b"PK\x03\x04 not a whole archive")
     pytester.makefile(".flex.yaml", toy=suite_text(ONE, train=FAST.replace("3.0e-3", "1.0e-3")))
     result = _run(pytester)
-    result.assert_outcomes(passed=1, warnings=1)
+    result.assert_outcomes(passed=1)   # pytest's own warnings vary with the checkout: count ours below
+    assert result.stdout.str().count("ArrayCacheWarning: array cache: ignored") == 1
     result.stdout.fnmatch_lines([f"*ArrayCacheWarning: array cache: ignored tokens/{damaged.name} (* examples of "
                                  "split *): unreadable (BadZipFile); recomputing it*"])
     assert _records(pytester)["tasks/polarity[seed0]"]["tokenize"]["source"] == "computed"

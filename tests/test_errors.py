@@ -37,7 +37,7 @@ COLLECTION_ERRORS = [
     ("unknown-key", "epochs: 1,", "epoch: 1,",
      "3: train.epoch: unknown key (did you mean 'epochs'?); allowed here: batch_size, epochs, *"),
     ("unknown-task-key", "    metric: accuracy", "    metric: accuracy\n    wher: {label: [positive]}",
-     "12: tasks[[]0].wher: unknown key (did you mean 'where'?); allowed here: dataset, metric, name, train, where"),
+     "12: tasks[[]0].wher: unknown key (did you mean 'where'?); allowed here: dataset, metric, name, slices, train, where"),
     ("wrong-type", "epochs: 1,", "epochs: two,", "3: train.epochs: expected an integer, got str 'two'"),
     ("unknown-precision", "epochs: 1,", "epochs: 1, precision: bf61,",
      "3: train.precision: expected one of auto, fp32, bf16, got 'bf61' (did you mean 'bf16'?)"),
