@@ -191,6 +191,9 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
                     yerr=[p["seed_std"] or 0.0 for p in points], marker="o", capsize=3, label=label)
     first = members[0]
     ax.set_xscale("log")
+    sizes = sorted({p["size"] for s in members for p in s["curve"]})
+    ax.set_xticks(sizes, [str(size) for size in sizes])   # the sizes run, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("training examples (log scale)")
     ax.set_ylabel(f"{first['metric']} (mean ± seed std)")
     ax.set_title(f"learning curve: {first['suite']}: {first['task']}", fontsize=10)
