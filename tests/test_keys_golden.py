@@ -1,0 +1,72 @@
+"""Golden keys: a case fingerprint and result-cache keys pinned as hex, so that moving or reshaping the code
+that computes them provably invalidates no one's result cache (change a pinned value only on purpose, and
+say in the commit that every user's cache is recomputed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flexharness import cache
+from flexharness.axes import load_suite
+from flexharness.spec import Planned
+
+SUITE = """\
+suite: golden
+model: model
+train: {epochs: 1, seeds: [0, 1], max_train_samples: 40}
+datasets:
+  reviews:
+    files: {train: data.csv}
+    text: text
+    label: label
+tasks:
+  - {name: sentiment, dataset: reviews, metric: accuracy}
+domains:
+  dataset: reviews
+  metric: macro_f1
+  members:
+    flights: {where: {text: {matches: flight}}}
+    phones: {where: {text: {matches: phone}}}
+  transfer: true
+compression:
+  task: sentiment
+  methods:
+    - {method: magnitude, sparsity: [0.5]}
+    - {method: int8}
+"""
+ROWS = "text,label\n" + "".join(f"{w} flight {i},{'positive' if w == 'good' else 'negative'}\n"
+                                for i in range(20) for w in ("good", "bad"))
+PINNED = {
+    "fingerprint tasks/sentiment": "6a5b3c2f5a271071",
+    "key tasks/sentiment":
+        "5f69ec6cd3f4ee9ce43b11396e57b9ece58486cb79c54d138ae81cf89d34029e",
+    "key domains/flights":
+        "44808862e4956ce0987589f14859d58ceb08d6fe4efa585543275273d1f7c054",
+    "key compression/magnitude-50":
+        "86bd0454fdd67b88e0b8a72ccb8c3972547d5948bf422890b848a301b57305b8",
+    "weights tasks/sentiment":
+        "ba0f85f03563b70b8e4581a201d4334e1ea4d71dd89e67e331869ad61d5c862e",
+}
+
+
+@pytest.fixture
+def golden_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "bert"}\n')
+    (tmp_path / "data.csv").write_text(ROWS)
+    (tmp_path / "golden.flex.yaml").write_text(SUITE)
+    monkeypatch.setattr(cache, "library_versions", lambda: {"flexharness": "0", "torch": "0", "transformers": "0",
+                                                           "datasets": "0"})
+    return load_suite(tmp_path / "golden.flex.yaml")
+
+
+def test_keys_are_the_pinned_ones(golden_suite) -> None:
+    cases = {f"{c.axis}/{c.name}": c for c in golden_suite.cases}
+    found = {"fingerprint tasks/sentiment": cache.case_fingerprint(cases["tasks/sentiment"])}
+    for name in ("tasks/sentiment", "domains/flights", "compression/magnitude-50"):
+        planned = Planned(f"{name}[seed0]", cases[name], str(Path(golden_suite.path).parent / "model"), 0)
+        found[f"key {name}"] = cache.result_key(planned, "cpu")[0]
+    found["weights tasks/sentiment"] = cache.weights_key(cases["tasks/sentiment"], planned.model, 0, "cpu")
+    assert found == PINNED
