@@ -8,24 +8,26 @@ from pathlib import Path
 
 from flexharness.axes import AXES, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError
+from flexharness.results import merge, verdict
+from flexharness.results.compare import compare_lines, compare_markdown
 from flexharness.results.io import read_results, unwritable, write_atomic, write_json
-from flexharness.suite import expand
+from flexharness.results.present import markdown, summary_lines
+from flexharness.rules import baseline
+from flexharness.suite.reader import expand
 
 
 def _report(args: argparse.Namespace) -> int:
     """Print a results file's summary; ``--markdown`` also writes it as Markdown."""
-    from flexharness.present import markdown, summary_lines
 
     doc = read_results(args.results)
-    print("\n".join(summary_lines(doc)))
+    print("\n".join(summary_lines(doc, AXES)))
     if args.markdown:
-        write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
+        write_atomic(args.markdown, lambda handle: handle.write(markdown(doc, AXES)))
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     """Two results files side by side, B − A per case and per axis."""
-    from flexharness.results.compare import compare_lines, compare_markdown
 
     a, b = read_results(args.a), read_results(args.b)
     print("\n".join(compare_lines(a, b, (args.a, args.b))))
@@ -36,16 +38,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     """Join shards into one results file; exit 1 when a recomputed gate fails, as the unsharded run would."""
-    from flexharness import verdict
-    from flexharness.present import markdown, summary_lines
-    from flexharness.results import merge
-    from flexharness.rules import baseline
 
-    doc = verdict.merged([(path, read_results(path)) for path in args.shards])
-    print("\n".join(summary_lines(doc)))  # first: a failed write below must not lose it
+    doc = verdict.merged([(path, read_results(path)) for path in args.shards], list(AXES))
+    print("\n".join(summary_lines(doc, AXES)))  # first: a failed write below must not lose it
     write_json(args.output, doc)
     if args.markdown:
-        write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
+        write_atomic(args.markdown, lambda handle: handle.write(markdown(doc, AXES)))
     if args.junitxml:
         merge.junit_xml(doc, args.junitxml)
     if args.save_baseline:

@@ -10,30 +10,30 @@ from typing import Any
 
 import pytest
 
-from flexharness import interrupts, scaleout
-from flexharness import options as opts
 from flexharness.axes import AXES
-from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
-from flexharness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
-from flexharness.gates import report_gates
-from flexharness.options import OPTIONS_KEY, options_of
-from flexharness.present import summary_lines, write_report_dir
+from flexharness.harness import interrupts, scaleout
+from flexharness.harness import options as opts
+from flexharness.harness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
+from flexharness.harness.gates import report_gates
+from flexharness.harness.options import OPTIONS_KEY, options_of
+from flexharness.harness.session import Controller
+from flexharness.harness.storage import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
 from flexharness.results import predictions
 from flexharness.results.io import write_json
+from flexharness.results.present import summary_lines, write_report_dir
+from flexharness.results.verdict import outputs_beside
 from flexharness.rules import baseline as base
-from flexharness.session import Controller
-from flexharness.verdict import outputs_beside
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    opts.add_options(parser)
+    opts.add_options(parser, AXES)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for key in AXES.keys():  # keys only: no axis module is imported to declare its marker
         config.addinivalue_line("markers", f"{key}: flexharness case of the {key} axis")
     config.addinivalue_line("markers", "flex: any flexharness case")
-    config.stash[OPTIONS_KEY] = opts.parse(config)
+    config.stash[OPTIONS_KEY] = opts.parse(config, AXES)
     if hasattr(config, "workerinput"):
         scaleout.pin_gpu(config.workerinput)  # before anything initialises CUDA in this worker
     else:
@@ -49,10 +49,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 @pytest.hookimpl(trylast=True)  # after -k / -m, so the shards split what will really run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if options_of(config).prescreen_only:
-        items[:], deselected = _prescreen_only(items)
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
+    items[:], deselected = _selected(items, options_of(config).axes)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
     shard = options_of(config).shard
     if shard:
         scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
@@ -66,13 +65,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     mark_weight_keepers(session.items)
 
 
-def _prescreen_only(items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:
-    """(kept, deselected): flexharness items of every axis but the probe go; other tests stay."""
-    def fine_tuning(item: pytest.Item) -> bool:
+def _selected(items: list[pytest.Item], axis_options: dict[str, Any]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(kept, deselected): an axis's own options may leave items of the run out (``Axis.selects``)."""
+    def kept(item: pytest.Item) -> bool:
         planned = getattr(item, "planned", None)
-        return planned is not None and planned.case.axis != "probe"
+        return planned is None or all(AXES.get(key).selects(planned.case, values) is not False
+                                      for key, values in axis_options.items())
 
-    return [i for i in items if not fine_tuning(i)], [i for i in items if fine_tuning(i)]
+    return [i for i in items if kept(i)], [i for i in items if not kept(i)]
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
@@ -165,7 +165,7 @@ class ControllerHooks:
         writes = ((options.json_path, "--flex-json", lambda: self._write_with_outputs(options.json_path, doc)),
                   (options.save_baseline, "--flex-save-baseline",
                    lambda: self._write_with_outputs(options.save_baseline, base.make(doc))),
-                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc)))
+                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc, AXES)))
         for target, option, write in writes:
             try:
                 if target:
@@ -184,7 +184,7 @@ class ControllerHooks:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.controller.items and not self.config.option.collectonly:
             terminalreporter.write_sep("=", "flexharness summary")
-            for line in summary_lines(self.controller.document()):
+            for line in summary_lines(self.controller.document(), AXES):
                 terminalreporter.write_line(line)
         for line in self.write_errors:
             terminalreporter.write_line(f"ERROR {line}; the results above were not saved there", red=True)

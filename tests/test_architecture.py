@@ -8,6 +8,7 @@ run it without knowing it exists.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,8 +40,11 @@ def test_the_import_contracts_hold() -> None:
 @pytest.mark.parametrize("module, line, contract", [
     ("results/report.py", "import torch", "never import torch"),
     ("engine/train.py", "import pytest", "knows no pytest"),
-    ("axes/tasks.py", "from flexharness import session", "One direction"),
+    ("axes/tasks.py", "from flexharness.harness import session", "Axes never import the pytest side"),
     ("rules/aggregate.py", "from flexharness.axes import AXES", "One direction"),
+    ("store/keys.py", "from flexharness.axes import AXES", "The store imports no axis"),
+    ("suite/reader.py", "from flexharness.engine import data", "suite reader never import"),
+    ("harness/options.py", "from flexharness.harness import session", "pytest side in one direction"),
 ])
 def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
     copy = tmp_path / "flexharness"
@@ -63,6 +67,23 @@ def test_the_package_has_no_import_cycle() -> None:
     assert cycles == []
 
 
+def test_the_top_of_the_package_holds_only_the_commands_and_the_leaves() -> None:
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
+    assert top == ["__init__.py", "axes", "cli.py", "engine", "errors.py", "files.py", "harness", "names.py",
+                   "plugin.py", "results", "rules", "store", "suite"]
+
+
+def test_no_axis_is_named_outside_the_axes() -> None:
+    """Only the registry line knows the built-in axes: the rest of the package reaches them through it."""
+    keys = "|".join(AXES.keys())
+    named = re.compile(rf"""(["'])({keys})\1""")
+    found = [f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
+             for path in sorted(PACKAGE.rglob("*.py")) if path.relative_to(PACKAGE).parts[0] != "axes"
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if named.search(line)]
+    assert found == []
+
+
 def test_the_registry_refuses_taken_and_unknown_keys() -> None:
     with pytest.raises(RegistryError, match="taken"):
         AXES.register("tasks", "somewhere:Else")
@@ -77,7 +98,7 @@ TOY_AXIS = '''
 """A fourth axis in one module: each case scores the value the suite gives it."""
 from flexharness.axes.base import Axis
 from flexharness.rules.aggregate import GateResult
-from flexharness.spec import Case, DatasetSpec
+from flexharness.suite.spec import Case, DatasetSpec
 
 
 class ToyAxis(Axis):

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from flexharness.cache import RESULTS_DIR, canonical_case, model_identity, path_fingerprint
+from flexharness.axes import AXES
+from flexharness.engine.models import model_identity
+from flexharness.files import path_fingerprint
+from flexharness.harness.storage import RESULTS_DIR
+from flexharness.store.keys import canonical_case
 from flexharness.axes import load_suite
 
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
@@ -107,7 +111,7 @@ def test_hub_model_identity_is_the_commit_in_the_local_hub_cache(tmp_path: Path)
     (repo / "snapshots" / "0123abcd" / "config.json").write_text("{}")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abcd")
-    code = ("import json; from flexharness.cache import model_identity; "
+    code = ("import json; from flexharness.engine.models import model_identity; "
             "print(json.dumps([model_identity('org/tiny'), model_identity('org/absent')]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
@@ -144,8 +148,8 @@ def _entry(key: str, record) -> dict:
 
 
 def test_only_records_of_the_right_shape_are_reused(suite_text, tmp_path: Path) -> None:
-    from flexharness.cache import entry_problem
-    from flexharness.suite import expand
+    from flexharness.store.records import entry_problem
+    from flexharness.suite.reader import expand
 
     path = tmp_path / "toy.flex.yaml"
     path.write_text(suite_text(TWO))
@@ -185,8 +189,8 @@ def test_every_local_source_is_in_the_key_by_content(tiny_model: Path, tmp_path:
     """Files, a save_to_disk folder, a local folder given as hub path, a --flex-data-dir mirror, the model."""
     import datasets
 
-    from flexharness.cache import result_key
-    from flexharness.suite import expand
+    from flexharness.store.keys import result_key
+    from flexharness.suite.reader import expand
     from toy import sentiment_rows, write_csv
 
     model = shutil.copytree(tiny_model, tmp_path / "model")
@@ -205,7 +209,7 @@ def test_every_local_source_is_in_the_key_by_content(tiny_model: Path, tmp_path:
 
     def keys() -> dict[str, str]:
         planned = expand(load_suite(suite, {}, str(tmp_path / "mirror")), (str(model),))
-        return {p.case.name: result_key(p, "cpu")[0] for p in planned}
+        return {p.case.name: result_key(p, "cpu", AXES.get(p.case.axis).keyed_as(p.case))[0] for p in planned}
 
     before = keys()
     assert all(before.values()) and len(set(before.values())) == 4

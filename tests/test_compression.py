@@ -16,7 +16,7 @@ from transformers import (AutoModelForSequenceClassification, BertConfig, Distil
 from flexharness.engine import compress, data, models, surgery, train
 from flexharness.errors import CompressionError, SuiteError
 from flexharness.axes import load_suite
-from flexharness.spec import TrainConfig
+from flexharness.suite.spec import TrainConfig
 from toy import sentiment_rows
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from flexharness.engine import data
 from flexharness.errors import DataError
-from flexharness.spec import DatasetSpec, Filter
+from flexharness.suite.spec import DatasetSpec, Filter
 from toy import sentiment_rows, write_csv, write_jsonl
 
 ROWS = sentiment_rows(60)

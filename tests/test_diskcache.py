@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flexharness.cache import ARRAYS_DIR
-from flexharness.collect import RESULT_PROPERTY
+from flexharness.harness.storage import ARRAYS_DIR
+from flexharness.harness.collect import RESULT_PROPERTY
 from flexharness.engine import diskcache, features, models, runner
 
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "

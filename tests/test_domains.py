@@ -247,7 +247,7 @@ def test_shards_and_seed_splits_merge_into_the_matrix_and_gap_gate_of_one_run(py
 
 
 def test_case_fingerprints_do_not_depend_on_the_checkout_folder(suite_text, tmp_path: Path) -> None:
-    from flexharness.cache import case_fingerprint
+    from flexharness.store.keys import case_fingerprint
 
     prints = []
     for folder in ("one", "two"):

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexharness.axes import load_suite
-from flexharness.axes import efficiency_stats as stats
+from flexharness.axes import efficiency_report as stats
 from flexharness.errors import SuiteError
 from flexharness.rules import curves
 from toy import build_tiny_bert

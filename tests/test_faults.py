@@ -270,7 +270,7 @@ def _custom_handler(signum: int, frame: object) -> None:
 
 
 def test_the_sigterm_handler_replaces_only_the_default_and_is_restored() -> None:
-    from flexharness.interrupts import install_sigterm_handler, restore_sigterm_handler
+    from flexharness.harness.interrupts import install_sigterm_handler, restore_sigterm_handler
 
     outer = signal.getsignal(signal.SIGTERM)  # this very run's plugin installed its own
     try:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from flexharness.axes import load_suite
-from flexharness.cache import WEIGHTS_DIR, training_recipe, weights_key
+from flexharness.harness.storage import WEIGHTS_DIR
+from flexharness.store.keys import training_recipe, weights_key
 from flexharness.engine import compress, models
 from flexharness.engine.weights import Kept
-from flexharness.spec import Filter
+from flexharness.suite.spec import Filter
 
 SUITE = """  scores:
     files: {train: CSV}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flexharness import cache
-from flexharness.axes import load_suite
-from flexharness.spec import Planned
+from flexharness.store import keys as cache
+from flexharness.axes import AXES, load_suite
+from flexharness.suite.spec import Planned
 
 SUITE = """\
 suite: golden
@@ -67,6 +67,6 @@ def test_keys_are_the_pinned_ones(golden_suite) -> None:
     found = {"fingerprint tasks/sentiment": cache.case_fingerprint(cases["tasks/sentiment"])}
     for name in ("tasks/sentiment", "domains/flights", "compression/magnitude-50"):
         planned = Planned(f"{name}[seed0]", cases[name], str(Path(golden_suite.path).parent / "model"), 0)
-        found[f"key {name}"] = cache.result_key(planned, "cpu")[0]
+        found[f"key {name}"] = cache.result_key(planned, "cpu", AXES.get(cases[name].axis).keyed_as(cases[name]))[0]
     found["weights tasks/sentiment"] = cache.weights_key(cases["tasks/sentiment"], planned.model, 0, "cpu")
     assert found == PINNED

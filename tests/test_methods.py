@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from flexharness import cache
+from flexharness.store import keys as cache
 from flexharness.axes import load_suite
 from flexharness.engine import adapt, data, models, train
 from flexharness.errors import SuiteError, TrainingError
 from flexharness.rules import metrics
-from flexharness.spec import Case, DatasetSpec, TrainConfig
+from flexharness.suite.spec import Case, DatasetSpec, TrainConfig
 from toy import build_tiny_decoder, sentiment_rows
 
 FAMILIES = ("gpt2", "llama", "qwen2")

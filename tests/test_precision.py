@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from flexharness.cache import RESULTS_DIR, canonical_case, digest
+from flexharness.harness.storage import RESULTS_DIR
+from flexharness.store.keys import canonical_case, digest
 from flexharness.engine import models, train
 from flexharness.errors import TrainingError
-from flexharness.spec import Case, DatasetSpec, TrainConfig
+from flexharness.suite.spec import Case, DatasetSpec, TrainConfig
 from test_train import RECIPE, toy_split
 
 # digest(canonical_case(OLD_CASE)) computed by the code before 'precision' existed (commit b2b590a)

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
-from flexharness import verdict
+from flexharness.axes import AXES
+from flexharness.results import verdict
 from flexharness.axes import load_suite, probe_report
 from flexharness.axes.probe import layer_indices
 from flexharness.errors import DataError, SuiteError
@@ -112,7 +113,7 @@ def test_track_record_with_two_models_equals_scipy_and_merge_agrees(
         half["cases"] = [c for c in doc["cases"] if c["model"] == model]
         half["probes"] = [e for e in doc["probes"] if e["model"] == model]
         halves.append((model, half))
-    merged = verdict.merged(halves)
+    merged = verdict.merged(halves, list(AXES))
     assert merged["probes"] == doc["probes"] and merged["probe_track_record"] == doc["probe_track_record"]
 
 

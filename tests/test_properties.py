@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from flexharness.rules import aggregate as agg
-from flexharness.collect import RESULT_PROPERTY
+from flexharness.harness.collect import RESULT_PROPERTY
 from flexharness.errors import SuiteError
 from flexharness.rules.metrics import METRICS
-from flexharness.options import Options
-from flexharness.session import Controller
+from flexharness.harness.options import Options
+from flexharness.harness.session import Controller
 from flexharness.axes import load_suite
-from flexharness.suite import expand
+from flexharness.suite.reader import expand
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -152,8 +152,8 @@ def _mappings(suite: dict) -> list[tuple[dict, set[str]]]:
     """The mappings a mutation may touch, each with its allowed keys."""
     from flexharness.axes import AXES
     from flexharness.axes.tasks import TASK_KEYS
-    from flexharness.spec import TrainConfig
-    from flexharness.suite import COMMON_KEYS, DATASET_KEYS
+    from flexharness.suite.spec import TrainConfig
+    from flexharness.suite.reader import COMMON_KEYS, DATASET_KEYS
 
     train_keys = set(TrainConfig.__dataclass_fields__)
     found = [(suite, {*COMMON_KEYS, *AXES.keys()}), (suite["train"], train_keys)]

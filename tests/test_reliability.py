@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from flexharness.axes import load_suite
 from flexharness.engine import data
 from flexharness.errors import DataError, SuiteError, short_repr
-from flexharness.spec import DatasetSpec, Filter
-from flexharness.yamlio import MAX_VALUES, loads_yaml
+from flexharness.suite.spec import DatasetSpec, Filter
+from flexharness.suite.yamlio import MAX_VALUES, loads_yaml
 from toy import sentiment_rows, write_csv, write_jsonl
 
 SUITE = """suite: {name}
@@ -256,7 +256,20 @@ def test_seeds_beyond_numpys_limit_are_refused(pytester: pytest.Pytester, tmp_pa
                                   "(numpy's seeding limit)")
     write_suite(pytester.path / "a.flex.yaml", tiny_model, toy_csv)
     result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "--flex-seeds", "4294967296")
-    result.stderr.fnmatch_lines(["*--flex-seeds: expected distinct integers from 0 to 2**32 - 1*"])
+    result.stderr.fnmatch_lines(["*--flex-seeds: seeds must be below 2**32 = 4294967296*"])
+
+
+@pytest.mark.parametrize("section", [
+    "stability:\n  tasks: [t]\n  learning_rates: [1.0e-3]\n  seeds: [4294967296]\n",
+    "fusion:\n  task: t\n  runs: [0, 4294967296]\n",
+    "efficiency:\n  task: t\n  sizes: [20, 40]\n  seeds: [4294967296]\n",
+])
+def test_every_seed_list_has_the_same_bound(tmp_path: Path, tiny_model: Path, toy_csv: Path, section: str) -> None:
+    """One seed rule for every section that reads seeds: a bad one fails at collection, located."""
+    suite = tmp_path / "s.flex.yaml"
+    suite.write_text(f"suite: s\nmodel: {tiny_model}\ndatasets:\n  d: {{files: {{train: {toy_csv}}}}}\n"
+                     f"tasks:\n  - {{name: t, dataset: d, metric: accuracy}}\n{section}")
+    assert "seeds must be below 2**32 = 4294967296" in suite_error(suite)
 
 
 @pytest.mark.parametrize("where, line, key", [

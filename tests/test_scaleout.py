@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flexharness.axes import AXES
 from flexharness.cli import main
 from flexharness.results.merge import MergeError
-from flexharness.verdict import merged
-from flexharness.scaleout import assign_shards, parse_shard, pin_gpu, visible_gpus
+from flexharness.results.verdict import merged
+from flexharness.harness.scaleout import assign_shards, parse_shard, pin_gpu, visible_gpus
 
 FAST = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0, 1], "
         "max_train_samples: 32, max_eval_samples: 32}")
@@ -133,9 +134,9 @@ def test_runs_split_by_seed_merge_back_into_one(pytester: pytest.Pytester, suite
             case["seeds"] = {seed: case["seeds"][seed]}
             case["items"] = {k: v for k, v in case["items"].items() if k.endswith(f"seed{seed}]")}
         halves.append((f"seed{seed}.json", half))
-    assert _verdict(merged(halves)) == _verdict(whole)
+    assert _verdict(merged(halves, list(AXES))) == _verdict(whole)
     with pytest.raises(MergeError, match="has seed 0 in both"):
-        merged([halves[0], halves[0]])
+        merged([halves[0], halves[0]], list(AXES))
 
 
 def test_each_xdist_worker_takes_one_gpu(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,7 +186,7 @@ def test_merge_refuses_shards_that_are_not_parts_of_one_run(pytester: pytest.Pyt
     planned = sorted(f"toy.flex.yaml::tasks/t{i}[seed{s}]" for i in range(3) for s in (0, 1))
     assert [sorted(doc["shard"]["planned"]) for _, doc in docs] == [planned, planned]
     assert sorted(item for _, doc in docs for suite in doc["suites"] for item in suite["items"]) == planned
-    assert len(merged(docs)["cases"]) == 3
+    assert len(merged(docs, list(AXES))["cases"]) == 3
 
     def drop_item(doc: dict) -> None:
         doc["suites"][0]["items"].pop()
@@ -204,18 +205,18 @@ def test_merge_refuses_shards_that_are_not_parts_of_one_run(pytester: pytest.Pyt
     }
     for message, edit in refusals.items():
         with pytest.raises(MergeError) as refused:
-            merged(_edited(docs, 1, edit))
+            merged(_edited(docs, 1, edit), list(AXES))
         assert fnmatch.fnmatch(str(refused.value), message), str(refused.value)
 
     two_models = _shards(pytester, f"--model={tiny_model}", "--model=" + str(tiny_model) + "/", shards=(2,))
     with pytest.raises(MergeError, match="shards of different runs"):
-        merged([docs[0], *two_models])
+        merged([docs[0], *two_models], list(AXES))
     pytester.makefile(".flex.yaml", other=suite_text("tasks:\n  - {name: x, dataset: reviews, metric: accuracy}\n",
                                                      train=FAST).replace("suite: toy", "suite: other"))
     with_other = _shards(pytester, shards=(2,))
     with pytest.raises(MergeError, match="shards of different runs"):
-        merged([docs[0], *with_other])
+        merged([docs[0], *with_other], list(AXES))
     seed_split = [(name, {**doc, "shard": None}) for name, doc in (docs[0], docs[1])]
     seed_split[1][1]["suites"] = [{**seed_split[1][1]["suites"][0], "name": "other"}]
     with pytest.raises(MergeError, match="ran different suites"):
-        merged(seed_split)
+        merged(seed_split, list(AXES))

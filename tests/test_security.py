@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import flexharness.suite
+import flexharness.suite.reader
 from flexharness.errors import SuiteError
 from flexharness.results.io import write_json
 from flexharness.axes import load_suite
 from toy import build_tiny_bert, sentiment_rows, write_csv
 
-PACKAGE = Path(flexharness.suite.__file__).parent
+PACKAGE = Path(flexharness.suite.reader.__file__).parent
 
 
 @pytest.mark.parametrize("tag", [
@@ -80,7 +80,7 @@ def test_the_forbidden_call_check_can_fail() -> None:
 
 
 def test_the_only_yaml_loader_is_the_safe_one() -> None:
-    from flexharness.yamlio import _LineLoader
+    from flexharness.suite.yamlio import _LineLoader
 
     import yaml
 

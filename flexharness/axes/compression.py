@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flexharness.axes.base import Axis, RunContext
+from flexharness.axes.tasks import task_named
 from flexharness.engine import compress
 from flexharness.names import model_label
 from flexharness.results import plots
-from flexharness.schema import Reader, did_you_mean
-from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_train, task_named
+from flexharness.suite.reader import SuiteContext, read_train
+from flexharness.suite.schema import Reader, did_you_mean
+from flexharness.suite.spec import Case
 
 SECTION_KEYS = ("task", "relative", "train", "methods")
 CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms", "dense_score",

@@ -20,13 +20,22 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from flexharness.axes import transfer
+from flexharness.axes import domains_report as transfer
 from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.engine import data, runner
 from flexharness.errors import DataError, SuiteError
+from flexharness.rules import metrics
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader
-from flexharness.spec import Case, DatasetSpec, Filter, Suite
-from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_train
+from flexharness.suite.reader import (
+    SuiteContext,
+    dataset_ref,
+    read_filters,
+    read_metrics,
+    read_train,
+)
+from flexharness.suite.resources import resolve_path
+from flexharness.suite.schema import Reader
+from flexharness.suite.spec import Case, DatasetSpec, Filter, Suite
 
 SECTION_KEYS = ("dataset", "metric", "train", "members", "transfer")
 MEMBER_KEYS = ("where", "dataset")
@@ -75,7 +84,6 @@ class DomainsAxis(Axis):
         return transfer_datasets(case)
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
-        from flexharness.engine import runner
 
         return runner.run_case(case, model, seed, context.device_option, context.trust_remote_code,
                                context.progress, lambda own, predict: transfer_record(case, own, predict))
@@ -198,7 +206,6 @@ def _valid_sizes(found: Any, key: str) -> dict[str, Any] | None:
 
 def _sizes(case: Case) -> dict[str, Any]:
     """Training and evaluation examples the case will see (after hold-out and subsampling)."""
-    from flexharness.engine import data
 
     try:
         found = data.filtered_sizes(case.dataset, case.where, case.kind)
@@ -227,7 +234,6 @@ def _size_problem(case: Case, sizes: dict[str, Any]) -> str | None:
 
 def _sizes_key(case: Case) -> str | None:
     """A cache key that changes with the suite's data settings and with the data files themselves."""
-    from flexharness.resources import resolve_path
 
     spec = case.dataset
     if spec.hub:
@@ -258,8 +264,6 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
     ``own`` is the case's prepared data (its label order is the model's); ``predict`` runs the
     fine-tuned model on another prepared dataset's evaluation split.
     """
-    from flexharness.engine import data
-    from flexharness.rules import metrics
 
     scores, sizes, start = {}, {}, time.perf_counter()
     for target in targets(case):

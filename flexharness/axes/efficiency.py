@@ -17,14 +17,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from flexharness.axes import efficiency_stats as stats
+from flexharness.axes import efficiency_report as stats
 from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.tasks import read_tasks
+from flexharness.engine import runner
 from flexharness.errors import DataError
 from flexharness.rules import curves
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader
-from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_tasks, read_train
+from flexharness.suite.reader import SuiteContext, read_train
+from flexharness.suite.schema import Reader
+from flexharness.suite.spec import Case
 
 SECTION_KEYS = ("task", "tasks", "sizes", "seeds", "target", "train")
 SMALL = 128                    # sizes up to this many examples get the larger default seed list
@@ -71,7 +73,6 @@ class EfficiencyAxis(Axis):
         return replace(case, params=(("task", params["task"]), ("size", params["size"])))
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
-        from flexharness.engine import runner
 
         size = dict(case.params)["size"]
 
@@ -131,12 +132,4 @@ def _sizes(reader: Reader) -> tuple[int, ...]:
 
 def _seeds(reader: Reader) -> tuple[int, ...] | None:
     """One seed list for every size; None: the defaults (5 seeds up to SMALL examples, 3 above)."""
-    if not reader.has("seeds"):
-        return None
-    seeds = reader.raw("seeds")
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 32 for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise reader.error("seeds", "expected a non-empty list of distinct non-negative integers, e.g. [0, 1, 2]")
-    return tuple(seeds)
+    return reader.seeds("seeds")

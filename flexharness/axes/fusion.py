@@ -17,20 +17,21 @@ from typing import Any, Mapping
 from flexharness.axes import fusion_report as report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.domains import Domain
-from flexharness.engine import runner, soup
-from flexharness.engine.weights import save_weights
+from flexharness.axes.tasks import read_tasks
+from flexharness.engine import soup
+from flexharness.engine.weights import STATE
 from flexharness.errors import FlexError
-from flexharness.results import predictions
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader, did_you_mean, open_fraction
-from flexharness.spec import Case, DatasetSpec, Planned
-from flexharness.suite import COMBINES_SEEDS, SuiteContext, read_tasks, read_train
+from flexharness.store.keys import KeyedAs
+from flexharness.suite.reader import COMBINES_SEEDS, SuiteContext, read_train
+from flexharness.suite.schema import Reader, did_you_mean, open_fraction
+from flexharness.suite.spec import Case, DatasetSpec, Planned
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "train")
+RUNS_LIMIT = 1000   # runs of one fusion case: each is a fine-tune
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
 RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", "inference_cost", "held_out_score",
                  "best_single_held_out", "held_out_examples", "other_domains", "ood_gain", "trained_runs")
-_TRAINED_HERE: set[str] = set()   # ingredient keys this process trained: reused even under --flex-no-cache
 
 
 class FusionAxis(Axis):
@@ -71,9 +72,7 @@ class FusionAxis(Axis):
                                           "task's own")
 
     def cache_inputs(self, case: Case) -> tuple[DatasetSpec, ...]:
-        """The other domains' datasets (their evaluation splits are scored): in the keys of runs and items."""
-        others = dict(case.params).get(soup.OTHER_DOMAINS, ())
-        return tuple(dict.fromkeys(d.dataset for d in others if d.dataset != case.dataset))
+        return other_datasets(case)
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         if context.store is None:
@@ -107,6 +106,12 @@ class FusionAxis(Axis):
         return report.plots_of(doc, directory)
 
 
+def other_datasets(case: Case) -> tuple[DatasetSpec, ...]:
+    """The other domains' datasets (their evaluation splits are scored): in the keys of runs and items."""
+    others = dict(case.params).get(soup.OTHER_DOMAINS, ())
+    return tuple(dict.fromkeys(d.dataset for d in others if d.dataset != case.dataset))
+
+
 def ingredient_case(case: Case) -> Case:
     """The run a fusion case combines, as a case of its own: its result-cache key does not depend on the
     method, so the ensemble and the soups of one task share their ingredients."""
@@ -120,27 +125,21 @@ def ingredient_case(case: Case) -> Case:
 
 def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context: RunContext,
                 trained: list[int]) -> soup.Ingredient:
-    """The stored run when its record, outputs and (for soups) weights are all there, else a fresh one, stored."""
-    store = context.store
+    """The stored run when its record, outputs and (for soups) weights are all there, else a fresh one, stored:
+    through the store's one cached-run path, so the items of one section share their ingredients."""
     planned = Planned(f"fusion/{recipe.name}[run-seed{seed}]", recipe, model, seed)
-    key = store.key(planned)
-    weights = store.weights / f"{key}.safetensors" if keep_weights else None
-    if store.records.reuse or key in _TRAINED_HERE:
-        record = store.records.get(key, planned)
-        arrays = predictions.load(store.outputs, key) if record else None
-        if record and arrays and (weights is None or weights.is_file()):
-            return soup.Ingredient(seed, record, arrays, weights)
-    head = dict(recipe.params)["head_seed"]
-    record, state = soup.train_ingredient(recipe, model, seed, head, dict(recipe.params)["held_out"],
-                                          context.device_option, context.trust_remote_code, context.progress)
-    per_example = record.pop(runner.PER_EXAMPLE)
-    if weights is not None:
-        save_weights(weights, state)
-    predictions.save(store.outputs, key, per_example)
-    store.records.put(key, planned.name, {**record, "outputs": key, "cached": False})
-    _TRAINED_HERE.add(key)
-    trained.append(seed)
-    return soup.Ingredient(seed, record, per_example, weights)
+    params = dict(recipe.params)
+
+    def compute() -> dict[str, Any]:
+        record, state = soup.train_ingredient(recipe, model, seed, params["head_seed"], params["held_out"],
+                                              context.device_option, context.trust_remote_code, context.progress)
+        return {**record, STATE: state}
+
+    stored = context.store.run(planned, planned.name, compute, KeyedAs(inputs=other_datasets(recipe)),
+                               with_outputs=True, with_weights=keep_weights)
+    if not stored.record["cached"]:
+        trained.append(seed)
+    return soup.Ingredient(seed, stored.record, stored.outputs or {}, stored.weights)
 
 
 def _methods(reader: Reader) -> tuple[str, ...]:
@@ -159,11 +158,10 @@ def _runs(reader: Reader) -> tuple[int, ...] | None:
     raw = reader.raw("runs")
     if raw is None:
         return None
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 1 <= raw <= RUNS_LIMIT:
+            raise reader.error("runs", f"expected a number of runs from 1 to {RUNS_LIMIT} (seeds 0, 1, ...), e.g. 5, "
+                                       "or a list of seeds, e.g. [0, 1, 2]")
         return tuple(range(raw))
-    if isinstance(raw, list) and raw and len(set(raw)) == len(raw) and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
-        return tuple(raw)
-    raise reader.error("runs", "expected a number of runs (seeds 0, 1, ...), e.g. 5, or a list of distinct "
-                               "non-negative seeds, e.g. [0, 1, 2]")
+    return reader.seeds("runs")
 

@@ -21,15 +21,18 @@ import numpy as np
 
 from flexharness.axes import probe_report
 from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.tasks import read_tasks
+from flexharness.engine import features, runner
 from flexharness.errors import DataError
 from flexharness.rules import metrics, prescreen
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader, did_you_mean
-from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_tasks, read_train
+from flexharness.suite.reader import SuiteContext, read_train
+from flexharness.suite.schema import Reader, did_you_mean
+from flexharness.suite.spec import Case
 
 SECTION_KEYS = ("tasks", "pooling", "layers", "train")
 POOLINGS = ("mean", "first")
+PRESCREEN_BY = ("logme", "knn")
 
 
 class ProbeAxis(Axis):
@@ -56,8 +59,32 @@ class ProbeAxis(Axis):
                                  dataset=replace(task.dataset, eval_splits=task.dataset.eval_splits[:1])))
         return tuple(cases)
 
+    def add_options(self, group: Any, parser: Any) -> None:
+        """The seconds-fast pre-screen: run only this axis's items and rank the models (docs/probe.md)."""
+        group.addoption("--flex-prescreen-only", action="store_true", default=None,
+                        help="run only the probe axis's items (frozen features, no fine-tuning); deselect the rest")
+        group.addoption("--flex-prescreen-top", metavar="K", help="name the K best models by the pre-screen")
+        group.addoption("--flex-prescreen-by", metavar="logme|knn", help="what ranks the models (default: logme)")
+        parser.addini("flex_prescreen_only", "default for --flex-prescreen-only", type="bool", default=False)
+        for name in ("prescreen_top", "prescreen_by"):
+            parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
+
+    def read_options(self, value: Any) -> dict[str, Any]:
+        by = value("prescreen_by") or "logme"
+        if by not in PRESCREEN_BY:
+            raise ValueError(f"--flex-prescreen-by: expected one of {', '.join(PRESCREEN_BY)}, got {by!r}")
+        top = value("prescreen_top")
+        if top not in (None, "") and not (str(top).isdigit() and int(top) > 0):
+            raise ValueError(f"--flex-prescreen-top: expected a positive integer, got {top!r}")
+        return {"only": bool(value("prescreen_only")), "by": by, "top": int(top) if top not in (None, "") else None}
+
+    def selects(self, case: Case, options: Mapping[str, Any]) -> bool | None:
+        return case.axis == self.key if options.get("only") else None
+
+    def run_settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"prescreen": {"top": options.get("top"), "by": options.get("by", "logme")}}
+
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
-        from flexharness.engine import features, runner
 
         inputs = runner.case_inputs(case, model, context.trust_remote_code)
         found = features.frozen_features(inputs, model, case.train.eval_batch_size, context.device_option,

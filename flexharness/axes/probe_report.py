@@ -10,15 +10,13 @@ decide alike and finishing twice changes nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from flexharness.names import model_label
 from flexharness.results import plots as plot_helpers
 from flexharness.rules.aggregate import mean
 from flexharness.rules.prescreen import kendall_track_record, top_k
-
-if TYPE_CHECKING:
-    from flexharness.axes.base import Scored
+from flexharness.axes.base import Scored
 
 DOCUMENT_KEYS = ("probes", "probe_track_record", "prescreen")
 PRESCREENS = ("logme", "knn")                 # what a model ranking may be by

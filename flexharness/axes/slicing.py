@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from flexharness.engine import data, runner
 from flexharness.errors import SuiteError
 from flexharness.results import predictions
 from flexharness.rules.slices import AGREEMENT, LENGTH, MISSING
-from flexharness.spec import Case, DatasetSpec, Suite
+from flexharness.suite.spec import Case, DatasetSpec, Suite
 
 
 def field_of(case: Case) -> str | None:
@@ -41,7 +42,6 @@ def check(suite: Suite) -> None:
 
 def _columns(spec: DatasetSpec) -> list[str]:
     """The columns every split of the source has (a column missing from one split cannot slice its rows)."""
-    from flexharness.engine import data
 
     source = data.load_source(spec)
     found = [set(split.column_names) for split in source.values()]
@@ -85,7 +85,6 @@ def add_inputs(directory: Path | None, record: dict[str, Any], case: Case, model
 
 def _values(case: Case, model: str, field: str, trust_remote_code: bool) -> dict[str, tuple[str, np.ndarray]]:
     """Per evaluation split of the case: (examples digest, the field's value per example)."""
-    from flexharness.engine import data, runner
 
     config = case.train
     prepared = data.prepare(case.dataset, case.where, case.kind, config.max_train_samples, config.max_eval_samples)

@@ -14,12 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from flexharness.axes import stability_stats as stats
+from flexharness.axes import stability_report as stats
 from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.tasks import read_tasks
+from flexharness.engine import runner
 from flexharness.rules.aggregate import GateResult
-from flexharness.schema import Reader, non_negative
-from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_tasks
+from flexharness.suite.reader import SuiteContext
+from flexharness.suite.schema import Reader, non_negative
+from flexharness.suite.spec import Case
 
 SECTION_KEYS = ("tasks", "learning_rates", "batch_sizes", "epochs", "seeds", "margin")
 GRID = (("learning_rates", "learning_rate", "lr", float), ("batch_sizes", "batch_size", "bs", int),
@@ -67,7 +69,6 @@ class StabilityAxis(Axis):
         return replace(case, axis="tasks", name=params["task"], dataset=params["task_dataset"], line=0, params=())
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
-        from flexharness.engine import runner
 
         return runner.run_case(self.cache_case(case), model, seed, context.device_option,
                                context.trust_remote_code, context.progress)
@@ -112,14 +113,7 @@ def _values(reader: Reader, key: str, kind: type) -> tuple[Any, ...] | None:
 
 
 def _seeds(reader: Reader) -> tuple[int, ...]:
-    if not reader.has("seeds"):
-        return DEFAULT_SEEDS
-    seeds = reader.raw("seeds")
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise reader.error("seeds", "expected a non-empty list of distinct non-negative integers, e.g. [0, 1, 2, 3, 4]")
-    return tuple(seeds)
+    return reader.seeds("seeds") or DEFAULT_SEEDS
 
 
 def _settings(grid: list[tuple[str, str, tuple[Any, ...]]]) -> list[tuple[tuple[str, str, Any], ...]]:

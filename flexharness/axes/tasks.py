@@ -6,15 +6,23 @@ from typing import Any
 
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner
-from flexharness.schema import Reader, case_name
-from flexharness.spec import Case
-from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_slices, read_train
+from flexharness.suite.reader import (
+    SuiteContext,
+    dataset_ref,
+    read_filters,
+    read_metrics,
+    read_slices,
+    read_train,
+)
+from flexharness.suite.schema import Reader, case_name, did_you_mean
+from flexharness.suite.spec import Case
 
 TASK_KEYS = ("name", "dataset", "metric", "where", "train", "slices")
 
 
 class TasksAxis(Axis):
     key = "tasks"
+    expands_methods = True
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         items = top.raw("tasks") or []
@@ -42,3 +50,28 @@ class TasksAxis(Axis):
 
     def trains(self, case: Case) -> Case | None:
         return case
+
+
+def read_tasks(reader: Reader, cases: tuple[Case, ...], key: str = "tasks", *, none: str | None = None,
+               twice: str = "each task may be named once", every_by_default: bool = False) -> list[Case]:
+    """The cases of the tasks axis that ``key`` names (a name or a list), in the order given: how a section
+    of another axis finds its tasks. ``none``: the error when the suite has no tasks at all (else an unknown
+    name's error says 'none defined'); ``every_by_default``: every task when ``key`` is absent (else required)."""
+    by_name = {c.name: c for c in cases if c.axis == TasksAxis.key}
+    if none is not None and not by_name:
+        raise reader.error(None, none)
+    names = reader.str_or_list(key, required=not every_by_default) or tuple(by_name)
+    found = [task_named(reader, key, name, cases) for name in names]
+    if len(set(names)) != len(names):
+        raise reader.error(key, twice)
+    return found
+
+
+def task_named(reader: Reader, key: str, name: str, cases: tuple[Case, ...]) -> Case:
+    """The case of the tasks axis called ``name``; else an error at ``key`` with a did-you-mean."""
+    by_name = {c.name: c for c in cases if c.axis == TasksAxis.key}
+    if name not in by_name:
+        known = ", ".join(by_name) or "none defined"
+        raise reader.error(key, f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
+                                f"(known: {known})")
+    return by_name[name]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexharness.errors import TrainingError
-from flexharness.spec import TrainConfig
+from flexharness.suite.spec import TrainConfig
 
 _QV = ("query", "value")
 _PROJ = ("q_proj", "v_proj")

@@ -22,8 +22,8 @@ from flexharness.engine import models, runner, surgery, train
 from flexharness.errors import CompressionError, Unavailable
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.engine.weights import Kept
-from flexharness.schema import Reader, coerce, did_you_mean, fraction, open_fraction, positive
-from flexharness.spec import Case, TrainConfig
+from flexharness.suite.schema import Reader, coerce, did_you_mean, fraction, open_fraction, positive
+from flexharness.suite.spec import Case, TrainConfig
 
 IMPORTANCE_EXAMPLES = 512   # training examples scored for head importance
 DENSE_MEMO_SIZE = 4         # fine-tuned dense models kept per process (one per seed, typically)

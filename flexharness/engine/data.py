@@ -20,9 +20,9 @@ import numpy as np
 from flexharness.engine import hub
 from flexharness.errors import DataError, causes, first_line, short_repr
 from flexharness.rules.metrics import REGRESSION
-from flexharness.resources import resolve_path
-from flexharness.spec import FILE_FORMATS, DatasetSpec, Filter
-from flexharness.suite import local_hub
+from flexharness.suite.resources import resolve_path
+from flexharness.suite.spec import FILE_FORMATS, DatasetSpec, Filter
+from flexharness.suite.reader import local_hub
 
 DATA_SEED = 0  # fixed: subsampling and hold-out never depend on the training seed
 EVAL_SPLIT_NAMES = ("eval", "validation", "dev", "test")

@@ -10,7 +10,7 @@ import traceback
 from typing import Any
 
 from flexharness.errors import TrainingError, causes, first_line
-from flexharness.spec import TrainConfig
+from flexharness.suite.spec import TrainConfig
 
 # How torch's CPU allocator (and Windows' c10 allocator) words a failed allocation: a plain RuntimeError.
 CPU_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "not enough memory")

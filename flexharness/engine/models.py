@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from flexharness.engine import hub
 from flexharness.errors import ModelLoadError, first_line
 from flexharness.files import path_fingerprint
-from flexharness.resources import is_pkg, resolve_pkg
+from flexharness.suite.resources import is_pkg, resolve_pkg
 
 
 def resolve_model(ref: str) -> str:

@@ -19,9 +19,9 @@ from flexharness.engine import diskcache, models, train
 from flexharness.rules import curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
-from flexharness.resources import position_limit
+from flexharness.suite.resources import position_limit
 from flexharness.engine.weights import Kept
-from flexharness.spec import Case, TrainConfig
+from flexharness.suite.spec import Case, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.engine.weights import load_weights, state_of
 from flexharness.errors import DataError
 from flexharness.rules import metrics
-from flexharness.spec import Case, DatasetSpec, Filter
+from flexharness.suite.spec import Case, DatasetSpec, Filter
 
 HELD_OUT = "fusion held-out"   # the split name of the held-out slice in records and outputs files
 OTHER_DOMAINS = "other_domains"  # case param: the domains (name, dataset, where) the runs are also scored on

@@ -26,7 +26,7 @@ from flexharness.engine import adapt
 from flexharness.engine.data import Encoded
 from flexharness.errors import TrainingError
 from flexharness.rules.metrics import predictions_from_outputs
-from flexharness.spec import TrainConfig
+from flexharness.suite.spec import TrainConfig
 
 ProgressFn = Callable[[dict[str, Any]], None]
 LENGTH_GROUP_BATCHES = 50  # how many batches share one sort-by-length window

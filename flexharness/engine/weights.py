@@ -21,6 +21,9 @@ METADATA_KEY = "flexharness"   # safetensors metadata: JSON of the training run'
 _WRITTEN: set[Path] = set()   # files this process wrote: loaded even when reuse is off (--flex-no-cache)
 
 
+STATE = "state"   # record key of a run's fine-tuned weights (``state_of``) on their way to a store; never stored in it
+
+
 class DamagedWeightsWarning(UserWarning):
     """Kept weights could not be read or did not fit the model; the model was fine-tuned again."""
 

@@ -1,6 +1,6 @@
 """Joining results files (shards, or runs split by seed) into one run, with its verdict recomputed.
 
-The caller recomputes aggregates and gates with ``flexharness.verdict``, the
+The caller recomputes aggregates and gates with ``flexharness.results.verdict``, the
 same function a pytest run uses, from the gate specs and the baseline that
 every results file carries, so N merged shards decide exactly what one
 unsharded run decides.

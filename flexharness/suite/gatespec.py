@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence
 
 from flexharness.rules.slices import known_names
-from flexharness.schema import Reader, did_you_mean, non_negative
-from flexharness.spec import Case
+from flexharness.suite.schema import Reader, did_you_mean, non_negative
+from flexharness.suite.spec import Case
 
 GATE_KEYS = ("case_min", "cases", "slices", "regression")   # besides one section per axis
 

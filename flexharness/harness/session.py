@@ -18,19 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from flexharness import verdict
 from flexharness.axes import AXES, Scored
-from flexharness.cache import case_fingerprint, suite_fingerprint
-from flexharness.collect import RESULT_PROPERTY, plan, suite_models
 from flexharness.errors import SuiteError
-from flexharness.options import Options
-from flexharness.results import predictions, significance
+from flexharness.harness.collect import RESULT_PROPERTY, plan, suite_models
+from flexharness.harness.options import Options
+from flexharness.results import predictions, significance, verdict
 from flexharness.results.io import RESULTS_VERSION
 from flexharness.rules import aggregate as agg
 from flexharness.rules.baseline import Baseline, to_json, tolerance_of
 from flexharness.rules.metrics import METRICS
-from flexharness.spec import Planned, Suite
-
+from flexharness.store.keys import case_fingerprint, suite_fingerprint
+from flexharness.suite.spec import Planned, Suite
 
 
 @dataclass
@@ -150,7 +148,7 @@ class Controller:
             **sections, "aggregates": [], "gates": [],
             **self._run_json(),
         }
-        gates = verdict.recompute(doc, self.case_outputs(), significance.Settings(
+        gates = verdict.recompute(doc, AXES, self.case_outputs(), significance.Settings(
             resamples=self.options.bootstrap, correction=self.options.correction), self.baseline_outputs)
         if self.options.shard:
             doc["gates"], gates = [], []
@@ -194,7 +192,8 @@ class Controller:
                    "models": list(suite_models(suite, self.options)), "gates": specs[name],
                    "slices": {scored: {"by": c.slices.by, "bins": c.slices.bins}
                               for c in suite.cases if c.slices for scored in c.scored_ids},
-                   "prescreen": {"top": self.options.prescreen_top, "by": self.options.prescreen_by},
+                   **{key: value for axis in AXES
+                      for key, value in axis.run_settings(self.options.axes.get(axis.key, {})).items()},
                    "items": sorted(nodeid for nodeid, state in self.items.items() if state.suite.name == name)}
                   for name, (file, suite) in self.suites().items()]
         shard = self.options.shard

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from flexharness.rules.aggregate import GateResult
+from flexharness.harness.session import Controller
 from flexharness.names import model_label
-from flexharness.session import Controller
+from flexharness.rules.aggregate import GateResult
 
 
 def gate_nodeid(controller: Controller, gate: GateResult) -> str:

@@ -7,9 +7,8 @@ merged shards decide exactly what one unsharded run decides.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
 
-from flexharness.axes import AXES
 from flexharness.results import merge, predictions, significance, slicing
 from flexharness.rules import aggregate as agg
 from flexharness.rules import baseline as base
@@ -17,19 +16,28 @@ from flexharness.rules import baseline as base
 GATE_FIELDS = ("name", "suite", "model", "passed", "value", "threshold", "message")
 
 
+class Deciding(Protocol):
+    """What an axis adds to the verdict: the top-level lists it owns, rebuilt from the document, and its gates."""
+
+    document_keys: ClassVar[tuple[str, ...]]
+
+    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[agg.GateResult]: ...
+
+
 def case_scores(doc: Mapping[str, Any]) -> list[agg.CaseScore]:
     return [agg.CaseScore(c["suite"], c["model"], c["axis"], c["name"], c["higher_is_better"], c["seeds"])
             for c in doc["cases"]]
 
 
-def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None,
+def recompute(doc: dict[str, Any], axes: Iterable[Deciding],
+              outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None,
               settings: significance.Settings = significance.Settings(),
               baseline_outputs: Mapping[significance.CaseKey, significance.SeedOutputs] | None = None
               ) -> list[agg.GateResult]:
     """Fill ``aggregates`` (with intervals), comparisons, slices, the axes' sections and ``gates`` of ``doc``.
 
-    Gate specs come from the document's ``suites`` (the regression tolerance already resolved), the
-    reference from its ``baseline``; ``outputs`` are the cases' per-example outputs (see
+    ``axes`` are the registered axes, in order. Gate specs come from the document's ``suites`` (the
+    regression tolerance already resolved), the reference from its ``baseline``; ``outputs`` are the cases' per-example outputs (see
     ``results.significance``): without them there are no intervals and no comparisons. With the
     baseline's outputs too, the regression gates test each case paired on the same examples.
     """
@@ -39,7 +47,7 @@ def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, signif
     measured = significance.annotate(doc, outputs or {}, settings, specs)
     slicing.annotate(doc, outputs or {})
     gates = agg.suite_gates(scores, specs, significance.gate_bounds(doc)) + slicing.gates(doc, specs)
-    for axis in AXES:
+    for axis in axes:
         gates += axis.finish(doc, specs)
     if doc.get("baseline"):
         reference = base.parse(doc["baseline"], doc["baseline"].get("path", "baseline"))
@@ -49,14 +57,14 @@ def recompute(doc: dict[str, Any], outputs: Mapping[significance.CaseKey, signif
     return gates
 
 
-def merged(docs: Sequence[tuple[str, Mapping[str, Any]]], settings: significance.Settings = significance.Settings()
-           ) -> dict[str, Any]:
+def merged(docs: Sequence[tuple[str, Mapping[str, Any]]], axes: Sequence[Deciding],
+           settings: significance.Settings = significance.Settings()) -> dict[str, Any]:
     """``(name, document)`` pairs (shards, or runs split by seed) joined into one run, its verdict recomputed.
 
     The per-example outputs beside each named file (``NAME.predictions.npz``, when there) feed the intervals.
     """
-    doc = merge.merge(docs, [key for axis in AXES for key in axis.document_keys])
-    recompute(doc, outputs_beside([name for name, _ in docs]), settings)
+    doc = merge.merge(docs, [key for axis in axes for key in axis.document_keys])
+    recompute(doc, axes, outputs_beside([name for name, _ in docs]), settings)
     return doc
 
 

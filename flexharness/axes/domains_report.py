@@ -15,14 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from flexharness.names import model_label
 from flexharness.results import plots
 from flexharness.rules.aggregate import GateResult, mean
-
-if TYPE_CHECKING:
-    from flexharness.axes.base import Scored
+from flexharness.axes.base import Scored
 
 TARGETS = "transfer_targets"   # Case.params key: every domain of the section, in suite order
 GAP_GATE = "domains/transfer_gap.max"

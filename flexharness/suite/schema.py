@@ -11,7 +11,7 @@ import math
 from typing import Any, Callable, Iterable
 
 from flexharness.errors import SuiteError, short_repr
-from flexharness.yamlio import Located
+from flexharness.suite.yamlio import Located
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false",
                list: "a list", dict: "a mapping"}
@@ -97,8 +97,34 @@ class Reader:
             raise self.error(name, f"expected a string or a non-empty list of strings, got {_describe(value)}")
         return tuple(items)
 
+    def seeds(self, name: str) -> tuple[int, ...] | None:
+        """A seed or a list of seeds under ``name`` (None when absent), checked by :func:`seed_problem`."""
+        if not self.has(name):
+            return None
+        raw = self.raw(name)
+        seeds = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        problem = seed_problem(seeds)
+        if problem:
+            raise self.error(name, problem)
+        return tuple(seeds)
+
 
 _INVALID = object()
+
+
+SEED_LIMIT = 2 ** 32   # numpy's seeding limit
+
+
+def seed_problem(seeds: Any) -> str | None:
+    """Why ``seeds`` is no list of seeds, or None: the one rule for every place that reads seeds."""
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        return "expected a non-empty list of non-negative integers, e.g. [0, 1, 2]"
+    if len(set(seeds)) != len(seeds):
+        return "seeds must be distinct"
+    if max(seeds) >= SEED_LIMIT:
+        return f"seeds must be below 2**32 = {SEED_LIMIT} (numpy's seeding limit)"
+    return None
 
 
 def coerce(value: Any, kind: type) -> Any:

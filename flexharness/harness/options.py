@@ -6,15 +6,17 @@ Each option can also be set by an ini key of the same name with ``flex_``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 import pytest
 
+from flexharness.harness.scaleout import parse_shard
 from flexharness.results.io import unwritable
 from flexharness.rules.baseline import Tolerance, parse_tolerance
-from flexharness.scaleout import parse_shard
-from flexharness.spec import PRECISIONS
+from flexharness.suite.reader import TRAIN_METHODS
+from flexharness.suite.schema import seed_problem
+from flexharness.suite.spec import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PATTERN = "*.flex.yaml"
@@ -44,10 +46,8 @@ class Options:
     bootstrap: int = DEFAULT_BOOTSTRAP
     correction: str = "holm"
     precision: str | None = None
-    prescreen_only: bool = False
-    prescreen_top: int | None = None
-    prescreen_by: str = "logme"
     method: str | None = None
+    axes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # each axis's own options, by key
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -74,7 +74,7 @@ def options_of(config: pytest.Config) -> Options:
     return config.stash[OPTIONS_KEY]
 
 
-def add_options(parser: pytest.Parser) -> None:
+def add_options(parser: pytest.Parser, axes: Iterable[Any] = ()) -> None:
     group = parser.getgroup("flexharness", "flexharness: model flexibility evaluation")
     group.addoption("--model", action="append", default=[], metavar="NAME_OR_PATH",
                     help="model to evaluate (hub id, local directory or pkg://PACKAGE/PATH); repeatable; "
@@ -95,7 +95,8 @@ def add_options(parser: pytest.Parser) -> None:
                     help="how every case fine-tunes, overriding the suites: all weights, a LoRA adapter, the head only")
     add_ci_options(group)
     add_statistics_options(group)
-    add_prescreen_options(group, parser)
+    for axis in axes:
+        axis.add_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
     for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
@@ -173,17 +174,16 @@ def _seeds(text: Any) -> tuple[int, ...] | None:
     if text in (None, ""):
         return None
     try:
-        seeds = tuple(int(part) for part in str(text).split(",") if part.strip())
+        seeds = [int(part) for part in str(text).split(",") if part.strip()]
     except ValueError:
-        seeds = ()
-    if not seeds or any(not 0 <= s < 2 ** 32 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise pytest.UsageError(f"--flex-seeds: expected distinct integers from 0 to 2**32 - 1 (numpy's seeding "
-                                f"limit) like 0,1,2, got {str(text)[:80]!r}")
-    return seeds
+        seeds = []
+    problem = seed_problem(seeds)
+    if problem:
+        raise pytest.UsageError(f"--flex-seeds: {problem.replace('[0, 1, 2]', '0,1,2')}, got {str(text)[:80]!r}")
+    return tuple(seeds)
 
 
 def _method(text: Any) -> str | None:
-    from flexharness.suite import TRAIN_METHODS
 
     if text in (None, ""):
         return None
@@ -192,7 +192,7 @@ def _method(text: Any) -> str | None:
     return str(text)
 
 
-def parse(config: pytest.Config) -> Options:
+def parse(config: pytest.Config, axes: Iterable[Any] = ()) -> Options:
     """Read and check every option; a bad value is a usage error before anything runs."""
     device = _value(config, "device") or "auto"
     if device not in DEVICES:
@@ -213,8 +213,19 @@ def parse(config: pytest.Config) -> Options:
         method=_method(_value(config, "method")),
         **_ci_options(config),
         **_statistics_options(config),
-        **_prescreen_options(config),
+        axes=_axis_options(config, axes),
     )
+
+
+def _axis_options(config: pytest.Config, axes: Iterable[Any]) -> dict[str, Mapping[str, Any]]:
+    """Each axis reads and checks its own options (``Axis.read_options``)."""
+    found = {}
+    for axis in axes:
+        try:
+            found[axis.key] = axis.read_options(lambda name: _value(config, name))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return found
 
 
 def _ci_options(config: pytest.Config) -> dict[str, Any]:
@@ -249,29 +260,6 @@ def _precision(text: Any) -> str | None:
     if text not in PRECISIONS:
         raise pytest.UsageError(f"--flex-precision: expected one of {', '.join(PRECISIONS)}, got {text!r}")
     return str(text)
-
-
-PRESCREEN_BY = ("logme", "knn")
-
-
-def add_prescreen_options(group: Any, parser: pytest.Parser) -> None:
-    """The seconds-fast pre-screen: run only the probe axis and rank the models (docs/probe.md)."""
-    group.addoption("--flex-prescreen-only", action="store_true", default=None,
-                    help="run only the probe axis's items (frozen features, no fine-tuning); deselect the rest")
-    group.addoption("--flex-prescreen-top", metavar="K",
-                    help="name the K best models by the pre-screen, for the full run")
-    group.addoption("--flex-prescreen-by", metavar="logme|knn", help="what ranks the models (default: logme)")
-    parser.addini("flex_prescreen_only", "default for --flex-prescreen-only", type="bool", default=False)
-    for name in ("prescreen_top", "prescreen_by"):
-        parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
-
-
-def _prescreen_options(config: pytest.Config) -> dict[str, Any]:
-    by = _value(config, "prescreen_by") or "logme"
-    if by not in PRESCREEN_BY:
-        raise pytest.UsageError(f"--flex-prescreen-by: expected one of {', '.join(PRESCREEN_BY)}, got {by!r}")
-    return {"prescreen_only": bool(_value(config, "prescreen_only")), "prescreen_by": by,
-            "prescreen_top": _positive_int(_value(config, "prescreen_top"), "--flex-prescreen-top")}
 
 
 def check_outputs(options: Options) -> None:

@@ -14,12 +14,20 @@ from typing import Any
 import pytest
 
 from flexharness.axes import AXES, RunContext, check_suite, load_suite, slicing
+from flexharness.engine import diskcache
+from flexharness.engine.models import (
+    ENCODER_DECODER_ADVICE,
+    architecture,
+    resolve_device,
+)
 from flexharness.errors import FlexError, SuiteError, Unavailable, first_line
-from flexharness.options import Options, options_of
-from flexharness.spec import Planned, Suite
-from flexharness.resources import suite_relative
-from flexharness.suite import check_max_length, expand
-from flexharness.yamlio import Located, load_yaml
+from flexharness.harness import progress, scaleout, storage
+from flexharness.harness.options import Options, options_of
+from flexharness.store.keys import digest, training_recipe
+from flexharness.suite.reader import check_max_length, expand
+from flexharness.suite.resources import suite_relative
+from flexharness.suite.spec import Planned, Suite
+from flexharness.suite.yamlio import Located, load_yaml
 
 RESULT_PROPERTY = "flex_result"  # a JSON string: readable in JUnit XML, parsed back by the controller
 SUITE_FILES = pytest.StashKey[dict[str, str]]()  # suite name -> the file that first used it in this run
@@ -54,7 +62,6 @@ def check_model(suite: Suite, model: str) -> None:
     Only models on this machine are checked (their ``config.json``); a hub model not downloaded yet is
     checked when it loads.
     """
-    from flexharness.engine.models import ENCODER_DECODER_ADVICE, architecture
 
     config = architecture(model)
     if config is None:
@@ -86,8 +93,6 @@ def mark_weight_keepers(items: list[pytest.Item]) -> None:
 
     Only then: a fine-tuned model is as large as the pretrained one, and most items have no taker.
     """
-    from flexharness.cache import digest, training_recipe
-
     def recipe(case: Any, planned: Planned) -> tuple[str, str, int]:
         return digest(training_recipe(case)), planned.model, planned.seed
 
@@ -128,28 +133,22 @@ class CaseItem(pytest.Item):
         self.add_marker("flex")
 
     def runtest(self) -> None:
-        from flexharness import cache, progress, scaleout
-        from flexharness.engine import diskcache
-        from flexharness.engine.models import resolve_device
 
         options = options_of(self.config)
         device = resolve_device(options.device)
         scaleout.share_cpu(getattr(self.config, "workerinput", None), device)
-        store = cache.ResultCache.of(self.config, reuse=not options.no_cache)
+        store = storage.store_of(self.config, device, reuse=not options.no_cache)
         context = RunContext(options.device, options.trust_remote_code,
-                             progress.for_item(self.config, self.name, options.progress),
-                             cache.ItemStore.of(self.config, device, reuse=not options.no_cache), self.keep_weights)
+                             progress.for_item(self.config, self.name, options.progress), store, self.keep_weights)
         planned = self.planned
-        outputs = cache.outputs_dir(self.config)
-        arrays = None if options.no_cache else cache.arrays_dir(self.config)  # token ids, features (diskcache)
-
-        def compute() -> dict[str, Any]:
-            return AXES.get(planned.case.axis).run(planned.case, planned.model, planned.seed, context)
-
+        axis = AXES.get(planned.case.axis)
+        arrays = None if options.no_cache else storage.arrays_dir(self.config)  # token ids, features (diskcache)
+        keyed_as = axis.keyed_as(planned.case)
         try:
             with diskcache.using(arrays):
-                record = cache.cached_run(store, planned, self.nodeid, device, compute, outputs)
-                slicing.add_inputs(outputs, record, planned.case, planned.model, options.trust_remote_code)
+                record = store.run(planned, self.nodeid, lambda: axis.run(planned.case, planned.model, planned.seed,
+                                                                          context), keyed_as).record
+                slicing.add_inputs(store.outputs, record, planned.case, planned.model, options.trust_remote_code)
         except Unavailable as exc:
             pytest.skip(str(exc))
         self.user_properties.append(("score", record["score"]))

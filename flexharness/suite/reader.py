@@ -13,21 +13,40 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Collection, Mapping, Protocol, Sequence
 
 from flexharness.errors import SuiteError, short_repr
-from flexharness.gatespec import GatedAxis, read_gates
 from flexharness.names import model_label
-from flexharness.resources import path_problem, position_limit, resolve_path, suite_relative
 from flexharness.rules.metrics import METRICS, REGRESSION
-from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
-                                positive)
-from flexharness.spec import (FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, SliceSpec, Suite,
-                              TrainConfig)
-from flexharness.yamlio import Located, load_yaml
+from flexharness.suite.gatespec import GatedAxis, read_gates
+from flexharness.suite.resources import (
+    path_problem,
+    position_limit,
+    resolve_path,
+    suite_relative,
+)
+from flexharness.suite.schema import (
+    Reader,
+    did_you_mean,
+    fraction,
+    non_negative,
+    open_fraction,
+    positive,
+)
+from flexharness.suite.spec import (
+    FILE_FORMATS,
+    PRECISIONS,
+    Case,
+    DatasetSpec,
+    Filter,
+    Planned,
+    SliceSpec,
+    Suite,
+    TrainConfig,
+)
+from flexharness.suite.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "slices", "gates")
-SEED_LIMIT = 2 ** 32
 
 
 _TRAIN_CHECKS = {
@@ -61,6 +80,8 @@ class SuiteContext:
 class SectionReader(GatedAxis, Protocol):
     """The part of an axis this module uses (the whole interface is ``flexharness.axes.base.Axis``)."""
 
+    expands_methods: ClassVar[bool]   # a method list under ``train:`` becomes one case per method
+
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]: ...
 
 
@@ -85,7 +106,8 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
         if top.raw(axis.key) is not None:
             cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
     cases = _default_slices(cases, read_slices(top, "slices"), str(path))
-    cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
+    cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path),
+                           [axis.key for axis in axes if axis.expands_methods])
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
         model=_model(top, path.parent), cases=cases, gates=read_gates(top.child("gates"), cases, axes),
@@ -142,16 +164,7 @@ def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
         if value is not None:
             values[key] = value
     if reader.has("seeds"):
-        seeds = reader.raw("seeds")
-        seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-        if not isinstance(seeds, list) or not seeds or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise reader.error("seeds", "expected a non-empty list of non-negative integers, e.g. [0, 1, 2]")
-        if len(set(seeds)) != len(seeds):
-            raise reader.error("seeds", "seeds must be distinct")
-        if max(seeds) >= SEED_LIMIT:
-            raise reader.error("seeds", f"seeds must be below 2**32 = {SEED_LIMIT} (numpy's seeding limit)")
-        values["seeds"] = tuple(seeds)
+        values["seeds"] = reader.seeds("seeds")
     if reader.has("method"):
         values["method"] = _methods(reader)
     if reader.has("lora_target_modules"):
@@ -171,24 +184,27 @@ def _methods(reader: Reader) -> str | tuple[str, ...]:
     return methods[0] if len(methods) == 1 else methods
 
 
-def expand_methods(cases: tuple[Case, ...], path: str) -> tuple[Case, ...]:
-    """A task whose ``method`` is a list becomes one case per method, named ``TASK-METHOD``."""
+def expand_methods(cases: tuple[Case, ...], path: str, expanding: Collection[str]) -> tuple[Case, ...]:
+    """A case of an axis in ``expanding`` whose ``method`` is a list becomes one case per method, named
+    ``NAME-METHOD``; a case of another axis that inherits a list is refused."""
     expanded: list[Case] = []
     for case in cases:
         if isinstance(case.train.method, str):
             expanded.append(case)
-        elif case.axis != "tasks":
+        elif case.axis not in expanding:
             raise SuiteError(path, case.line, f"{case.axis}.train.method",
-                             f"a method list expands tasks only; '{case.axis}/{case.name}' inherits "
-                             f"{list(case.train.method)}: give it one method, e.g. 'train: {{method: full}}'")
+                             f"a method list expands {' and '.join(expanding) or 'no section'} only; "
+                             f"'{case.axis}/{case.name}' inherits {list(case.train.method)}: give it one method, "
+                             "e.g. 'train: {method: full}'")
         else:
             expanded += [replace(case, name=f"{case.name}-{method}", train=replace(case.train, method=method))
                          for method in case.train.method]
-    names = [c.name for c in expanded if c.axis == "tasks"]
-    for name in names:
-        if names.count(name) > 1:
-            raise SuiteError(path, None, "tasks", f"two tasks are named '{name}' once method lists are expanded; "
-                                                  "rename one of them")
+    for axis in expanding:
+        names = [c.name for c in expanded if c.axis == axis]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice:
+            raise SuiteError(path, None, axis, f"two cases are named '{twice}' once method lists are expanded; "
+                                               "rename one of them")
     return tuple(expanded)
 
 
@@ -296,31 +312,6 @@ def dataset_ref(reader: Reader, datasets: dict[str, DatasetSpec]) -> DatasetSpec
         raise reader.error("dataset", f"no dataset named '{name}' under 'datasets:'{did_you_mean(name, datasets)}"
                                       f" (known: {known})")
     return datasets[name]
-
-
-def read_tasks(reader: Reader, cases: tuple[Case, ...], key: str = "tasks", *, none: str | None = None,
-               twice: str = "each task may be named once", every_by_default: bool = False) -> list[Case]:
-    """The cases of the tasks axis that ``key`` names (a name or a list), in the order given: how a section
-    of another axis finds its tasks. ``none``: the error when the suite has no tasks at all (else an unknown
-    name's error says 'none defined'); ``every_by_default``: every task when ``key`` is absent (else required)."""
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    if none is not None and not by_name:
-        raise reader.error(None, none)
-    names = reader.str_or_list(key, required=not every_by_default) or tuple(by_name)
-    found = [task_named(reader, key, name, cases) for name in names]
-    if len(set(names)) != len(names):
-        raise reader.error(key, twice)
-    return found
-
-
-def task_named(reader: Reader, key: str, name: str, cases: tuple[Case, ...]) -> Case:
-    """The case of the tasks axis called ``name``; else an error at ``key`` with a did-you-mean."""
-    by_name = {c.name: c for c in cases if c.axis == "tasks"}
-    if name not in by_name:
-        known = ", ".join(by_name) or "none defined"
-        raise reader.error(key, f"no case named '{name}' under 'tasks:'{did_you_mean(name, by_name)} "
-                                f"(known: {known})")
-    return by_name[name]
 
 
 def read_metrics(reader: Reader) -> tuple[str, ...]:

@@ -9,15 +9,13 @@ The rules themselves are ``flexharness.rules.curves``; docs/stability.md defines
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
 from flexharness.rules import curves
 from flexharness.rules.aggregate import GateResult, mean
-
-if TYPE_CHECKING:
-    from flexharness.axes.base import Scored
+from flexharness.axes.base import Scored
 
 Key = tuple[str, str, str]   # (suite, model, task)
 SHOWN_K = (1, 2, 3, 5, 10, 20, 50, 100)

@@ -1,0 +1,89 @@
+"""The store an item's runs go through: one cached-run path for every axis, the fusion ingredients included.
+
+A run is found by its result-cache key (``store.keys``) with its per-example outputs and, when asked, its
+fine-tuned weights; otherwise it is computed, and its record, outputs and weights are stored before it is
+returned, so other items, xdist workers and reruns find it. Under ``--flex-no-cache`` (``reuse`` False)
+records of earlier runs are not reused, but a run this store computed is: nothing is fine-tuned twice in
+one process. The axes see this class through the ``Store`` protocol of ``flexharness.axes.base``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from flexharness.engine.runner import PER_EXAMPLE
+from flexharness.engine.weights import STATE, Kept, save_weights
+from flexharness.results import predictions
+from flexharness.store.keys import KeyedAs, digest, result_key, weights_key
+from flexharness.store.records import Records
+from flexharness.suite.spec import Case, Planned
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredRun:
+    """A run's record (``cached`` says whether it was found), its per-example outputs when stored, and the
+    file of its fine-tuned weights when they were asked for."""
+
+    record: dict[str, Any]
+    outputs: dict[str, Any] | None = None
+    weights: Path | None = None
+
+
+@dataclasses.dataclass
+class ItemStore:
+    """Records, per-example outputs and fine-tuned weights in three folders; one instance per process."""
+
+    records: Records
+    outputs: Path
+    weights: Path
+    device: str
+    reuse: bool = True
+    computed: set[str] = dataclasses.field(default_factory=set)   # keys of the runs this store computed
+
+    def key(self, planned: Planned, keyed_as: KeyedAs = KeyedAs()) -> str | None:
+        """The run's result-cache key; None while a hub model is not downloaded yet."""
+        return result_key(planned, self.device, keyed_as)[0]
+
+    def run(self, planned: Planned, nodeid: str, compute: Callable[[], dict[str, Any]],
+            keyed_as: KeyedAs = KeyedAs(), with_outputs: bool = False, with_weights: bool = False) -> StoredRun:
+        """The stored run when its record (and, as asked, its outputs and weights) are all there; else
+        ``compute()``'s, stored first. A computed record may hold ``PER_EXAMPLE`` arrays and, with
+        ``with_weights``, the fine-tuned ``STATE``: both are stored apart, never inside the record."""
+        key, model_print = result_key(planned, self.device, keyed_as)
+        if key is not None and (self.reuse or key in self.computed):
+            found = self._found(key, planned, with_outputs, with_weights)
+            if found is not None:
+                return found
+        record = {**compute(), "cached": False, "model_fingerprint": model_print}
+        if key is None:  # a hub model is in the local hub cache now
+            key, record["model_fingerprint"] = result_key(planned, self.device, keyed_as)
+        name = key or digest([nodeid, self.device, planned.seed, model_print])
+        per_example, state = record.pop(PER_EXAMPLE, None), record.pop(STATE, None)
+        if per_example:
+            predictions.save(self.outputs, name, per_example)
+            record["outputs"] = name
+        weights = self.weights / f"{name}.safetensors" if with_weights else None
+        if weights is not None and state is not None:
+            save_weights(weights, state)
+        if key is not None:
+            self.records.put(key, nodeid, record)
+            self.computed.add(key)
+        return StoredRun(record, per_example, weights)
+
+    def _found(self, key: str, planned: Planned, with_outputs: bool, with_weights: bool) -> StoredRun | None:
+        record = self.records.get(key, planned)
+        if record is None:
+            return None
+        outputs = predictions.load(self.outputs, record["outputs"]) if with_outputs and record.get("outputs") else None
+        weights = self.weights / f"{key}.safetensors" if with_weights else None
+        if (with_outputs and not outputs) or (weights is not None and not weights.is_file()):
+            return None
+        return StoredRun({**record, "cached": True}, outputs, weights)
+
+    def kept(self, case: Case, model: str, seed: int) -> Kept | None:
+        """Where the fine-tuned weights of ``case``'s training recipe are kept (``weights_key``); None while a
+        hub model is not downloaded yet (nothing is kept then)."""
+        key = weights_key(case, model, seed, self.device)
+        return Kept(self.weights / f"{key}.safetensors", self.reuse) if key else None
