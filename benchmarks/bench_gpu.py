@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flexharness.engine import train  # noqa: E402
 from flexharness.engine.data import Encoded  # noqa: E402
-from flexharness.spec import TrainConfig  # noqa: E402
+from flexharness.suite.spec import TrainConfig  # noqa: E402
 
 
 def bf16_peak() -> float:

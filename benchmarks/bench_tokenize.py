@@ -55,7 +55,7 @@ def engine_timings(model: Path, data: Path, cache: Path) -> None:
 
     from flexharness.engine import data as data_mod
     from flexharness.engine import diskcache, models, runner
-    from flexharness.spec import DatasetSpec
+    from flexharness.suite.spec import DatasetSpec
 
     spec = DatasetSpec(name="words", files=(("train", str(data)),), label="label", eval_fraction=0.1)
     prepared = data_mod.prepare(spec, (), "classification", None, None)
