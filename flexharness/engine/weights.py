@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from flexharness.files import replace_atomically
 
 METADATA_KEY = "flexharness"   # safetensors metadata: JSON of the training run's record fields
-_WRITTEN: set[Path] = set()   # files this process wrote: loaded even when reuse is off (--flex-no-cache)
 
 
 STATE = "state"   # record key of a run's fine-tuned weights (``state_of``) on their way to a store; never stored in it
@@ -68,11 +67,12 @@ def _check_fits(state: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Kept:
-    """Where one fine-tuning run's weights are kept; ``reuse`` False (``--flex-no-cache``) loads only files
-    this process wrote, and still writes them."""
+    """Where one fine-tuning run's weights are kept; ``reuse`` False (``--flex-no-cache``) loads only files in
+    ``written`` (those its store wrote in this process), and still writes them."""
 
     path: Path
     reuse: bool = True
+    written: set[Path] = field(default_factory=set, compare=False)
 
     @contextmanager
     def claimed(self) -> Iterator[None]:
@@ -87,7 +87,7 @@ class Kept:
     def load_into(self, model: Any) -> dict[str, Any] | None:
         """Load the kept weights into ``model``: the training run's record fields, or None (absent, or damaged:
         then a warning, and the caller fine-tunes and saves again)."""
-        if not self.path.exists() or not (self.reuse or self.path in _WRITTEN):
+        if not self.path.exists() or not (self.reuse or self.path in self.written):
             return None
         state, metadata = _read(self.path)
         try:
@@ -108,4 +108,4 @@ class Kept:
     def save(self, model: Any, fields: Mapping[str, Any]) -> None:
         """Keep ``model``'s weights with ``fields`` (what its training run recorded)."""
         save_weights(self.path, state_of(model), {METADATA_KEY: json.dumps(dict(fields), sort_keys=True)})
-        _WRITTEN.add(self.path)
+        self.written.add(self.path)

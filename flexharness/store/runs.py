@@ -41,6 +41,7 @@ class ItemStore:
     device: str
     reuse: bool = True
     computed: set[str] = dataclasses.field(default_factory=set)   # keys of the runs this store computed
+    kept_here: set[Path] = dataclasses.field(default_factory=set)  # kept weights this store wrote
 
     def key(self, planned: Planned, keyed_as: KeyedAs = KeyedAs()) -> str | None:
         """The run's result-cache key; None while a hub model is not downloaded yet."""
@@ -86,4 +87,4 @@ class ItemStore:
         """Where the fine-tuned weights of ``case``'s training recipe are kept (``weights_key``); None while a
         hub model is not downloaded yet (nothing is kept then)."""
         key = weights_key(case, model, seed, self.device)
-        return Kept(self.weights / f"{key}.safetensors", self.reuse) if key else None
+        return Kept(self.weights / f"{key}.safetensors", self.reuse, self.kept_here) if key else None
