@@ -72,12 +72,12 @@ def terminal_lines(tables: Iterable[Table]) -> list[str]:
 
 
 def markdown_lines(tables: Iterable[Table]) -> list[str]:
-    """Each table after a blank line: its heading, the pipe table, its notes as a paragraph."""
+    """Each table after a blank line: its heading, the pipe table, each note a paragraph."""
     lines: list[str] = []
     for table in tables:
         cells = [[escape(cell) for cell in row] for row in table.cells()]
         grid = tabulate(cells, headers=[escape(c) for c in table.columns], tablefmt="pipe",
                         colalign=table.aligns(), disable_numparse=True)
         lines += ["", *([f"### {escape(table.heading)}", ""] if table.heading else []), *grid.split("\n"),
-                  *(["", *map(escape, table.notes)] if table.notes else [])]
+                  *(line for note in table.notes for line in ("", escape(note)))]
     return lines
