@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from flexharness.names import model_label
 
-INLINE = re.compile(r"\\(?P<escaped>[\\`*_|<>\[\]])|`(?P<code>[^`]+)`|\*\*(?P<bold>.+?)\*\*"
+INLINE = re.compile(r"\\(?P<escaped>[\\`*_|<(#>+=-])|`(?P<code>[^`]+)`|\*\*(?P<bold>.+?)\*\*"
                     r"|(?<![\w*])\*(?P<star>[^*\s](?:[^*]*[^*\s])?)\*(?![\w*])"
                     r"|(?<![\w])_(?P<under>[^_\s](?:[^_]*[^_\s])?)_(?![\w])")
 BULLET = re.compile(r"^\s*[-*]\s+")

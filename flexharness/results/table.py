@@ -16,8 +16,9 @@ from tabulate import tabulate
 
 Cell = Union[str, int, float, None]
 MISSING = "-"
-CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-MARKUP = re.compile(r"([\\`*_|<>\[\]])")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # what ends a line for str.splitlines, and more
+MARKUP = re.compile(r"[\\`*|<]|(?<![^\W_])_|_(?![^\W_])|(?<=\])\(")   # '_' between two letters is no markup
+LINE_START = re.compile(r"^[#>+=-]")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,12 @@ def visible(text: str) -> str:
 
 def escape(text: str) -> str:
     """``text`` for a Markdown line or cell: visible, and no character of it read as a cell end or markup."""
-    return MARKUP.sub(r"\\\1", visible(text))
+    return MARKUP.sub(lambda found: "\\" + found.group(), visible(text))
+
+
+def paragraph(text: str) -> str:
+    """``text`` escaped for a line of its own: nor can its first character start a heading, quote or list."""
+    return LINE_START.sub(lambda found: "\\" + found.group(), escape(text))
 
 
 def terminal_lines(tables: Iterable[Table]) -> list[str]:
@@ -78,6 +84,6 @@ def markdown_lines(tables: Iterable[Table]) -> list[str]:
         cells = [[escape(cell) for cell in row] for row in table.cells()]
         grid = tabulate(cells, headers=[escape(c) for c in table.columns], tablefmt="pipe",
                         colalign=table.aligns(), disable_numparse=True)
-        lines += ["", *([f"### {escape(table.heading)}", ""] if table.heading else []), *grid.split("\n"),
-                  *(line for note in table.notes for line in ("", escape(note)))]
+        lines += ["", *([f"### {paragraph(table.heading)}", ""] if table.heading else []), *grid.split("\n"),
+                  *(line for note in table.notes for line in ("", paragraph(note)))]
     return lines
