@@ -93,10 +93,7 @@ def _plot(doc: Mapping[str, Any], model: str, path: Path) -> Path:
     ax.set_ylabel("retention (compressed / dense)" if relative else f"score ({cases[0]['metric']})")
     ax.set_title(f"compression: {model_label(model)}")
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)
 
 
 def _plottable(case: dict[str, Any]) -> bool:

@@ -239,7 +239,4 @@ def _heatmap(doc: Mapping[str, Any], summary: Mapping[str, Any], path: Path) -> 
     ax.set_title(f"{model_label(summary['model'])}: {summary['metric']}, transfer gap "
                  f"{'-' if gap is None else f'{gap:.3f}'}", fontsize=10)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)

@@ -165,11 +165,7 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, task): score against training size on a log axis, seed σ as error bars, one line
     per model."""
-    tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for s in doc.get("efficiency", []):
-        tasks.setdefault((s["suite"], s["task"]), []).append(s)
-    return [_plot(members, directory / plotting.file_name("efficiency", suite, task))
-            for (suite, task), members in tasks.items()]
+    return plotting.per_task(doc.get("efficiency", []), "efficiency", directory, _plot)
 
 
 def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
@@ -189,7 +185,4 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     ax.set_ylabel(f"{first['metric']} (mean ± seed std)")
     ax.set_title(f"learning curve: {first['suite']}: {first['task']}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)

@@ -129,10 +129,7 @@ def _plot(cases: list[Mapping[str, Any]], path: Path) -> Path:
         ax.set_title(title, fontsize=9)
     axes[0][0].set_ylabel(f"score ({cases[0]['metric']})")
     fig.suptitle(f"fusion: {cases[0]['suite']} [{model_label(cases[0]['model'])}] (dotted: best single run)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)
 
 
 def _panel(ax: Any, cases: list[Mapping[str, Any]], scores: Scores) -> None:

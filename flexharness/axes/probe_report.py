@@ -215,10 +215,7 @@ def _layer_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) -> Pat
     ax.set_ylabel("linear probe score (task metric)")
     ax.set_title(f"probe per layer: {suite}")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_helpers.save_laid_out(fig, path)
 
 
 def _prescreen_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) -> Path:
@@ -233,7 +230,4 @@ def _prescreen_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) ->
         ax.set_xlabel(f"{name} (frozen, last layer)")
         ax.set_ylabel("fine-tuned score")
     fig.suptitle(f"pre-screen against fine-tuning: {suite}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_helpers.save_laid_out(fig, path)

@@ -183,11 +183,7 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, task): setting means with seed spread, and the expected best score against k."""
-    tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for s in doc.get("stability", []):
-        tasks.setdefault((s["suite"], s["task"]), []).append(s)
-    return [_plot(members, directory / plotting.file_name("stability", suite, task))
-            for (suite, task), members in tasks.items()]
+    return plotting.per_task(doc.get("stability", []), "stability", directory, _plot)
 
 
 def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
@@ -211,10 +207,7 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     right.set_ylabel(f"expected best {first['metric']}")
     right.set_title("expected best score (Dodge et al. 2019)", fontsize=10)
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)
 
 
 def _by_learning_rate(summary: Mapping[str, Any]) -> bool:
