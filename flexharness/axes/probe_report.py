@@ -161,7 +161,7 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
     rows = tuple((e["task"], model_label(e["model"]), e["metric"], e["best_score"], e["best_layer"], e["logme"],
                   e["logme_seconds"], e["knn"], e["knn_seconds"], e["forward_seconds"], e["finetuned"], e["gap"])
                  for e in entries)
-    layers = tuple(f"{e['task']} [{model_label(e['model'])}] layers {e['layers'][0]}..{e['layers'][-1]}: "
+    layers = tuple(f"  {e['task']} [{model_label(e['model'])}] layers {e['layers'][0]}..{e['layers'][-1]}: "
                    f"{_layers_text(e)}" for e in entries if e["layers"])
     return [Table(TITLE, COLUMNS, rows, text=COLUMNS[:3], formats=FORMATS,
                   heading="Probe: frozen pretrained features", notes=(*layers, *_track_lines(doc),
