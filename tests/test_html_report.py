@@ -99,8 +99,8 @@ def test_summary_md_is_unchanged_by_the_split_into_parts(tmp_path: Path) -> None
     parts = report.markdown_parts(doc, [axis_section])
     for name in ("cases", "aggregates", "ranking", "comparisons", "sections", "gates"):
         assert "\n".join(parts[name]).strip() in text
-    assert text.startswith("# flexharness results\n\n**FAILED**: 1 of 2 gates passed, 6 cases.\n\n| case |")
-    assert text.index("| suite | model | axis |") < text.index("### Ranking") < text.index("| gate | suite |")
+    assert text.startswith("# flexharness results\n\n**FAILED**: 1 of 2 gates passed, 6 cases.\n\n| case ")
+    assert text.index("| suite ") < text.index("### Ranking") < text.index("| gate ")
 
 
 @pytest.mark.parametrize("models", [1, 3])
@@ -174,10 +174,11 @@ def test_compare_shows_each_sides_interval(tmp_path: Path, capsys: pytest.Captur
                      "\n".join(lines))
     assert any("tasks/P_avg" in line and "[0.7550, 0.7950]" in line for line in lines)
     text = compare_markdown(a, b, ("a.json", "b.json"))
-    assert "| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |" in text
-    assert "| tasks/sentiment | 0.8000 | [0.7700, 0.8200] | 0.8500 | [0.7700, 0.8200] | +0.0500 | better |" in text
+    assert re.search(r"\| case +\| +A \| A 95 % CI +\| +B \| B 95 % CI +\| +B − A \| verdict +\|", text)
+    assert re.search(r"\| tasks/sentiment +\| +0\.8000 \| \[0\.7700, 0\.8200\] +\| +0\.8500 \| "
+                     r"\[0\.7700, 0\.8200\] +\| +\+0\.0500 \| better +\|", text)
     plain = compare_markdown(make_doc(1, intervals=False), make_doc(1, intervals=False), ("a", "b"))
-    assert "| case | A | B | B − A | verdict |" in plain and "95 % CI" not in plain
+    assert re.search(r"\| case +\| +A \| +B \| +B − A \| verdict +\|", plain) and "95 % CI" not in plain
 
     write_json(tmp_path / "a.json", a)
     write_json(tmp_path / "b.json", b)
@@ -212,4 +213,4 @@ def test_a_real_run_with_a_hostile_suite_name_writes_a_safe_page(pytester: pytes
     page = (pytester.path / "report" / "index.html").read_text(encoding="utf-8")
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count('src="data:image/png;base64,') == 2  # the flexibility map and the cases
-    assert re.search(r"<td>\[\d\.\d{4}, \d\.\d{4}\]</td>", page)  # the case interval from the run's own outputs
+    assert re.search(r"<td[^>]*>\[\d\.\d{4}, \d\.\d{4}\]</td>", page)  # the case interval from the run's own outputs

@@ -105,7 +105,7 @@ def test_track_record_with_two_models_equals_scipy_and_merge_agrees(
     result.stdout.fnmatch_lines(["pre-screen ranking probing by logme (mean rank over tasks): *, *"])
     # finishing is idempotent, and the run split by model into two files merges into the same sections
     again = copy.deepcopy(doc)
-    probe_report.finish(again)
+    probe_report.finish(again, {})
     assert again["probes"] == doc["probes"] and again["probe_track_record"] == doc["probe_track_record"]
     halves = []
     for model in (str(tiny_model), str(second_model)):
@@ -205,7 +205,7 @@ def test_a_lower_is_better_task_takes_the_lowest_layer_and_a_positive_gap_when_f
     doc = {"cases": [{"suite": "s", "model": "m", "axis": "tasks", "name": "sts", "score": 0.2}],
            "probes": [{"suite": "s", "model": "m", "task": "sts", "finetuned_case": "sts", "metric": "mse",
                        "higher_is_better": False, "pooling": "mean", "seeds": {"0": seed, "1": None}}]}
-    probe_report.finish(doc)
+    probe_report.finish(doc, {})
     (entry,) = doc["probes"]
     assert entry["best_layer"] == 1 and entry["best_score"] == 0.3  # the shallower of two equal layers
     assert math.isclose(entry["gap"], 0.1) and entry["finetuned"] == 0.2

@@ -123,7 +123,8 @@ def test_slices_end_to_end_with_gates_merge_and_a_column_added_on_a_cached_rerun
     pytester.makefile(".flex.yaml", toy=suite_text(TASKS + GATES, TRAIN))
     result = pytester.runpytest("--flex-json=out.json", "--flex-report-dir=report")
     result.assert_outcomes(passed=4 + 1, failed=1)
-    result.stdout.fnmatch_lines(["slices tasks/polarity [[]*] by length: short * (n=*) · medium * · long *",
+    result.stdout.fnmatch_lines(["slices tasks/polarity [[]*] by length", "slice *range *n *score", "short *",
+                                 "medium *", "long *", "count-weighted mean * = the case score*",
                                  "FAIL  toy [[]*] slices/tasks/polarity/long.min: long.min = *, required >= 1.01*"])
     doc = json.loads((pytester.path / "out.json").read_text())
     cases = {c["name"]: c for c in doc["cases"]}

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from flexharness.engine.weights import Kept
+from flexharness.results import table
 from flexharness.rules.aggregate import CaseScore, GateResult
 from flexharness.store.keys import KeyedAs
 from flexharness.store.runs import StoredRun
@@ -66,6 +68,7 @@ class Axis:
     gate_stats: ClassVar[tuple[str, ...]] = ()      # statistics besides p_avg/sigma_p that gates.<key> may bound
     document_keys: ClassVar[tuple[str, ...]] = ()   # top-level results-JSON lists this axis owns
     expands_methods: ClassVar[bool] = False         # a ``method`` list under ``train:`` becomes one case each
+    report: ClassVar[ModuleType | None] = None      # the controller-side module: sections, finish, tables, plots
 
     # ---- the suite: read at collection, in milliseconds, without data or models -------------------
 
@@ -138,27 +141,28 @@ class Axis:
         """Extra keys of one case in the results JSON, from its items' records."""
         return {}
 
+    # ---- the results document and its reports: the axis's ``report`` module, on the controller -----
+    # (``sections``, ``finish``, ``tables`` and ``plots``, each a function of the module; none without one)
+
     def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
         """This axis's ``document_keys`` lists as raw entries from item records (finished by :meth:`finish`)."""
-        return {}
+        return self.report.sections(scored) if self.report else {}
 
     def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
         """Rebuild this axis's sections of ``doc`` from the document alone and return its own gates.
 
         The same call serves a pytest run and ``flexharness merge``, so both decide alike.
         """
-        return []
-
-    # ---- reports ------------------------------------------------------------------------------------
+        return self.report.finish(doc, gate_specs) if self.report else []
 
     def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
         """Lines of this axis's section in the terminal summary (after the aggregates)."""
-        return []
+        return table.terminal_lines(self.report.tables(doc)) if self.report else []
 
     def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        """The same section in the Markdown report."""
-        return []
+        """The same tables in the Markdown report."""
+        return table.markdown_lines(self.report.tables(doc)) if self.report else []
 
     def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
         """PNG files of this axis written under ``directory``."""
-        return []
+        return self.report.plots(doc, directory) if self.report else []

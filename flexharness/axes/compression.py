@@ -1,21 +1,20 @@
 """The compression axis: prune or quantize, fine-tune or not, score what survives.
 
-The suite section and the results are here; the methods themselves (how each
-is written and how it runs) are in ``flexharness.engine.compress``.
+The suite section and the case fields are here, the table and the plot in
+``compression_report``; the methods themselves (how each is written and how it
+runs) are in ``flexharness.engine.compress``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from flexharness.axes import compression_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import task_named
 from flexharness.engine import compress
-from flexharness.names import model_label
-from flexharness.results import plots
 from flexharness.suite.reader import SuiteContext, read_train
 from flexharness.suite.schema import Reader, did_you_mean
 from flexharness.suite.spec import Case
@@ -27,6 +26,7 @@ CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms"
 
 class CompressionAxis(Axis):
     key = "compression"
+    report = compression_report
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         return _cases(top, context.cases)
@@ -52,20 +52,6 @@ class CompressionAxis(Axis):
         fresh = [DENSE_FROM.get(r.get("dense_reused"), "trained") for r in records if not r.get("cached")]
         fields["dense_from"] = {source: fresh.count(source) for source in dict.fromkeys(fresh)}
         return fields
-
-    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return _table_lines(doc)
-
-    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        rows = [_row(c) for c in doc["cases"] if c["axis"] == self.key]
-        if not rows:
-            return []
-        return ["", "| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2),
-                *("| " + " | ".join(row) + " |" for row in rows)]
-
-    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        models = dict.fromkeys(c["model"] for c in doc["cases"] if _plottable(c))
-        return [_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
 
 
 def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
@@ -119,81 +105,3 @@ def _entries(entry: Reader) -> list[tuple[str, dict[str, Any]]]:
 
 
 DENSE_FROM = {"disk": "loaded", "memo": "memory", True: "memory"}   # a record's dense_reused (True: before 'disk')
-
-
-def _dense_line(cases: list[Mapping[str, Any]]) -> list[str]:
-    """Where the items run now got their dense model: fine-tuned, loaded from kept weights, or in memory."""
-    counts = {"trained": 0, "loaded": 0, "memory": 0}
-    for c in cases:
-        for source, n in (c.get("dense_from") or {}).items():
-            counts[source] = counts.get(source, 0) + n
-    if not sum(counts.values()):
-        return []
-    return [f"dense models of the items run: {counts['trained']} fine-tuned, {counts['loaded']} loaded from kept "
-            f"weights, {counts['memory']} already in memory"]
-
-
-COLUMNS = ("case", "model", "asked", "measured", "score", "dense", "retained", "params", "MB",
-                       "ms/ex")
-
-
-def _row(c: Mapping[str, Any]) -> list[str]:
-    def num(key: str, spec: str) -> str:
-        return "-" if c.get(key) is None else format(c[key], spec)
-
-    params = "-" if c.get("params") is None else f"{c['params'] / 1e6:.2f}M"
-    return [c["name"], model_label(c["model"]), num("sparsity", ".2f"), num("measured_sparsity", ".3f"),
-            num("compressed_score", ".4f"), num("dense_score", ".4f"), num("retention", ".4f"), params,
-            num("size_mb", ".1f"), num("latency_ms", ".3f")]
-
-
-def _table_lines(doc: Mapping[str, Any]) -> list[str]:
-    """What each compression case kept: sparsity asked and measured, scores, size and latency."""
-    cases = [c for c in doc["cases"] if c["axis"] == "compression"]
-    if not cases:
-        return []
-    table = [list(COLUMNS), *map(_row, cases)]
-    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COLUMNS))]
-    lines = ["".join(cell.ljust(width) if i < 2 else cell.rjust(width)
-                     for i, (cell, width) in enumerate(zip(row, widths))) for row in table]
-    return ["", "compression (score: the compressed model's metric; retained: score / dense score)", *lines,
-            *_dense_line(cases)]
-
-
-
-def _plot(doc: Mapping[str, Any], model: str, path: Path) -> Path:
-    """Score (or retention) against the fraction of encoder weights zeroed or removed.
-
-    Magnitude pruning draws one line per variant, starting at the dense model;
-    the other methods are labelled points.
-    """
-    plt = plots.pyplot()
-    cases = [c for c in doc["cases"] if c["model"] == model and _plottable(c)]
-    relative = all(c.get("relative") for c in cases)
-    dense = 1.0 if relative else cases[0]["dense_score"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    lines: dict[str, list[dict[str, Any]]] = {}
-    for c in cases:
-        if c["method"] == "magnitude":
-            lines.setdefault(c["name"].rsplit("-", 1)[0], []).append(c)
-        else:
-            ax.scatter(c["measured_sparsity"], c["score"], marker="D", color="tab:red", zorder=3)
-            offset = (5, -12) if len(ax.texts) % 2 == 0 else (5, 4)  # neighbours' labels alternate above and below
-            ax.annotate(c["name"], (c["measured_sparsity"], c["score"]), textcoords="offset points", xytext=offset)
-    for label, members in lines.items():
-        members.sort(key=lambda c: c["measured_sparsity"])
-        ax.plot([0.0] + [c["measured_sparsity"] for c in members], [dense] + [c["score"] for c in members],
-                marker="o", label=label)
-    ax.scatter([0.0], [dense], marker="*", s=120, color="black", zorder=4, label="dense")
-    ax.set_xlabel("encoder Linear weights zeroed or removed (measured)")
-    ax.set_ylabel("retention (compressed / dense)" if relative else f"score ({cases[0]['metric']})")
-    ax.set_title(f"compression: {model_label(model)}")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _plottable(case: dict[str, Any]) -> bool:
-    return case["axis"] == "compression" and case["score"] is not None and case.get("measured_sparsity") is not None

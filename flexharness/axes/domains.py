@@ -3,7 +3,7 @@ with ``transfer: true``, on every other domain's evaluation split without fine-t
 
 A domain is a ``where`` filter over the section's default dataset, or a dataset of its own.
 The section, the collection-time size check and the cross-domain scoring of an
-item live here; the matrix arithmetic on the controller is in ``transfer.py``.
+item live here; the matrix arithmetic on the controller is in ``domains_report``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from flexharness.axes import domains_report as transfer
-from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import data, runner
 from flexharness.errors import DataError, SuiteError
 from flexharness.rules import metrics
-from flexharness.rules.aggregate import GateResult
 from flexharness.suite.reader import (
     SuiteContext,
     dataset_ref,
@@ -56,6 +55,7 @@ class DomainsAxis(Axis):
     key = "domains"
     gate_stats = ("transfer_gap",)
     document_keys = ("transfer", "transfer_summary")
+    report = transfer
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         """One case per member of the ``domains:`` section."""
@@ -90,23 +90,6 @@ class DomainsAxis(Axis):
 
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"domain": case.name}
-
-    def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
-        return transfer.raw_sections(s for s in scored if dict(s.spec.params).get(TARGETS))
-
-    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-        found = transfer.from_document(doc)
-        doc["transfer"], doc["transfer_summary"] = transfer.entries(found), transfer.summaries(found)
-        return transfer.gap_gates(found, gate_specs)
-
-    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return transfer.table_lines(doc)
-
-    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return transfer.markdown_lines(doc)
-
-    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        return transfer.heatmaps(doc, directory)
 
 
 def _members(reader: Reader, default: DatasetSpec | None, datasets: Mapping[str, DatasetSpec]) -> list[Domain]:

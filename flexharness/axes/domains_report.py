@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from flexharness.names import model_label
-from flexharness.results import plots
+from flexharness.results import plots as plotting
+from flexharness.results.table import Table
 from flexharness.rules.aggregate import GateResult, mean
 from flexharness.axes.base import Scored
 
@@ -66,8 +67,8 @@ class Matrix:
         return loss if self.higher_is_better else -loss
 
 
-def raw_sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
-    """Per-seed cross-domain scores and per-(suite, model) heads from the items' records.
+def sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
+    """Per-seed cross-domain scores and per-(suite, model) heads from the records of the sections with transfer.
 
     ``transfer`` holds one entry per (source, other target) with its seeds; ``transfer_summary``
     one head per (suite, model) naming the targets, the metric and the domains' sizes.
@@ -75,7 +76,8 @@ def raw_sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
     """
     groups: dict[tuple[str, str], list[Scored]] = {}
     for member in scored:
-        groups.setdefault((member.case.suite, member.case.model), []).append(member)
+        if dict(member.spec.params).get(TARGETS):
+            groups.setdefault((member.case.suite, member.case.model), []).append(member)
     cross, heads = [], []
     for (suite, model), members in groups.items():
         targets = tuple(d.name for d in dict(members[0].spec.params)[TARGETS])
@@ -91,6 +93,13 @@ def raw_sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
                       "higher_is_better": members[0].case.higher_is_better, "targets": list(targets),
                       "domains": sizes})
     return {"transfer": cross, "transfer_summary": heads}
+
+
+def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """The ``transfer`` and ``transfer_summary`` lists rebuilt from the document, and the gap gates."""
+    found = from_document(doc)
+    doc["transfer"], doc["transfer_summary"] = entries(found), summaries(found)
+    return gap_gates(found, gate_specs)
 
 
 def from_document(doc: Mapping[str, Any]) -> list[Matrix]:
@@ -178,55 +187,32 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _grid(doc: dict[str, Any], summary: dict[str, Any]) -> list[list[str]]:
-    """Header, one row per source (with its training size), and a row of evaluation sizes."""
+def tables(doc: Mapping[str, Any]) -> list[Table]:
+    """One transfer matrix per (suite, model): a row per source with its training size, a row of eval sizes."""
+    return [_matrix_table(doc, summary) for summary in doc.get("transfer_summary", [])]
+
+
+def _matrix_table(doc: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
     scores = {(e["source"], e["target"]): e["score"] for e in doc["transfer"]
               if e["suite"] == summary["suite"] and e["model"] == summary["model"]}
-    sizes = summary["domains"]
-    rows = [["fine-tuned on \\ scored on", *summary["targets"], "train n"]]
-    for s in summary["sources"]:
-        cells = [f"[{_fmt(scores[(s, t)])}]" if s == t else _fmt(scores[(s, t)]) for t in summary["targets"]]
-        rows.append([s, *cells, str(sizes[s]["train"] if sizes[s]["train"] is not None else "-")])
-    rows.append(["eval n", *(str(sizes[t]["eval"] if sizes[t]["eval"] is not None else "-")
-                             for t in summary["targets"]), ""])
-    return rows
-
-
-def _caption(summary: dict[str, Any]) -> str:
+    sizes, targets = summary["domains"], summary["targets"]
+    rows = [(s, *(f"[{_fmt(scores[(s, t)])}]" if s == t else scores[(s, t)] for t in targets), sizes[s]["train"])
+            for s in summary["sources"]]
+    rows.append(("eval n", *(sizes[t]["eval"] for t in targets), ""))
     direction = "" if summary["higher_is_better"] else ", lower is better"
-    return (f"in-domain mean {_fmt(summary['in_domain'])}, cross-domain mean {_fmt(summary['cross_domain'])}, "
-            f"transfer gap {_fmt(summary['transfer_gap'])} (positive = lost off-domain{direction})")
+    name = f"{summary['suite']} [{model_label(summary['model'])}], {summary['metric']}"
+    return Table(f"transfer matrix: {name} (rows: fine-tuned on, columns: scored on, [diagonal] = in-domain)",
+                 ("fine-tuned on \\ scored on", *targets, "train n"), tuple(rows),
+                 text=("fine-tuned on \\ scored on",), formats=dict.fromkeys(targets, ".4f"),
+                 heading=f"Transfer: {name}",
+                 notes=(f"in-domain mean {_fmt(summary['in_domain'])}, cross-domain mean "
+                        f"{_fmt(summary['cross_domain'])}, transfer gap {_fmt(summary['transfer_gap'])} "
+                        f"(positive = lost off-domain{direction})",))
 
 
-def table_lines(doc: dict[str, Any]) -> list[str]:
-    """The transfer matrices as plain-text tables for the terminal summary."""
-    lines: list[str] = []
-    for summary in doc.get("transfer_summary", []):
-        grid = _grid(doc, summary)
-        widths = [max(len(row[i]) for row in grid) + 2 for i in range(len(grid[0]))]
-        lines += ["", f"transfer matrix: {summary['suite']} [{model_label(summary['model'])}], {summary['metric']} "
-                      "(rows: fine-tuned on, columns: scored on, [diagonal] = in-domain)"]
-        lines += ["".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                  .rstrip() for row in grid]
-        lines.append(_caption(summary))
-    return lines
-
-
-def markdown_lines(doc: dict[str, Any]) -> list[str]:
-    """The same matrices as Markdown tables."""
-    lines: list[str] = []
-    for summary in doc.get("transfer_summary", []):
-        grid = _grid(doc, summary)
-        lines += ["", f"### Transfer: {summary['suite']} [{model_label(summary['model'])}], {summary['metric']}", ""]
-        lines += [f"| {' | '.join(grid[0])} |", "|---" + "|---:" * (len(grid[0]) - 1) + "|"]
-        lines += [f"| {' | '.join(row)} |" for row in grid[1:]]
-        lines += ["", _caption(summary) + "."]
-    return lines
-
-
-def heatmaps(doc: Mapping[str, Any], directory: Path) -> list[Path]:
+def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, model) transfer matrix."""
-    return [_heatmap(doc, s, directory / plots.file_name("transfer", s["suite"], model_label(s["model"])))
+    return [_heatmap(doc, s, directory / plotting.file_name("transfer", s["suite"], model_label(s["model"])))
             for s in doc.get("transfer_summary", [])]
 
 
@@ -234,7 +220,7 @@ def _heatmap(doc: Mapping[str, Any], summary: Mapping[str, Any], path: Path) -> 
     """One model's transfer matrix: rows fine-tuned on, columns scored on; missing scores left blank."""
     import numpy as np
 
-    plt = plots.pyplot()
+    plt = plotting.pyplot()
     sources, targets = summary["sources"], summary["targets"]
     scores = {(e["source"], e["target"]): e["score"] for e in doc["transfer"]
               if e["suite"] == summary["suite"] and e["model"] == summary["model"]}
@@ -253,7 +239,4 @@ def _heatmap(doc: Mapping[str, Any], summary: Mapping[str, Any], path: Path) -> 
     ax.set_title(f"{model_label(summary['model'])}: {summary['metric']}, transfer gap "
                  f"{'-' if gap is None else f'{gap:.3f}'}", fontsize=10)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)

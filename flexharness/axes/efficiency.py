@@ -12,18 +12,16 @@ docs/efficiency.md.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from flexharness.axes import efficiency_report as stats
-from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import read_tasks
 from flexharness.engine import runner
 from flexharness.errors import DataError
 from flexharness.rules import curves
-from flexharness.rules.aggregate import GateResult
 from flexharness.suite.reader import SuiteContext, read_train
 from flexharness.suite.schema import Reader
 from flexharness.suite.spec import Case
@@ -39,6 +37,7 @@ class EfficiencyAxis(Axis):
     key = "efficiency"
     gate_stats = ("aulc",)
     document_keys = ("efficiency", "efficiency_advantage")
+    report = stats
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         """One case per (task, size): the task's recipe (and the section's ``train``), a seed list per size."""
@@ -91,23 +90,6 @@ class EfficiencyAxis(Axis):
         counts = sorted({r["train_examples"] for r in records if r and r.get("train_examples") is not None})
         return {"task": params["task"], "size": params["size"], "target": params["target"],
                 "train_examples": counts[0] if len(counts) == 1 else (counts or None)}
-
-    def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
-        return {"efficiency": [], "efficiency_advantage": []}
-
-    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-        doc["efficiency"] = stats.summaries(doc)
-        doc["efficiency_advantage"] = stats.advantages(doc["efficiency"])
-        return stats.gates(doc["efficiency"], gate_specs)
-
-    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return stats.table_lines(doc)
-
-    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return stats.markdown_lines(doc)
-
-    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        return stats.plots(doc, directory)
 
 
 def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:

@@ -11,17 +11,31 @@ import dataclasses
 import math
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from flexharness.axes.base import Scored
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
+from flexharness.results.table import Table
 from flexharness.rules import curves
 from flexharness.rules.aggregate import GateResult
 
 Key = tuple[str, str, str]   # (suite, model, task)
 ADVANTAGE_FIELDS = ("mean_log2_ratio", "mean_extra_examples", "ratio_at_top", "score_low", "score_high")
+
+
+def sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
+    """Nothing raw: the curves are built from the cases by :func:`finish`."""
+    return {"efficiency": [], "efficiency_advantage": []}
+
+
+def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """The curves and the pairwise data advantages rebuilt from the cases, and the gates."""
+    doc["efficiency"] = summaries(doc)
+    doc["efficiency_advantage"] = advantages(doc["efficiency"])
+    return gates(doc["efficiency"], gate_specs)
 
 
 def summaries(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -113,18 +127,15 @@ def _aulc_gate(members: list[dict[str, Any]], bound: str, threshold: float, suit
                       suite, model)
 
 
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _title(s: Mapping[str, Any]) -> str:
     return f"{s['suite']} [{model_label(s['model'])}] {s['task']}, {s['metric']}"
 
 
-def _rows(s: Mapping[str, Any]) -> list[list[str]]:
-    rows = [["size", "mean", "± seed std", "seeds"]]
-    rows += [[str(p["size"]), _fmt(p["score"]), _fmt(p["seed_std"]), str(len(p["seeds"]))] for p in s["curve"]]
-    return rows
+def _table(s: Mapping[str, Any], after: tuple[str, ...]) -> Table:
+    rows = tuple((p["size"], p["score"], p["seed_std"], len(p["seeds"])) for p in s["curve"])
+    return Table(f"efficiency: {_title(s)}", ("size", "mean", "± seed std", "seeds"), rows,
+                 formats={"mean": ".4f", "± seed std": ".4f"}, heading=f"Efficiency: {_title(s)}",
+                 notes=(_caption(s), *after))
 
 
 def _caption(s: Mapping[str, Any]) -> str:
@@ -144,41 +155,17 @@ def _advantage_line(e: Mapping[str, Any]) -> str:
             f"{e['score_high']:.4f}; over scores {e['score_low']:.4f}..{e['score_high']:.4f}")
 
 
-def table_lines(doc: Mapping[str, Any]) -> list[str]:
-    """Per task and model: the curve table and its summary, then the data advantages, for the terminal."""
-    lines: list[str] = []
-    for s in doc.get("efficiency", []):
-        rows = _rows(s)
-        widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
-        lines += ["", f"efficiency: {_title(s)}"]
-        lines += ["".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines.append(_caption(s))
-    lines += [_advantage_line(e) for e in doc.get("efficiency_advantage", [])]
-    return lines
-
-
-def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
-    """The same tables in Markdown."""
-    lines: list[str] = []
-    for s in doc.get("efficiency", []):
-        rows = _rows(s)
-        lines += ["", f"### Efficiency: {_title(s)}", "", f"| {' | '.join(rows[0])} |", "|---:|---:|---:|---:|"]
-        lines += [f"| {' | '.join(r)} |" for r in rows[1:]]
-        lines += ["", f"{_caption(s)}."]
-    advantages_found = doc.get("efficiency_advantage", [])
-    if advantages_found:
-        lines += ["", *(f"- {_advantage_line(e)}" for e in advantages_found)]
-    return lines
+def tables(doc: Mapping[str, Any]) -> list[Table]:
+    """Per task and model: the curve table and its summary; the data advantages under the last one."""
+    found = doc.get("efficiency", [])
+    advantages_found = tuple(_advantage_line(e) for e in doc.get("efficiency_advantage", []))
+    return [_table(s, advantages_found if i == len(found) - 1 else ()) for i, s in enumerate(found)]
 
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, task): score against training size on a log axis, seed σ as error bars, one line
     per model."""
-    tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for s in doc.get("efficiency", []):
-        tasks.setdefault((s["suite"], s["task"]), []).append(s)
-    return [_plot(members, directory / plotting.file_name("efficiency", suite, task))
-            for (suite, task), members in tasks.items()]
+    return plotting.per_task(doc.get("efficiency", []), "efficiency", directory, _plot)
 
 
 def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
@@ -198,7 +185,4 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     ax.set_ylabel(f"{first['metric']} (mean ± seed std)")
     ax.set_title(f"learning curve: {first['suite']}: {first['task']}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)

@@ -11,17 +11,15 @@ each domain other than the task's own (``soup.OTHER_DOMAINS``). The arithmetic o
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from flexharness.axes import fusion_report as report
+from flexharness.axes import fusion_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.domains import Domain
 from flexharness.axes.tasks import read_tasks
 from flexharness.engine import soup
 from flexharness.engine.weights import STATE
 from flexharness.errors import FlexError
-from flexharness.rules.aggregate import GateResult
 from flexharness.store.keys import KeyedAs
 from flexharness.suite.reader import COMBINES_SEEDS, SuiteContext, read_train
 from flexharness.suite.schema import Reader, did_you_mean, open_fraction
@@ -36,7 +34,8 @@ RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", 
 
 class FusionAxis(Axis):
     key = "fusion"
-    gate_stats = tuple(report.GATED)
+    gate_stats = tuple(fusion_report.GATED)
+    report = fusion_report
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         reader = top.child("fusion")
@@ -92,18 +91,6 @@ class FusionAxis(Axis):
         return {"task": params["task"], "method": params["method"], "runs": list(case.train.seeds),
                 "shared_head": params["shared_head"], "held_out": params["held_out"],
                 **{key: found.get(key) for key in RECORD_FIELDS}}
-
-    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-        return report.gates(doc, gate_specs)
-
-    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return report.terminal_lines(doc)
-
-    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return report.markdown_lines(doc)
-
-    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        return report.plots_of(doc, directory)
 
 
 def other_datasets(case: Case) -> tuple[DatasetSpec, ...]:

@@ -9,11 +9,13 @@ where the fusion cases were also scored on other domains, a second table has one
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from flexharness.axes.base import Scored
 from flexharness.engine.soup import METHODS
 from flexharness.names import model_label
-from flexharness.results import plots
+from flexharness.results import plots as plotting
+from flexharness.results.table import Cell, Table
 from flexharness.rules.aggregate import GateResult
 
 AXIS = "fusion"
@@ -21,6 +23,7 @@ GATED = {"gain": "gain", "ood_gain": "out-of-domain gain"}
 COLUMNS = ("task", "model", "method", "runs", "best single", "mean single", "score", "gain", "used", "cost")
 OOD_COLUMNS = ("task", "model", "method", "domain", "n", "best single", "mean single", "score", "gain")
 TITLE = "fusion (gain: fused score minus the best single run's; cost: inference relative to one model)"
+FORMATS = {"best single": ".4f", "mean single": ".4f", "score": ".4f", "gain": "+.4f", "ood gain": "+.4f"}
 OOD_TITLE = ("fusion on the other domains (gain over the best single run on that domain; "
              "ood gain: the mean of these gains)")
 
@@ -29,58 +32,45 @@ def _cases(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for c in doc["cases"] if c["axis"] == AXIS]
 
 
-def _num(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _with_ood(cases: Sequence[Mapping[str, Any]]) -> bool:
     return any(c.get("other_domains") for c in cases)
 
 
-def _row(c: Mapping[str, Any], with_ood: bool) -> list[str]:
-    used = "-" if c.get("used") is None else str(len(c["used"]))
-    cost = "-" if c.get("inference_cost") is None else f"{c['inference_cost']}x"
-    row = [c["task"], model_label(c["model"]), c["method"], str(len(c["runs"])), _num(c.get("best_single")),
-           _num(c.get("mean_single")), _num(c.get("score")), _num(c.get("gain"), "+.4f"), used, cost]
-    return [*row, _num(c.get("ood_gain"), "+.4f")] if with_ood else row
+def _row(c: Mapping[str, Any], with_ood: bool) -> tuple[Cell, ...]:
+    row = (c["task"], model_label(c["model"]), c["method"], len(c["runs"]), c.get("best_single"), c.get("mean_single"),
+           c.get("score"), c.get("gain"), None if c.get("used") is None else len(c["used"]),
+           None if c.get("inference_cost") is None else f"{c['inference_cost']}x")
+    return (*row, c.get("ood_gain")) if with_ood else row
 
 
-def _ood_rows(cases: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    return [[c["task"], model_label(c["model"]), c["method"], domain, str(o["eval_examples"]),
-             _num(o["best_single"]), _num(o["mean_single"]), _num(o["score"]), _num(o["gain"], "+.4f")]
-            for c in cases for domain, o in (c.get("other_domains") or {}).items()]
+def _ood_rows(cases: Sequence[Mapping[str, Any]]) -> tuple[tuple[Cell, ...], ...]:
+    return tuple((c["task"], model_label(c["model"]), c["method"], domain, o["eval_examples"], o["best_single"],
+                  o["mean_single"], o["score"], o["gain"])
+                 for c in cases for domain, o in (c.get("other_domains") or {}).items())
 
 
-def _tables(doc: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]]]]:
-    """(title, columns, rows) of each table; the first three columns are text, the others numbers."""
+def sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
+    """Nothing beyond the cases: fusion's results are case fields."""
+    return {}
+
+
+def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """Fusion's gates; its cases are complete as they are."""
+    return gates(doc, gate_specs)
+
+
+def tables(doc: Mapping[str, Any]) -> list[Table]:
+    """The fusion cases, and with out-of-domain scores a table of them per other domain."""
     cases = _cases(doc)
     if not cases:
         return []
     with_ood = _with_ood(cases)
-    tables = [(TITLE, (*COLUMNS, "ood gain") if with_ood else COLUMNS, [_row(c, with_ood) for c in cases])]
-    return tables + [(OOD_TITLE, OOD_COLUMNS, _ood_rows(cases))] if with_ood else tables
-
-
-def terminal_lines(doc: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for title, columns, rows in _tables(doc):
-        table = [list(columns), *rows]
-        widths = [max(len(row[i]) for row in table) + 2 for i in range(len(columns))]
-        left = 4 if columns == OOD_COLUMNS else 3
-        lines += ["", title, *("".join(cell.ljust(w) if i < left else cell.rjust(w)
-                                       for i, (cell, w) in enumerate(zip(row, widths))) for row in table)]
-    return lines
-
-
-def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for number, (title, columns, rows) in enumerate(_tables(doc)):
-        left = 4 if columns == OOD_COLUMNS else 3
-        heading = ["", "### Fusion", ""] if number == 0 else ["", "Other domains: gain over the best single run "
-                                                                  "on that domain.", ""]
-        lines += [*heading, "| " + " | ".join(columns) + " |", "|" + "---|" * left + "---:|" * (len(columns) - left),
-                  *("| " + " | ".join(row) + " |" for row in rows)]
-    return lines
+    found = [Table(TITLE, (*COLUMNS, "ood gain") if with_ood else COLUMNS, tuple(_row(c, with_ood) for c in cases),
+                   text=COLUMNS[:3], formats=FORMATS, heading="Fusion")]
+    if with_ood:
+        found.append(Table(OOD_TITLE, OOD_COLUMNS, _ood_rows(cases), text=OOD_COLUMNS[:4], formats=FORMATS,
+                           heading="Other domains: gain over the best single run on that domain"))
+    return found
 
 
 def gates(doc: Mapping[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
@@ -113,7 +103,7 @@ def _gate(cases: list[Mapping[str, Any]], stat: str, words: str, bound: str, thr
     return GateResult(name, passed, worst[stat], threshold, message, suite, model)
 
 
-def plots_of(doc: Mapping[str, Any], directory: Path) -> list[Path]:
+def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """``fusion-SUITE-MODEL.png`` per (suite, model): a panel for the task's own evaluation split and one per
     other domain."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -132,17 +122,14 @@ def _plot(cases: list[Mapping[str, Any]], path: Path) -> Path:
     domains = list(dict.fromkeys(d for c in cases for d in c.get("other_domains") or {}))
     panels: list[tuple[str, Scores]] = [("own evaluation split" if domains else "", lambda c: c)]
     panels += [(f"domain {d}", lambda c, d=d: (c.get("other_domains") or {}).get(d)) for d in domains]
-    plt = plots.pyplot()
+    plt = plotting.pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 + 4.0 * (len(panels) - 1), 4.2), squeeze=False)
     for ax, (title, scores) in zip(axes[0], panels):
         _panel(ax, cases, scores)
         ax.set_title(title, fontsize=9)
     axes[0][0].set_ylabel(f"score ({cases[0]['metric']})")
     fig.suptitle(f"fusion: {cases[0]['suite']} [{model_label(cases[0]['model'])}] (dotted: best single run)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)
 
 
 def _panel(ax: Any, cases: list[Mapping[str, Any]], scores: Scores) -> None:

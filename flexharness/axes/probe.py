@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from flexharness.axes import probe_report
-from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import read_tasks
 from flexharness.engine import features, runner
 from flexharness.errors import DataError
 from flexharness.rules import metrics, prescreen
-from flexharness.rules.aggregate import GateResult
 from flexharness.suite.reader import SuiteContext, read_train
 from flexharness.suite.schema import Reader, did_you_mean
 from flexharness.suite.spec import Case
@@ -38,6 +36,7 @@ PRESCREEN_BY = ("logme", "knn")
 class ProbeAxis(Axis):
     key = "probe"
     document_keys = probe_report.DOCUMENT_KEYS
+    report = probe_report
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         reader = top.child("probe")
@@ -96,22 +95,6 @@ class ProbeAxis(Axis):
         params = dict(case.params)
         return {"task": params["task"], "pooling": params["pooling"],
                 "best_layer": records[0].get("best_layer") if records else None}
-
-    def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
-        return probe_report.raw_sections(scored)
-
-    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-        probe_report.finish(doc)
-        return []
-
-    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return probe_report.terminal_lines(doc)
-
-    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return probe_report.markdown_lines(doc)
-
-    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        return probe_report.plots(doc, directory)
 
 
 def _layers(reader: Reader) -> str | tuple[int, ...]:

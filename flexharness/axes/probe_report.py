@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from flexharness.names import model_label
 from flexharness.results import plots as plot_helpers
-from flexharness.rules.aggregate import mean
+from flexharness.results.table import Table
+from flexharness.rules.aggregate import GateResult, mean
 from flexharness.rules.prescreen import kendall_track_record, top_k
 from flexharness.axes.base import Scored
 
@@ -33,7 +34,7 @@ def best_index(scores: Sequence[float], higher_is_better: bool) -> int:
     return scores.index(pick(scores))
 
 
-def raw_sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
+def sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
     """One raw ``probes`` entry per scored probe case, its seeds' records cut to what the entry needs."""
     entries = []
     for member in scored:
@@ -47,8 +48,8 @@ def raw_sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
     return {"probes": entries}
 
 
-def finish(doc: dict[str, Any]) -> None:
-    """Rebuild ``probes``, ``probe_track_record`` and ``prescreen`` from the document."""
+def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """Rebuild ``probes``, ``probe_track_record`` and ``prescreen`` from the document; the probe has no gates."""
     tuned = {(c["suite"], c["model"], c["name"]): c["score"] for c in doc["cases"] if c["axis"] == "tasks"}
     grouped: dict[tuple[str, str, str], dict[str, Any]] = {}
     for entry in doc.get("probes", []):
@@ -59,6 +60,7 @@ def finish(doc: dict[str, Any]) -> None:
     settings = {s["name"]: s.get("prescreen") or {} for s in doc.get("suites") or []}
     doc["probe_track_record"] = track_records(doc["probes"])
     doc["prescreen"] = rankings(doc["probes"], settings)
+    return []
 
 
 def _summary(entry: dict[str, Any], tuned: Mapping[tuple[str, str, str], float | None]) -> dict[str, Any]:
@@ -139,39 +141,31 @@ def rankings(entries: Sequence[Mapping[str, Any]], settings: Mapping[str, Mappin
 # ---- reports ---------------------------------------------------------------------------------------------------
 
 
-def _num(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _layers_text(entry: Mapping[str, Any]) -> str:
     return " ".join(f"[{s:.3f}]" if layer == entry["best_layer"] else f"{s:.3f}"
                     for layer, s in zip(entry["layers"], entry["layer_scores"]))
 
 
-def _row(e: Mapping[str, Any]) -> list[str]:
-    return [e["task"], model_label(e["model"]), e["metric"], _num(e["best_score"]),
-            "-" if e["best_layer"] is None else str(e["best_layer"]), _num(e["logme"]), _num(e["logme_seconds"], ".3f"),
-            _num(e["knn"]), _num(e["knn_seconds"], ".3f"), _num(e["forward_seconds"], ".2f"), _num(e["finetuned"]),
-            _num(e["gap"], "+.4f")]
-
-
 COLUMNS = ("task", "model", "metric", "probe", "layer", "LogME", "s", "kNN", "s", "forward s", "fine-tuned", "gap")
+FORMATS = {"probe": ".4f", "LogME": ".4f", "s": ".3f", "kNN": ".4f", "forward s": ".2f", "fine-tuned": ".4f",
+           "gap": "+.4f"}
+TITLE = ("probe (frozen pretrained features: linear probe per layer, [best]; LogME and 20-NN on the last layer; "
+         "gap = fine-tuned - best probe)")
 
 
-def terminal_lines(doc: Mapping[str, Any]) -> list[str]:
-    """The probe table, each entry's per-layer scores, the track record and the model ranking."""
+def tables(doc: Mapping[str, Any]) -> list[Table]:
+    """The probe table; each entry's per-layer scores, the track record and the model ranking under it."""
     entries = doc.get("probes") or []
     if not entries:
         return []
-    table = [list(COLUMNS), *(_row(e) for e in entries)]
-    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COLUMNS))]
-    lines = ["", "probe (frozen pretrained features: linear probe per layer, [best]; LogME and 20-NN on the "
-                 "last layer; gap = fine-tuned - best probe)"]
-    lines += ["".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-              for row in table]
-    lines += [f"  {e['task']} [{model_label(e['model'])}] layers {e['layers'][0] if e['layers'] else ''}.."
-              f"{e['layers'][-1] if e['layers'] else ''}: {_layers_text(e)}" for e in entries if e["layers"]]
-    return lines + _track_lines(doc) + _ranking_lines(doc)
+    rows = tuple((e["task"], model_label(e["model"]), e["metric"], e["best_score"], e["best_layer"], e["logme"],
+                  e["logme_seconds"], e["knn"], e["knn_seconds"], e["forward_seconds"], e["finetuned"], e["gap"])
+                 for e in entries)
+    layers = tuple(f"  {e['task']} [{model_label(e['model'])}] layers {e['layers'][0]}..{e['layers'][-1]}: "
+                   f"{_layers_text(e)}" for e in entries if e["layers"])
+    return [Table(TITLE, COLUMNS, rows, text=COLUMNS[:3], formats=FORMATS,
+                  heading="Probe: frozen pretrained features", notes=(*layers, *_track_lines(doc),
+                                                                      *_ranking_lines(doc)))]
 
 
 def _track_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -181,7 +175,7 @@ def _track_lines(doc: Mapping[str, Any]) -> list[str]:
                    else "undefined (needs 3 pairs and more than one distinct value on each side)")
         lines.append(f"track record {t['suite']}: {t['prescreen']} vs fine-tuned over {t['n']} (task, model) "
                      f"pairs: Kendall {verdict}")
-    return ([""] + lines) if lines else []
+    return lines
 
 
 def _ranking_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -194,18 +188,7 @@ def _ranking_lines(doc: Mapping[str, Any]) -> list[str]:
         if r["keep"]:
             lines.append(f"keep for the full run (top {r['top']} by {r['by']}): "
                          + " ".join(f"--model {m}" for m in r["keep"]))
-    return ([""] + lines) if lines else []
-
-
-def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
-    entries = doc.get("probes") or []
-    if not entries:
-        return []
-    out = ["", "### Probe: frozen pretrained features", "", "| " + " | ".join(COLUMNS) + " | per layer ([best]) |",
-           "|---|---|---|" + "---:|" * (len(COLUMNS) - 3) + "---|"]
-    out += ["| " + " | ".join(_row(e)) + f" | {_layers_text(e)} |" for e in entries]
-    extra = _track_lines(doc) + _ranking_lines(doc)
-    return out + [f"- {line}" if line else "" for line in extra]
+    return lines
 
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
@@ -232,10 +215,7 @@ def _layer_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) -> Pat
     ax.set_ylabel("linear probe score (task metric)")
     ax.set_title(f"probe per layer: {suite}")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_helpers.save_laid_out(fig, path)
 
 
 def _prescreen_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) -> Path:
@@ -250,7 +230,4 @@ def _prescreen_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) ->
         ax.set_xlabel(f"{name} (frozen, last layer)")
         ax.set_ylabel("fine-tuned score")
     fig.suptitle(f"pre-screen against fine-tuning: {suite}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_helpers.save_laid_out(fig, path)

@@ -11,14 +11,12 @@ the results document alone, so ``flexharness merge`` decides what one run decide
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from flexharness.axes import stability_report as stats
-from flexharness.axes.base import Axis, RunContext, Scored
+from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import read_tasks
 from flexharness.engine import runner
-from flexharness.rules.aggregate import GateResult
 from flexharness.suite.reader import SuiteContext
 from flexharness.suite.schema import Reader, non_negative
 from flexharness.suite.spec import Case
@@ -34,6 +32,7 @@ class StabilityAxis(Axis):
     key = "stability"
     gate_stats = STATS
     document_keys = ("stability", "stability_majority")
+    report = stats
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         """One case per (task, setting); the setting overrides the task's own train config."""
@@ -76,23 +75,6 @@ class StabilityAxis(Axis):
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         params = dict(case.params)
         return {"task": params["task"], "setting": dict(params["setting"]), "margin": params["margin"]}
-
-    def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
-        return {"stability": [], "stability_majority": stats.majority_entries(scored)}
-
-    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-        doc["stability_majority"] = stats.joined_majority(doc.get("stability_majority", []))
-        doc["stability"] = stats.summaries(doc)
-        return stats.gates(doc["stability"], gate_specs)
-
-    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return stats.table_lines(doc)
-
-    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return stats.markdown_lines(doc)
-
-    def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
-        return stats.plots(doc, directory)
 
 
 def _values(reader: Reader, key: str, kind: type) -> tuple[Any, ...] | None:

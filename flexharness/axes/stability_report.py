@@ -14,12 +14,25 @@ from typing import Any, Iterable, Mapping
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
 from flexharness.rules import curves
+from flexharness.results.table import Table
 from flexharness.rules.aggregate import GateResult, mean
 from flexharness.axes.base import Scored
 
 Key = tuple[str, str, str]   # (suite, model, task)
 SHOWN_K = (1, 2, 3, 5, 10, 20, 50, 100)
 NONE_WITHOUT_SCORES = ("best_setting", "best_score", "spread", "sigma", "grid_mean", "failed", "failure_rate")
+
+
+def sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
+    """The raw lists: the summaries are built by :func:`finish`, the majority-class scores come from records."""
+    return {"stability": [], "stability_majority": majority_entries(scored)}
+
+
+def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+    """The shards' majority-class scores joined, the summaries rebuilt from the cases, and the gates."""
+    doc["stability_majority"] = joined_majority(doc.get("stability_majority", []))
+    doc["stability"] = summaries(doc)
+    return gates(doc["stability"], gate_specs)
 
 
 def majority_entries(scored: Iterable[Scored]) -> list[dict[str, Any]]:
@@ -142,13 +155,13 @@ def _title(s: Mapping[str, Any]) -> str:
             f"{_fmt(s['majority_score'])}, a run fails at score {rule} {_fmt(edge)}")
 
 
-def _rows(s: Mapping[str, Any]) -> list[list[str]]:
-    rows = [["setting", "mean", "± seed std", "failed"]]
-    for e in s["settings"]:
-        label = e["case"].split("@", 1)[1] + (" (best)" if e["case"] == s["best_setting"] else "")
-        failed = "-" if e["failed"] is None else f"{e['failed']}/{e['runs']}"
-        rows.append([label, _fmt(e["mean"]), _fmt(e["seed_std"]), failed])
-    return rows
+def _table(s: Mapping[str, Any]) -> Table:
+    rows = tuple((e["case"].split("@", 1)[1] + (" (best)" if e["case"] == s["best_setting"] else ""),
+                  e["mean"], e["seed_std"], None if e["failed"] is None else f"{e['failed']}/{e['runs']}")
+                 for e in s["settings"])
+    return Table(f"stability: {_title(s)}", ("setting", "mean", "± seed std", "failed"), rows, text=("setting",),
+                 formats={"mean": ".4f", "± seed std": ".4f"}, heading=f"Stability: {_title(s)}",
+                 notes=tuple(_captions(s)))
 
 
 def _captions(s: Mapping[str, Any]) -> list[str]:
@@ -163,37 +176,14 @@ def _captions(s: Mapping[str, Any]) -> list[str]:
             f"expected best of k runs: {runs}", f"expected best of k settings (all seeds each): {settings}"]
 
 
-def table_lines(doc: Mapping[str, Any]) -> list[str]:
-    """Per task and model: the setting table and its summary lines, for the terminal."""
-    lines: list[str] = []
-    for s in doc.get("stability", []):
-        rows = _rows(s)
-        widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
-        lines += ["", f"stability: {_title(s)}"]
-        lines += ["".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-                  for r in rows]
-        lines += _captions(s)
-    return lines
-
-
-def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
-    """The same tables in Markdown."""
-    lines: list[str] = []
-    for s in doc.get("stability", []):
-        rows = _rows(s)
-        lines += ["", f"### Stability: {_title(s)}", "", f"| {' | '.join(rows[0])} |", "|---|---:|---:|---:|"]
-        lines += [f"| {' | '.join(r)} |" for r in rows[1:]]
-        lines += ["", *(f"{c}." for c in _captions(s))]
-    return lines
+def tables(doc: Mapping[str, Any]) -> list[Table]:
+    """Per task and model: the setting table and its summary lines."""
+    return [_table(s) for s in doc.get("stability", [])]
 
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, task): setting means with seed spread, and the expected best score against k."""
-    tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for s in doc.get("stability", []):
-        tasks.setdefault((s["suite"], s["task"]), []).append(s)
-    return [_plot(members, directory / plotting.file_name("stability", suite, task))
-            for (suite, task), members in tasks.items()]
+    return plotting.per_task(doc.get("stability", []), "stability", directory, _plot)
 
 
 def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
@@ -217,10 +207,7 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     right.set_ylabel(f"expected best {first['metric']}")
     right.set_title("expected best score (Dodge et al. 2019)", fontsize=10)
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save_laid_out(fig, path)
 
 
 def _by_learning_rate(summary: Mapping[str, Any]) -> bool:

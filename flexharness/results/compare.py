@@ -9,14 +9,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from flexharness.names import model_label
+from flexharness.results import table
 from flexharness.results.slice_report import compare_entries
+from flexharness.results.table import Table
 from flexharness.rules import stats
-
-
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def interval_text(interval: Mapping[str, Any] | None) -> str:
@@ -65,61 +61,54 @@ def _rank_labels(doc: Mapping[str, Any], suite: str, axis: str, rows: list[Mappi
     return {model: r.label for model, r in stats.rank_ranges(scores, tests, higher_is_better=higher).items()}
 
 
-def ranking_lines(doc: Mapping[str, Any]) -> list[str]:
-    lines = []
+def ranking_tables(doc: Mapping[str, Any]) -> list[Table]:
+    """One table per (suite, axis) with several models: rank (a range where tests tie), P_avg, σ_P, win rate."""
+    found = []
     for group in ranking(doc):
         how = "rank ranges from paired tests" if group["tied_by_test"] else "by P_avg"
-        lines += ["", f"ranking: {group['suite']} / {group['axis']} ({how}, σ_P and win rate beside it)"]
-        for row in group["models"]:
-            rank = f"{row['rank_label']}." if row["rank"] else "-"
-            note = f"  ({row['missing']} of {row['n']} cases without score)" if row["missing"] else ""
-            win = "" if row["win_rate"] is None else f"  win rate {row['win_rate']:.2f}"
-            lines.append(f"  {rank:<6}{model_label(row['model'])[:30]:<32}P_avg {_fmt(row['p_avg'])}  "
-                         f"σ_P {_fmt(row['sigma_p'])}{win}{note}")
-    return lines
+        rows = tuple((f"{row['rank_label']}." if row["rank"] else None, model_label(row["model"]), row["p_avg"],
+                      row["sigma_p"], row["win_rate"], f"{row['n'] - row['missing']}/{row['n']}")
+                     for row in group["models"])
+        found.append(Table(f"ranking: {group['suite']} / {group['axis']} ({how}, σ_P and win rate beside it)",
+                           ("rank", "model", "P_avg", "σ_P", "win rate", "cases"), rows, text=("rank", "model"),
+                           formats={"P_avg": ".4f", "σ_P": ".4f", "win rate": ".2f"},
+                           heading=f"Ranking: {group['suite']} / {group['axis']}"))
+    return found
+
+
+def ranking_lines(doc: Mapping[str, Any]) -> list[str]:
+    return table.terminal_lines(ranking_tables(doc))
 
 
 def ranking_markdown(doc: Mapping[str, Any]) -> list[str]:
-    out = []
-    for group in ranking(doc):
-        out += ["", f"### Ranking: {group['suite']} / {group['axis']}", "",
-                "| rank | model | P_avg | σ_P | win rate | cases |", "|---:|---|---:|---:|---:|---:|"]
-        for row in group["models"]:
-            win = "-" if row["win_rate"] is None else f"{row['win_rate']:.2f}"
-            out.append(f"| {row['rank_label'] if row['rank'] else '-'} | {model_label(row['model'])} | "
-                       f"{_fmt(row['p_avg'])} | {_fmt(row['sigma_p'])} | {win} | {row['n'] - row['missing']}/{row['n']} |")
-    return out
+    return table.markdown_lines(ranking_tables(doc))
 
 
-def _comparison_cells(c: Mapping[str, Any]) -> list[str]:
-    verdict = "significant" if c["p_adjusted"] < 0.05 else "not significant"
-    return [f"{c['axis']}/{c['case']}" if c["case"] != "P_avg" else f"{c['axis']} P_avg",
-            f"{model_label(c['model_b'])} − {model_label(c['model_a'])}", f"{c['difference']:+.4f}",
-            f"[{c['low']:+.4f}, {c['high']:+.4f}]", f"{c['p_value']:.4g}", f"{c['p_adjusted']:.4g}", c["test"],
-            f"{c['mde']:.4f}", verdict]
+COMPARISON_COLUMNS = ("case", "B − A", "difference", "95 % CI", "p", "p adjusted", "test", "MDE", "verdict")
 
 
-COMPARISON_COLUMNS = ("case", "B − A", "difference", "95 % CI", "p", "p adjusted", "test", "MDE", "")
+def comparison_tables(doc: Mapping[str, Any]) -> list[Table]:
+    """Paired differences between models on the same examples (docs/statistics.md)."""
+    found = doc.get("comparisons") or []
+    if not found:
+        return []
+    correction = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(found[0].get("correction"), "Holm")
+    rows = tuple((f"{c['axis']}/{c['case']}" if c["case"] != "P_avg" else f"{c['axis']} P_avg",
+                  f"{model_label(c['model_b'])} − {model_label(c['model_a'])}", c["difference"],
+                  f"[{c['low']:+.4f}, {c['high']:+.4f}]", c["p_value"], c["p_adjusted"], c["test"], c["mde"],
+                  "significant" if c["p_adjusted"] < 0.05 else "not significant") for c in found)
+    return [Table(f"model comparisons (paired on the same examples; p adjusted with {correction} per suite and axis)",
+                  COMPARISON_COLUMNS, rows, text=("case", "B − A", "95 % CI", "test", "verdict"),
+                  formats={"difference": "+.4f", "p": ".4g", "p adjusted": ".4g", "MDE": ".4f"},
+                  heading="Model comparisons (paired)")]
 
 
 def comparison_lines(doc: Mapping[str, Any]) -> list[str]:
-    """Paired differences between models on the same examples (docs/statistics.md)."""
-    rows = [_comparison_cells(c) for c in doc.get("comparisons") or []]
-    if not rows:
-        return []
-    correction = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(doc["comparisons"][0].get("correction"), "Holm")
-    table = [list(COMPARISON_COLUMNS), *rows]
-    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(COMPARISON_COLUMNS))]
-    return ["", f"model comparisons (paired on the same examples; p adjusted with {correction} per suite and axis)",
-            *("".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)]
+    return table.terminal_lines(comparison_tables(doc))
 
 
 def comparison_markdown(doc: Mapping[str, Any]) -> list[str]:
-    rows = [_comparison_cells(c) for c in doc.get("comparisons") or []]
-    if not rows:
-        return []
-    return ["", "### Model comparisons (paired)", "", "| " + " | ".join(COMPARISON_COLUMNS[:-1]) + " | verdict |",
-            "|---|---|---:|---|---:|---:|---|---:|---|", *("| " + " | ".join(row) + " |" for row in rows)]
+    return table.markdown_lines(comparison_tables(doc))
 
 
 def _single_model(doc: Mapping[str, Any]) -> bool:
@@ -180,42 +169,30 @@ INTERVAL_NOTE = ("95 % CI: each run's own bootstrap interval. Overlap is no test
                  "for a paired test, evaluate both models in one run.")
 
 
-def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
-    """Both runs side by side; each side's 95 % interval beside its score where the results have one."""
+def compare_table(a: Mapping[str, Any], b: Mapping[str, Any]) -> Table:
+    """Both runs side by side, cases, slices and aggregates; each side's 95 % interval where the results have one."""
     result = compare(a, b)
-    width = max([len(f"{r['axis']}/{r['name']}") for r in result["cases"] + result["slices"]] + [10]) + 2
     cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
+    columns = ("case", "A", "A 95 % CI", "B", "B 95 % CI", "B − A", "verdict") if cis else \
+        ("case", "A", "B", "B − A", "verdict")
+    rows = tuple((f"{r['axis']}/{r['name']}", r["a"], *((interval_text(r["a_interval"]),) if cis else ()), r["b"],
+                  *((interval_text(r["b_interval"]),) if cis else ()), r["delta"], r["verdict"])
+                 for r in result["cases"] + result["slices"] + result["aggregates"])
+    return Table("", columns, rows, text=("case", "A 95 % CI", "B 95 % CI", "verdict"),
+                 formats={"A": ".4f", "B": ".4f", "B − A": "+.4f"}, notes=(INTERVAL_NOTE,) if cis else ())
 
-    def cells(a_cell: str, a_ci: str, b_cell: str, b_ci: str) -> str:
-        return (f"{a_cell:>9}  {a_ci:<18}{b_cell:>9}  {b_ci:<18}" if cis else f"{a_cell:>9}{b_cell:>9}")
 
-    lines = [f"A = {names[0]}", f"B = {names[1]}", "",
-             f"{'case':<{width}}{cells('A', 'A 95 % CI', 'B', 'B 95 % CI')}{'B - A':>10}  verdict"]
-    for rows in (result["cases"], *([result["slices"]] if result["slices"] else []), result["aggregates"]):
-        for r in rows:
-            row = cells(_fmt(r["a"]), interval_text(r["a_interval"]), _fmt(r["b"]), interval_text(r["b_interval"]))
-            name = f"{r['axis']}/{r['name']}"
-            lines.append(f"{name:<{width}}{row}{_fmt(r['delta'], signed=True):>10}  {r['verdict']}")
-        lines.append("")
-    if cis:
-        lines += [INTERVAL_NOTE, ""]
-    lines += _gate_changes(a, b)
-    return lines
+def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
+    """The comparison table for the terminal, after the two files' names; then the gates that changed."""
+    changes = _gate_changes(a, b)
+    return [f"A = {names[0]}", f"B = {names[1]}", *table.terminal_lines([compare_table(a, b)]),
+            *([""] + changes if changes else [])]
 
 
 def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> str:
-    result = compare(a, b)
-    cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
-    head = ("| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |", "|---|---:|---|---:|---|---:|---|") if cis \
-        else ("| case | A | B | B − A | verdict |", "|---|---:|---:|---:|---|")
-    out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`", "", *head]
-    for r in result["cases"] + result["slices"] + result["aggregates"]:
-        verdict = f"**{r['verdict']}**" if r["verdict"] == "worse" else r["verdict"]
-        a_cell = f"{_fmt(r['a'])} | {interval_text(r['a_interval'])}" if cis else _fmt(r["a"])
-        b_cell = f"{_fmt(r['b'])} | {interval_text(r['b_interval'])}" if cis else _fmt(r["b"])
-        out.append(f"| {r['axis']}/{r['name']} | {a_cell} | {b_cell} | {_fmt(r['delta'], True)} | {verdict} |")
-    out += ["", f"_{INTERVAL_NOTE}_"] if cis else []
     changes = _gate_changes(a, b)
+    out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`",
+           *table.markdown_lines([compare_table(a, b)])]
     return "\n".join(out + ([""] + [f"- {line}" for line in changes] if changes else [])) + "\n"
 
 

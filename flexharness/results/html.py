@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from flexharness.names import model_label
 
-INLINE = re.compile(r"`(?P<code>[^`]+)`|\*\*(?P<bold>.+?)\*\*"
+INLINE = re.compile(r"\\(?P<escaped>[\\`*_|<(#>+=-])|`(?P<code>[^`]+)`|\*\*(?P<bold>.+?)\*\*"
                     r"|(?<![\w*])\*(?P<star>[^*\s](?:[^*]*[^*\s])?)\*(?![\w*])"
                     r"|(?<![\w])_(?P<under>[^_\s](?:[^_]*[^_\s])?)_(?![\w])")
 BULLET = re.compile(r"^\s*[-*]\s+")
@@ -53,7 +53,9 @@ def inline(text: str) -> str:
         out.append(html.escape(text[last:match.start()]))
         kind = match.lastgroup
         body = match.group(kind)
-        if kind == "code":
+        if kind == "escaped":
+            out.append(html.escape(body))
+        elif kind == "code":
             out.append(f"<code>{html.escape(body)}</code>")
         else:
             tag = "strong" if kind == "bold" else "em"
@@ -63,7 +65,8 @@ def inline(text: str) -> str:
 
 
 def _cells(line: str) -> list[str]:
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+    """A row's cells, split at each ``|`` that no backslash escapes (``results.table.escape``)."""
+    return [found.group(1).strip() for found in re.finditer(r"((?:\\.|[^\\|])*)\|", line.strip().strip("|") + "|")]
 
 
 def _is_rule(line: str) -> bool:

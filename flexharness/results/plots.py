@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from flexharness.names import model_label
 
@@ -35,6 +35,23 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def save_laid_out(fig: Any, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` as a PNG, and free it: how every axis's plot ends."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
+def per_task(entries: Sequence[Mapping[str, Any]], kind: str, directory: Path,
+             draw: Callable[[list[Mapping[str, Any]], Path], Path]) -> list[Path]:
+    """One ``KIND-SUITE-TASK.png`` per (suite, task) of ``entries``, each drawn from that pair's entries."""
+    tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for entry in entries:
+        tasks.setdefault((entry["suite"], entry["task"]), []).append(entry)
+    return [draw(members, directory / file_name(kind, suite, task)) for (suite, task), members in tasks.items()]
 
 
 def colours(doc: Mapping[str, Any]) -> dict[str, str]:

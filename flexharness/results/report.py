@@ -12,45 +12,56 @@ from typing import Any, Callable, Sequence
 from flexharness.names import model_label
 from flexharness.results.compare import (comparison_lines, comparison_markdown, interval_text, ranking_lines,
                                          ranking_markdown)
-from flexharness.results import html, slice_report
+from flexharness.results import html, slice_report, table
 from flexharness.results.io import write_atomic
 from flexharness.results.plots import write_plots
+from flexharness.results.table import Table
 
 Section = Callable[[dict[str, Any]], list[str]]
 Plotter = Callable[[dict[str, Any], Path], list[Path]]
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def case_table(doc: dict[str, Any]) -> Table:
+    """Every case: its score (mean over seeds) ± seed std, the seeds run, its interval where it has one."""
+    cases = doc["cases"]
+    intervals = any(c.get("interval") for c in cases)
+    columns = ("case", "model", "metric", "score", "± seed std", "n seeds", *(("95 % CI",) if intervals else ()),
+               "status")
+    rows = tuple((f"{c['axis']}/{c['name']}", model_label(c["model"]), c["metric"], c["score"], c["seed_std"],
+                  len(c["seeds"]), *((interval_text(c.get("interval")),) if intervals else ()),
+                  c["status"] + (", cached" if c.get("cached") else "")) for c in cases)
+    return Table("", columns, rows, text=("case", "model", "metric", "95 % CI", "status"),
+                 formats={"score": ".4f", "± seed std": ".4f"})
+
+
+def aggregate_table(doc: dict[str, Any]) -> Table:
+    """P_avg and σ_P per (suite, model, axis), with their intervals where the run has them."""
+    aggregates = doc["aggregates"]
+    p_ci = any(a.get("p_avg_interval") for a in aggregates)
+    s_ci = any(a.get("sigma_p_interval") for a in aggregates)
+    columns = ("suite", "model", "axis", "n", "without score", "P_avg", *(("P_avg 95 % CI",) if p_ci else ()), "σ_P",
+               *(("σ_P 95 % CI",) if s_ci else ()), "seed std")
+    rows = tuple((a["suite"], model_label(a["model"]), a["axis"], a["n"], a["missing"], a["p_avg"],
+                  *((interval_text(a.get("p_avg_interval")),) if p_ci else ()), a["sigma_p"],
+                  *((interval_text(a.get("sigma_p_interval")),) if s_ci else ()), a["mean_seed_std"])
+                 for a in aggregates)
+    return Table("", columns, rows, text=("suite", "model", "axis", "P_avg 95 % CI", "σ_P 95 % CI"),
+                 formats={"P_avg": ".4f", "σ_P": ".4f", "seed std": ".4f"})
+
+
+def gate_table(doc: dict[str, Any]) -> Table:
+    """Every gate with its verdict and the numbers behind it."""
+    rows = tuple((g["name"], g["suite"], model_label(g["model"]), "pass" if g["passed"] else "FAIL", g["message"])
+                 for g in doc["gates"])
+    return Table("", ("gate", "suite", "model", "verdict", "detail"), rows,
+                 text=("gate", "suite", "model", "verdict", "detail"))
 
 
 def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list[str]:
     """Cases (score ± seed std), P_avg / σ_P per axis, the ranking, the axes' ``sections``, gate verdicts."""
-    lines: list[str] = []
-    cases = doc["cases"]
-    if not cases:
+    if not doc["cases"]:
         return ["no flexharness cases ran"]
-    width = max(len(f"{c['axis']}/{c['name']}") for c in cases) + 2
-    intervals = any(c.get("interval") for c in cases)
-    ci_head = f"  {'95 % CI':<18}" if intervals else ""
-    lines.append(f"{'case':<{width}}{'model':<24}{'metric':<18}{'score':>8}  {'± seed std':<12}{'n seeds':>7}"
-                 f"{ci_head}".rstrip())
-    for c in cases:
-        seeds = len(c["seeds"])
-        std = "" if c["seed_std"] is None else f"± {c['seed_std']:.4f}"
-        score = _fmt(c["score"]) if c["score"] is not None else c["status"].upper()
-        ci = f"  {interval_text(c.get('interval')):<18}" if intervals else ""
-        lines.append((f"{c['axis'] + '/' + c['name']:<{width}}{model_label(c['model'])[:23]:<24}"
-                      f"{c['metric'][:17]:<18}{score:>8}  {std:<12}{seeds:>7}{ci}"
-                      f"{'  cached' if c.get('cached') else ''}").rstrip())
-    lines.append("")
-    ci_head = f"  {'P_avg 95 % CI':<18}" if any(a.get("p_avg_interval") for a in doc["aggregates"]) else ""
-    lines.append(f"{'suite':<20}{'model':<24}{'axis':<13}{'n':>4}{'P_avg':>9}{'σ_P':>9}{'seed std':>10}{ci_head}".rstrip())
-    for a in doc["aggregates"]:
-        note = f"  ({a['missing']} without score)" if a["missing"] else ""
-        ci = f"  {interval_text(a.get('p_avg_interval')):<18}" if ci_head else ""
-        lines.append((f"{a['suite'][:19]:<20}{model_label(a['model'])[:23]:<24}{a['axis']:<13}{a['n']:>4}"
-                      f"{_fmt(a['p_avg']):>9}{_fmt(a['sigma_p']):>9}{_fmt(a['mean_seed_std']):>10}{ci}{note}").rstrip())
+    lines = table.terminal_lines([case_table(doc), aggregate_table(doc)])[1:]
     lines += ranking_lines(doc)
     lines += comparison_lines(doc)
     for section in sections:
@@ -83,22 +94,9 @@ def run_notes(doc: dict[str, Any]) -> list[str]:
 
 def markdown_parts(doc: dict[str, Any], sections: Sequence[Section] = ()) -> dict[str, list[str]]:
     """The Markdown report's pieces by name, shared by ``summary.md`` and ``index.html``."""
-    cases = ["| case | model | metric | score | ± seed std | 95 % CI | status |", "|---|---|---|---:|---:|---|---|"]
-    for c in doc["cases"]:
-        cases.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
-                     f"{_fmt(c['seed_std'])} | {interval_text(c.get('interval'))} | {c['status']} |")
-    aggregates = ["| suite | model | axis | n | P_avg | P_avg 95 % CI | σ_P | σ_P 95 % CI |",
-                  "|---|---|---|---:|---:|---|---:|---|"]
-    for a in doc["aggregates"]:
-        aggregates.append(f"| {a['suite']} | {model_label(a['model'])} | {a['axis']} | {a['n']} | {_fmt(a['p_avg'])} | "
-                          f"{interval_text(a.get('p_avg_interval'))} | {_fmt(a['sigma_p'])} | "
-                          f"{interval_text(a.get('sigma_p_interval'))} |")
-    gates = []
-    if doc["gates"]:
-        gates = ["| gate | suite | model | verdict | detail |", "|---|---|---|---|---|"]
-        gates += [f"| {g['name']} | {g['suite']} | {model_label(g['model'])} | "
-                  f"{'pass' if g['passed'] else '**FAIL**'} | {g['message']} |" for g in doc["gates"]]
-    return {"cases": cases, "aggregates": aggregates, "ranking": ranking_markdown(doc),
+    gates = table.markdown_lines([gate_table(doc)])[1:] if doc["gates"] else []
+    return {"cases": table.markdown_lines([case_table(doc)])[1:],
+            "aggregates": table.markdown_lines([aggregate_table(doc)])[1:], "ranking": ranking_markdown(doc),
             "comparisons": comparison_markdown(doc),
             "sections": [line for section in sections for line in section(doc)] + slice_report.markdown_lines(doc),
             "gates": gates, "notes": [f"_{n}_" for n in run_notes(doc)]}

@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flexharness.names import model_label
+from flexharness.results import table
+from flexharness.results.table import Table
 
 
 def _sliced(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for c in doc["cases"] if c.get("slices")]
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _recombination(entry: Mapping[str, Any]) -> str:
@@ -22,35 +20,31 @@ def _recombination(entry: Mapping[str, Any]) -> str:
         return entry["note"]
     kind = "= the case score (the metric is a mean over examples)" if entry["additive"] else \
         "(not the case score: the metric is no mean over examples)"
-    return f"count-weighted mean {_score(entry['recombined'])} {kind}"
+    recombined = "-" if entry["recombined"] is None else f"{entry['recombined']:.4f}"
+    return f"count-weighted mean {recombined} {kind}"
+
+
+def tables(doc: Mapping[str, Any]) -> list[Table]:
+    """A table per sliced case: slice, range, count, score; and what the recombination means."""
+    found = []
+    for c in _sliced(doc):
+        entry = c["slices"]
+        name = f"{c['axis']}/{c['name']}"
+        rows = tuple((s["name"], _range(s), s["n"], s["score"]) for s in entry["slices"])
+        found.append(Table(f"slices {name} [{model_label(c['model'])}] by {entry['by']}",
+                           ("slice", "range", "n", "score"), rows, text=("slice", "range"), formats={"score": ".4f"},
+                           heading=f"{name} ({model_label(c['model'])}, {c['metric']}, by {entry['by']})",
+                           notes=(_recombination(entry),)))
+    return found
 
 
 def terminal_lines(doc: Mapping[str, Any]) -> list[str]:
-    """One line per sliced case: each slice's score and count."""
-    lines = []
-    for c in _sliced(doc):
-        entry = c["slices"]
-        cells = " · ".join(f"{s['name']} {_score(s['score'])} (n={s['n']})" for s in entry["slices"])
-        lines.append(f"slices {c['axis']}/{c['name']} [{model_label(c['model'])}] by {entry['by']}: "
-                     f"{cells or entry.get('note', 'none')}")
-    return [""] + lines if lines else []
+    return table.terminal_lines(tables(doc))
 
 
 def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
-    """A table per sliced case: slice, range, count, score; and what the recombination means."""
-    cases = _sliced(doc)
-    if not cases:
-        return []
-    out = ["", "## Difficulty slices", ""]
-    for c in cases:
-        entry = c["slices"]
-        out += [f"**{c['axis']}/{c['name']}** ({model_label(c['model'])}, {c['metric']}, by {entry['by']}): "
-                f"{_recombination(entry)}", ""]
-        if entry["slices"]:
-            out += ["| slice | range | n | score |", "|---|---|---:|---:|"]
-            out += [f"| {s['name']} | {_range(s)} | {s['n']} | {_score(s['score'])} |" for s in entry["slices"]]
-            out.append("")
-    return out
+    found = tables(doc)
+    return ["", "## Difficulty slices", *table.markdown_lines(found)] if found else []
 
 
 def _range(row: Mapping[str, Any]) -> str:
