@@ -23,6 +23,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Tidy tables (Parquet or CSV) of a results file and the per-example outputs beside it."""
+    from flexharness.results import frames
+
+    tables = frames.frames(args.results)
+    for path in frames.write(tables, args.to, args.format):
+        print(f"{path}  ({len(tables[path.stem])} rows)")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     """Two results files side by side, B − A per case and per axis."""
     from flexharness.results.compare import compare_lines, compare_markdown
@@ -103,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", metavar="RESULTS.json")
     report.add_argument("--markdown", metavar="PATH", help="also write the summary as Markdown")
     report.set_defaults(run=_report)
+    export = commands.add_parser("export", help="write a results file as tidy tables (docs/export.md)")
+    export.add_argument("results", metavar="RESULTS.json")
+    export.add_argument("--to", required=True, metavar="DIR", help="the folder of the tables")
+    export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="default: parquet")
+    export.set_defaults(run=_export)
     compare = commands.add_parser("compare", help="two results files side by side, with deltas")
     compare.add_argument("a", metavar="A.json")
     compare.add_argument("b", metavar="B.json")
@@ -122,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for option in OUTPUTS:  # before any reading or merging: a typo costs nothing
         target = getattr(args, option.lstrip("-").replace("-", "_"), None)
-        problem = unwritable(target) if target else None
+        problem = unwritable(target, folder=option in FOLDERS) if target else None
         if problem:
             print(f"flexharness {args.command}: {option}: cannot write {target}: {problem}", file=sys.stderr)
             return 2
@@ -137,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline")  # the files a command writes
+OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline", "--to")  # the files a command writes
+FOLDERS = ("--to",)  # the folders among them
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class Options:
     prescreen_top: int | None = None
     prescreen_by: str = "logme"
     method: str | None = None
+    export_dir: str | None = None
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -81,6 +82,8 @@ def add_options(parser: pytest.Parser) -> None:
                          "overrides the suite's 'model'")
     group.addoption("--flex-json", metavar="PATH", help="write the results JSON here")
     group.addoption("--flex-report-dir", metavar="DIR", help="write a Markdown summary and PNG plots here")
+    group.addoption("--flex-export", metavar="DIR",
+                    help="write the results as tidy Parquet tables here (pandas and pyarrow: the export extra)")
     group.addoption("--flex-data-dir", metavar="DIR",
                     help="local copies of hub datasets (DIR/PATH/NAME, made with save_to_disk), used before the hub")
     group.addoption("--flex-seeds", metavar="0,1,2", help="seeds for every case, overriding the suites")
@@ -98,7 +101,7 @@ def add_options(parser: pytest.Parser) -> None:
     add_prescreen_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
+    for name in ("json", "report_dir", "export", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
                  "method", *CI_OPTIONS, *STATISTICS_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
@@ -202,6 +205,7 @@ def parse(config: pytest.Config) -> Options:
         models=models,
         json_path=_value(config, "json") or None,
         report_dir=_value(config, "report_dir") or None,
+        export_dir=_value(config, "export") or None,
         data_dir=_value(config, "data_dir") or None,
         seeds=_seeds(_value(config, "seeds")),
         epochs=_positive_int(_value(config, "epochs"), "--flex-epochs"),
@@ -278,7 +282,8 @@ def check_outputs(options: Options) -> None:
     """Fail before any fine-tuning when an output cannot be written, not after the last case."""
     for option, target, folder in (("--flex-json", options.json_path, False),
                                    ("--flex-save-baseline", options.save_baseline, False),
-                                   ("--flex-report-dir", options.report_dir, True)):
+                                   ("--flex-report-dir", options.report_dir, True),
+                                   ("--flex-export", options.export_dir, True)):
         problem = unwritable(target, folder) if target else None
         if problem:
             raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")

@@ -18,7 +18,7 @@ from flexharness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
 from flexharness.present import summary_lines, write_report_dir
-from flexharness.results import predictions
+from flexharness.results import frames, predictions
 from flexharness.results.io import write_json
 from flexharness.rules import baseline as base
 from flexharness.session import Controller
@@ -87,6 +87,14 @@ def _cached(report: pytest.TestReport) -> bool:
     return bool(raw) and json.loads(raw).get("cached") is True
 
 
+def _require_tables() -> None:
+    """``--flex-export`` without pandas or pyarrow is a usage error at start-up, not a lost table at the end."""
+    try:
+        frames.require("parquet")
+    except frames.ExportUnavailable as exc:
+        raise pytest.UsageError(f"--flex-export: {exc}") from None
+
+
 class ControllerHooks:
     """Hooks of the main process (never an xdist worker): results in, gates and reports out."""
 
@@ -98,6 +106,8 @@ class ControllerHooks:
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
         opts.check_outputs(options)
+        if options.export_dir:
+            _require_tables()
         self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config),
                                      baseline_outputs=outputs_beside([options.baseline]) if baseline else {})
         self.collect_errors: list[str] = []
@@ -165,7 +175,9 @@ class ControllerHooks:
         writes = ((options.json_path, "--flex-json", lambda: self._write_with_outputs(options.json_path, doc)),
                   (options.save_baseline, "--flex-save-baseline",
                    lambda: self._write_with_outputs(options.save_baseline, base.make(doc))),
-                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc)))
+                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc)),
+                  (options.export_dir, "--flex-export", lambda: frames.write(
+                      frames.frames_of(doc, self.controller.outputs_entries()), options.export_dir)))
         for target, option, write in writes:
             try:
                 if target:
