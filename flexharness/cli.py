@@ -13,13 +13,15 @@ from flexharness.suite import expand
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Print a results file's summary; ``--markdown`` also writes it as Markdown."""
-    from flexharness.present import markdown, summary_lines
+    """Print a results file's summary; ``--markdown`` also writes it as Markdown, ``--html`` the run's page."""
+    from flexharness.present import markdown, summary_lines, write_report_dir
 
     doc = read_results(args.results)
     print("\n".join(summary_lines(doc)))
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
+    if args.html:
+        write_report_dir(args.html, doc)
     return 0
 
 
@@ -47,7 +49,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     """Join shards into one results file; exit 1 when a recomputed gate fails, as the unsharded run would."""
     from flexharness import verdict
-    from flexharness.present import markdown, summary_lines
+    from flexharness.present import markdown, summary_lines, write_report_dir
     from flexharness.results import merge
     from flexharness.rules import baseline
 
@@ -56,6 +58,8 @@ def _merge(args: argparse.Namespace) -> int:
     write_json(args.output, doc)
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc)))
+    if args.report_dir:
+        write_report_dir(args.report_dir, doc)
     if args.junitxml:
         merge.junit_xml(doc, args.junitxml)
     if args.save_baseline:
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print a results file's summary (and write it as Markdown)")
     report.add_argument("results", metavar="RESULTS.json")
     report.add_argument("--markdown", metavar="PATH", help="also write the summary as Markdown")
+    report.add_argument("--html", metavar="DIR", help="also write the run's page: index.html, summary.md and plots")
     report.set_defaults(run=_report)
     export = commands.add_parser("export", help="write a results file as tidy tables (docs/export.md)")
     export.add_argument("results", metavar="RESULTS.json")
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("shards", nargs="+", metavar="SHARD.json")
     merge.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the merged results file")
     merge.add_argument("--markdown", metavar="PATH", help="also write the merged summary as Markdown")
+    merge.add_argument("--report-dir", metavar="DIR", help="also write the merged run's index.html, summary and plots")
     merge.add_argument("--junitxml", metavar="PATH", help="also write cases and gates as JUnit XML")
     merge.add_argument("--save-baseline", metavar="PATH", help="also write the merged scores as a baseline")
     merge.set_defaults(run=_merge)
@@ -152,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline", "--to")  # the files a command writes
-FOLDERS = ("--to",)  # the folders among them
+OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline", "--to", "--html", "--report-dir")  # written
+FOLDERS = ("--to", "--html", "--report-dir")  # the folders among them
 
 
 if __name__ == "__main__":
