@@ -21,6 +21,8 @@ DEFAULT_PATTERN = "*.flex.yaml"
 DEFAULT_PROGRESS_S = 30.0
 DEFAULT_BOOTSTRAP = 1000
 CORRECTIONS = ("holm", "bh")
+TRACKERS = ("mlflow", "tensorboard", "wandb")
+DEFAULT_LOG_DIR = "flexharness-logs"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Options:
     prescreen_by: str = "logme"
     method: str | None = None
     export_dir: str | None = None
+    log: tuple[str, ...] = ()
+    log_dir: str = DEFAULT_LOG_DIR
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -98,6 +102,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="how every case fine-tunes, overriding the suites: all weights, a LoRA adapter, the head only")
     add_ci_options(group)
     add_statistics_options(group)
+    add_log_options(group, parser)
     add_prescreen_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
@@ -125,6 +130,24 @@ def add_ci_options(group: Any) -> None:
     group.addoption("--flex-progress", metavar="SECONDS",
                     help=f"progress line interval when output is not a terminal (default {DEFAULT_PROGRESS_S:g}); "
                          "0 turns progress off")
+
+
+def add_log_options(group: Any, parser: pytest.Parser) -> None:
+    """Experiment trackers (docs/export.md)."""
+    group.addoption("--flex-log", action="append", default=[], metavar="mlflow|tensorboard|wandb",
+                    help="log every item (recipe, loss curve, metrics) and the session to this tracker; repeatable")
+    group.addoption("--flex-log-dir", metavar="DIR",
+                    help=f"where the trackers write (default {DEFAULT_LOG_DIR}): mlflow.db, tensorboard/, wandb/")
+    parser.addini("flex_log", "default for --flex-log (trackers, separated by spaces)", type="args", default=[])
+    parser.addini("flex_log_dir", "default for --flex-log-dir", default=None)
+
+
+def _log_options(config: pytest.Config) -> dict[str, Any]:
+    trackers = tuple(dict.fromkeys(config.getoption("flex_log") or config.getini("flex_log")))
+    for name in trackers:
+        if name not in TRACKERS:
+            raise pytest.UsageError(f"--flex-log: expected one of {', '.join(TRACKERS)}, got {name!r}")
+    return {"log": trackers, "log_dir": _value(config, "log_dir") or DEFAULT_LOG_DIR}
 
 
 STATISTICS_OPTIONS = ("bootstrap", "correction")
@@ -218,6 +241,7 @@ def parse(config: pytest.Config) -> Options:
         **_ci_options(config),
         **_statistics_options(config),
         **_prescreen_options(config),
+        **_log_options(config),
     )
 
 
@@ -283,7 +307,8 @@ def check_outputs(options: Options) -> None:
     for option, target, folder in (("--flex-json", options.json_path, False),
                                    ("--flex-save-baseline", options.save_baseline, False),
                                    ("--flex-report-dir", options.report_dir, True),
-                                   ("--flex-export", options.export_dir, True)):
+                                   ("--flex-export", options.export_dir, True),
+                                   ("--flex-log-dir", options.log_dir if options.log else None, True)):
         problem = unwritable(target, folder) if target else None
         if problem:
             raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")
