@@ -137,3 +137,12 @@ def test_a_tracker_that_is_not_known_is_a_usage_error(pytester: pytest.Pytester,
     result = pytester.runpytest("-p", "no:cacheprovider", "--flex-log=neptune")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--flex-log: expected one of mlflow, tensorboard, wandb, got 'neptune'"])
+
+
+def test_a_tracker_without_its_library_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexharness.engine import tracking
+
+    monkeypatch.setitem(tracking.MODULES, "wandb", ("wandb", "flexharness_no_such_module"))
+    with pytest.raises(tracking.TrackerUnavailable, match=r"^--flex-log wandb needs flexharness_no_such_module: "
+                                                          r"pip install 'flexharness\[wandb\]'$"):
+        tracking.check(["mlflow", "wandb"])

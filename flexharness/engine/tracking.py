@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from flexharness.errors import FlexError
 
 TRACKERS = ("mlflow", "tensorboard", "wandb")
-EXTRAS = {"mlflow": "mlflow-skinny", "tensorboard": "tensorboard", "wandb": "wandb"}
+MODULES = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",), "wandb": ("wandb",)}
 EXPERIMENT = "flexharness"
 Step = tuple[int, float, float]    # (optimiser step, training loss, learning rate at that step)
 
@@ -65,13 +65,13 @@ class Target:
 
 def check(trackers: Sequence[str]) -> None:
     """Raise :class:`TrackerUnavailable` for a tracker whose library is missing (asked at start-up)."""
-    modules = {"mlflow": "mlflow", "tensorboard": "tensorboard", "wandb": "wandb"}
+    import importlib.util
+
     for name in trackers:
-        try:
-            __import__(modules[name])
-        except ImportError:
-            raise TrackerUnavailable(f"--flex-log {name} needs its client library: pip install "
-                                     f"'flexharness[{name}]' (the {EXTRAS[name]} package)") from None
+        missing = [module for module in MODULES[name] if importlib.util.find_spec(module) is None]
+        if missing:
+            raise TrackerUnavailable(f"--flex-log {name} needs {', '.join(missing)}: "
+                                     f"pip install 'flexharness[{name}]'")
 
 
 def session_id() -> str:
