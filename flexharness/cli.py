@@ -27,11 +27,22 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """Tidy tables (Parquet or CSV) of a results file and the per-example outputs beside it."""
-    from flexharness.results import frames
+    from flexharness.results import frames, hub
 
-    tables = frames.frames(args.results)
-    for path in frames.write(tables, args.to, args.format):
-        print(f"{path}  ({len(tables[path.stem])} rows)")
+    if not (args.to or args.hub_yaml or args.hub_card):
+        print("flexharness export: say what to write: --to DIR, --hub-yaml FILE or --hub-card FILE", file=sys.stderr)
+        return 2
+    if args.to:
+        tables = frames.frames(args.results)
+        for path in frames.write(tables, args.to, args.format):
+            print(f"{path}  ({len(tables[path.stem])} rows)")
+    if args.hub_yaml or args.hub_card:
+        doc = read_results(args.results)
+        model = hub.pick_model(doc, args.hub_model)
+        for target, text in ((args.hub_yaml, hub.eval_results_yaml), (args.hub_card, hub.model_card_yaml)):
+            if target:
+                write_atomic(target, lambda handle, text=text: handle.write(text(doc, model)))
+                print(f"{target}  ({model})")
     return 0
 
 
@@ -120,8 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=_report)
     export = commands.add_parser("export", help="write a results file as tidy tables (docs/export.md)")
     export.add_argument("results", metavar="RESULTS.json")
-    export.add_argument("--to", required=True, metavar="DIR", help="the folder of the tables")
+    export.add_argument("--to", metavar="DIR", help="the folder of the tables")
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="default: parquet")
+    export.add_argument("--hub-yaml", metavar="FILE", help="a model's results as a Hub .eval_results YAML file")
+    export.add_argument("--hub-card", metavar="FILE", help="a model's results as model card metadata (model-index)")
+    export.add_argument("--hub-model", metavar="MODEL", help="which model, when the results hold several")
     export.set_defaults(run=_export)
     compare = commands.add_parser("compare", help="two results files side by side, with deltas")
     compare.add_argument("a", metavar="A.json")
@@ -158,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline", "--to", "--html", "--report-dir")  # written
+OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline", "--to", "--html", "--report-dir",
+           "--hub-yaml", "--hub-card")  # the files and folders a command writes
 FOLDERS = ("--to", "--html", "--report-dir")  # the folders among them
 
 
