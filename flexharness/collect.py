@@ -130,7 +130,7 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from flexharness import cache, progress, scaleout
-        from flexharness.engine import diskcache, tracking
+        from flexharness.engine import diskcache, energy, tracking
         from flexharness.engine.models import resolve_device
 
         options = options_of(self.config)
@@ -146,7 +146,12 @@ class CaseItem(pytest.Item):
         arrays = None if options.no_cache else cache.arrays_dir(self.config)  # token ids, features (diskcache)
 
         def compute() -> dict[str, Any]:
-            return AXES.get(planned.case.axis).run(planned.case, planned.model, planned.seed, context)
+            if not options.energy:
+                return AXES.get(planned.case.axis).run(planned.case, planned.model, planned.seed, context)
+            found: dict[str, Any] = {}
+            with energy.measured(found):
+                record = AXES.get(planned.case.axis).run(planned.case, planned.model, planned.seed, context)
+            return {**record, **found}
 
         try:
             with diskcache.using(arrays):

@@ -53,6 +53,7 @@ class Options:
     export_dir: str | None = None
     log: tuple[str, ...] = ()
     log_dir: str = DEFAULT_LOG_DIR
+    energy: bool = False
 
     def train_overrides(self) -> dict[str, Any]:
         """The train keys that the command line forces on every case."""
@@ -140,6 +141,9 @@ def add_log_options(group: Any, parser: pytest.Parser) -> None:
                     help=f"where the trackers write (default {DEFAULT_LOG_DIR}): mlflow.db, tensorboard/, wandb/")
     parser.addini("flex_log", "default for --flex-log (trackers, separated by spaces)", type="args", default=[])
     parser.addini("flex_log_dir", "default for --flex-log-dir", default=None)
+    group.addoption("--flex-energy", action="store_true", default=None,
+                    help="measure each item's energy with codecarbon, offline (an estimate where no counters exist)")
+    parser.addini("flex_energy", "default for --flex-energy", type="bool", default=False)
 
 
 def _log_options(config: pytest.Config) -> dict[str, Any]:
@@ -147,7 +151,8 @@ def _log_options(config: pytest.Config) -> dict[str, Any]:
     for name in trackers:
         if name not in TRACKERS:
             raise pytest.UsageError(f"--flex-log: expected one of {', '.join(TRACKERS)}, got {name!r}")
-    return {"log": trackers, "log_dir": _value(config, "log_dir") or DEFAULT_LOG_DIR}
+    return {"log": trackers, "log_dir": _value(config, "log_dir") or DEFAULT_LOG_DIR,
+            "energy": bool(_value(config, "energy"))}
 
 
 STATISTICS_OPTIONS = ("bootstrap", "correction")

@@ -15,7 +15,8 @@ from flexharness import options as opts
 from flexharness.axes import AXES
 from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
 from flexharness.collect import RESULT_PROPERTY, TRACKING_KEY, SuiteFile, mark_weight_keepers
-from flexharness.engine import tracking
+from flexharness.engine import energy, tracking
+from flexharness.errors import FlexError
 from flexharness.gates import report_gates
 from flexharness.names import model_label
 from flexharness.options import OPTIONS_KEY, options_of
@@ -108,12 +109,12 @@ def _start_logging(config: pytest.Config) -> list[tracking.RunLog]:
     return runs
 
 
-def _require_tables() -> None:
-    """``--flex-export`` without pandas or pyarrow is a usage error at start-up, not a lost table at the end."""
+def _require(check: Any, prefix: str = "") -> None:
+    """A missing optional library is a usage error at start-up, not a lost table or a failed item at the end."""
     try:
-        frames.require("parquet")
-    except frames.ExportUnavailable as exc:
-        raise pytest.UsageError(f"--flex-export: {exc}") from None
+        check()
+    except FlexError as exc:
+        raise pytest.UsageError(f"{prefix}{exc}") from None
 
 
 class ControllerHooks:
@@ -128,7 +129,9 @@ class ControllerHooks:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
         opts.check_outputs(options)
         if options.export_dir:
-            _require_tables()
+            _require(lambda: frames.require("parquet"), "--flex-export: ")
+        if options.energy:
+            _require(energy.check)
         self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config),
                                      baseline_outputs=outputs_beside([options.baseline]) if baseline else {})
         self.collect_errors: list[str] = []

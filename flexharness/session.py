@@ -244,7 +244,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
 
 
 RUN_FIELDS = ("precision", "device", "train_seconds", "eval_seconds", "setup_seconds", "steps", "final_loss",
-              "train_tokens", "cached")
+              "train_tokens", "cached", "energy_kwh", "energy_measured", "energy_source")
 
 
 def _seed_runs(states: list[ItemState], split: str | None) -> dict[str, dict[str, Any]]:

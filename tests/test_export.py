@@ -6,6 +6,7 @@ The column names and types of the fixed tables are pinned here: they are part of
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,8 @@ CASES = {"suite": "string", "model": "string", "axis": "string", "case": "string
          "train_method": "string", "precision": "string", "device": "string", "train_seconds": "float64",
          "eval_seconds": "float64", "setup_seconds": "float64", "steps": "Int64", "final_loss": "float64",
          "train_examples": "Int64", "eval_examples": "Int64", "trainable_params": "Int64", "total_params": "Int64",
-         "cached": "boolean", "dataset": "string", "id": "string"}
+         "cached": "boolean", "energy_kwh": "float64", "energy_measured": "boolean", "energy_source": "string",
+         "dataset": "string", "id": "string"}
 AGGREGATES = {"suite": "string", "model": "string", "axis": "string", "n": "Int64", "missing": "Int64",
               "p_avg": "float64", "sigma_p": "float64", "mean_seed_std": "float64", "higher_is_better": "boolean",
               "p_avg_low": "float64", "p_avg_high": "float64", "sigma_p_low": "float64", "sigma_p_high": "float64",
@@ -115,3 +117,19 @@ def test_without_pyarrow_export_says_how_to_install_it(tmp_path: Path, capsys: p
     (tmp_path / "blocker").write_text("a file")
     assert main(["export", str(tmp_path / "r.json"), "--to", str(tmp_path / "blocker")]) == 2
     assert "--to: cannot write" in capsys.readouterr().err
+
+
+def test_energy_per_item_is_in_the_records_and_the_tables_labelled_measured_or_estimated(
+        pytester: pytest.Pytester, suite_text) -> None:
+    one = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy, where: {label: [positive, negative]}}\n"
+    pytester.makefile(".flex.yaml", toy=suite_text(one, train=CHEAP.replace("seeds: [0, 1]", "seeds: [0]")))
+    pytester.runpytest("-p", "no:cacheprovider", "--flex-json=out.json", "--flex-energy").assert_outcomes(passed=1)
+    run = json.loads((pytester.path / "out.json").read_text())["cases"][0]["per_seed"]["0"]
+    assert run["energy_kwh"] > 0 and isinstance(run["energy_measured"], bool)
+    counters = Path("/sys/class/powercap/intel-rapl").exists() and os.access("/sys/class/powercap/intel-rapl", os.R_OK)
+    assert run["energy_source"].endswith("(estimated)") != run["energy_measured"]
+    if not counters:   # no power counters on this machine: codecarbon's model of the CPU's draw, said so
+        assert not run["energy_measured"] and "CPU" in run["energy_source"]
+    cases = frames.frames(pytester.path / "out.json")["cases"]
+    assert cases["energy_kwh"].iloc[0] == run["energy_kwh"]
+    assert cases["energy_source"].iloc[0] == run["energy_source"]

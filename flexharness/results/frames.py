@@ -33,6 +33,7 @@ CASES = (("suite", "string"), ("model", "string"), ("axis", "string"), ("case", 
          ("train_seconds", "float64"), ("eval_seconds", "float64"), ("setup_seconds", "float64"),
          ("steps", "Int64"), ("final_loss", "float64"), ("train_examples", "Int64"), ("eval_examples", "Int64"),
          ("trainable_params", "Int64"), ("total_params", "Int64"), ("cached", "boolean"),
+         ("energy_kwh", "float64"), ("energy_measured", "boolean"), ("energy_source", "string"),
          ("dataset", "string"), ("id", "string"))
 AGGREGATES = (("suite", "string"), ("model", "string"), ("axis", "string"), ("n", "Int64"), ("missing", "Int64"),
               ("p_avg", "float64"), ("sigma_p", "float64"), ("mean_seed_std", "float64"),
