@@ -133,3 +133,15 @@ def test_energy_per_item_is_in_the_records_and_the_tables_labelled_measured_or_e
     cases = frames.frames(pytester.path / "out.json")["cases"]
     assert cases["energy_kwh"].iloc[0] == run["energy_kwh"]
     assert cases["energy_source"].iloc[0] == run["energy_source"]
+
+
+def test_energy_without_codecarbon_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from flexharness.engine import energy
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "codecarbon" else real(name))
+    with pytest.raises(energy.EnergyUnavailable, match=r"^--flex-energy needs codecarbon: pip install "
+                                                       r"'flexharness\[energy\]'$"):
+        energy.check()
