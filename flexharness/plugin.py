@@ -141,6 +141,8 @@ class ControllerHooks:
 
     def pytest_unconfigure(self) -> None:
         interrupts.restore_sigterm_handler(self.previous_sigterm)
+        for run in self.session_runs:  # a session that ran no flexharness item still ends its tracker runs
+            run.close("passed")
         if OUTPUTS_KEY in self.config.stash:  # a temporary folder of this run (no cache): its copy is beside the JSON
             shutil.rmtree(self.config.stash[OUTPUTS_KEY], ignore_errors=True)
 
