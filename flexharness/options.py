@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from flexharness.engine.tracking import TRACKERS
 from flexharness.results.io import unwritable
 from flexharness.rules.baseline import Tolerance, parse_tolerance
 from flexharness.scaleout import parse_shard
@@ -21,7 +22,6 @@ DEFAULT_PATTERN = "*.flex.yaml"
 DEFAULT_PROGRESS_S = 30.0
 DEFAULT_BOOTSTRAP = 1000
 CORRECTIONS = ("holm", "bh")
-TRACKERS = ("mlflow", "tensorboard", "wandb")
 DEFAULT_LOG_DIR = "flexharness-logs"
 
 

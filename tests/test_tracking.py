@@ -10,9 +10,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 import pytest
+import torch.utils.tensorboard  # noqa: F401
+import wandb  # noqa: F401
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+# The trackers' libraries are imported here, once, for the reason tests/conftest.py imports datasets: pytester's
+# in-process runs forget the modules they imported, and SQLAlchemy imported a second time is broken.
 
 TRAIN = ("train: {epochs: 2, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.5, seeds: [0, 1], "
          "max_train_samples: 200, max_eval_samples: 32}")
