@@ -8,21 +8,42 @@ from pathlib import Path
 
 from flexharness.axes import AXES, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError
-from flexharness.results import merge, verdict
+from flexharness.results import frames, hub, merge, verdict
 from flexharness.results.compare import compare_lines, compare_markdown
 from flexharness.results.io import read_results, unwritable, write_atomic, write_json
-from flexharness.results.present import markdown, summary_lines
+from flexharness.results.present import markdown, summary_lines, write_report_dir
 from flexharness.rules import baseline
 from flexharness.suite.reader import expand
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Print a results file's summary; ``--markdown`` also writes it as Markdown."""
+    """Print a results file's summary; ``--markdown`` also writes it as Markdown, ``--html`` the run's page."""
 
     doc = read_results(args.results)
     print("\n".join(summary_lines(doc, AXES)))
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc, AXES)))
+    if args.html:
+        write_report_dir(args.html, doc, AXES)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Tidy tables (Parquet or CSV) of a results file and the per-example outputs beside it."""
+    if not (args.to or args.hub_yaml or args.hub_card):
+        print("flexharness export: say what to write: --to DIR, --hub-yaml FILE or --hub-card FILE", file=sys.stderr)
+        return 2
+    if args.to:
+        tables = frames.frames(args.results)
+        for path in frames.write(tables, args.to, args.format):
+            print(f"{path}  ({len(tables[path.stem])} rows)")
+    if args.hub_yaml or args.hub_card:
+        doc = read_results(args.results)
+        model = hub.pick_model(doc, args.hub_model)
+        for target, text in ((args.hub_yaml, hub.eval_results_yaml), (args.hub_card, hub.model_card_yaml)):
+            if target:
+                write_atomic(target, lambda handle, text=text: handle.write(text(doc, model)))
+                print(f"{target}  ({model})")
     return 0
 
 
@@ -44,6 +65,8 @@ def _merge(args: argparse.Namespace) -> int:
     write_json(args.output, doc)
     if args.markdown:
         write_atomic(args.markdown, lambda handle: handle.write(markdown(doc, AXES)))
+    if args.report_dir:
+        write_report_dir(args.report_dir, doc, AXES)
     if args.junitxml:
         merge.junit_xml(doc, args.junitxml)
     if args.save_baseline:
@@ -100,7 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print a results file's summary (and write it as Markdown)")
     report.add_argument("results", metavar="RESULTS.json")
     report.add_argument("--markdown", metavar="PATH", help="also write the summary as Markdown")
+    report.add_argument("--html", metavar="DIR", help="also write the run's page: index.html, summary.md and plots")
     report.set_defaults(run=_report)
+    export = commands.add_parser("export", help="write a results file as tidy tables (docs/export.md)")
+    export.add_argument("results", metavar="RESULTS.json")
+    export.add_argument("--to", metavar="DIR", help="the folder of the tables")
+    export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="default: parquet")
+    export.add_argument("--hub-yaml", metavar="FILE", help="a model's results as a Hub .eval_results YAML file")
+    export.add_argument("--hub-card", metavar="FILE", help="a model's results as model card metadata (model-index)")
+    export.add_argument("--hub-model", metavar="MODEL", help="which model, when the results hold several")
+    export.set_defaults(run=_export)
     compare = commands.add_parser("compare", help="two results files side by side, with deltas")
     compare.add_argument("a", metavar="A.json")
     compare.add_argument("b", metavar="B.json")
@@ -110,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("shards", nargs="+", metavar="SHARD.json")
     merge.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the merged results file")
     merge.add_argument("--markdown", metavar="PATH", help="also write the merged summary as Markdown")
+    merge.add_argument("--report-dir", metavar="DIR", help="also write the merged run's index.html, summary and plots")
     merge.add_argument("--junitxml", metavar="PATH", help="also write cases and gates as JUnit XML")
     merge.add_argument("--save-baseline", metavar="PATH", help="also write the merged scores as a baseline")
     merge.set_defaults(run=_merge)
@@ -120,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for option in OUTPUTS:  # before any reading or merging: a typo costs nothing
         target = getattr(args, option.lstrip("-").replace("-", "_"), None)
-        problem = unwritable(target) if target else None
+        problem = unwritable(target, folder=option in FOLDERS) if target else None
         if problem:
             print(f"flexharness {args.command}: {option}: cannot write {target}: {problem}", file=sys.stderr)
             return 2
@@ -135,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline")  # the files a command writes
+OUTPUTS = ("--output", "--markdown", "--junitxml", "--save-baseline", "--to", "--html", "--report-dir",
+           "--hub-yaml", "--hub-card")  # the files and folders a command writes
+FOLDERS = ("--to", "--html", "--report-dir")  # the folders among them
 
 
 if __name__ == "__main__":

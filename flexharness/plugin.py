@@ -11,14 +11,17 @@ from typing import Any
 import pytest
 
 from flexharness.axes import AXES
+from flexharness.engine import energy, tracking
+from flexharness.errors import FlexError
 from flexharness.harness import interrupts, scaleout
 from flexharness.harness import options as opts
-from flexharness.harness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
+from flexharness.harness.collect import RESULT_PROPERTY, TRACKING_KEY, SuiteFile, mark_weight_keepers
 from flexharness.harness.gates import report_gates
 from flexharness.harness.options import OPTIONS_KEY, options_of
 from flexharness.harness.session import Controller
 from flexharness.harness.storage import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
-from flexharness.results import predictions
+from flexharness.names import model_label
+from flexharness.results import frames, predictions
 from flexharness.results.io import write_json
 from flexharness.results.present import summary_lines, write_report_dir
 from flexharness.results.verdict import outputs_beside
@@ -36,6 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[OPTIONS_KEY] = opts.parse(config, AXES)
     if hasattr(config, "workerinput"):
         scaleout.pin_gpu(config.workerinput)  # before anything initialises CUDA in this worker
+        if LOG_INPUT in config.workerinput:
+            config.stash[TRACKING_KEY] = tracking.Target.from_json(config.workerinput[LOG_INPUT])
     else:
         config.pluginmanager.register(ControllerHooks(config), "flexharness-controller")
 
@@ -87,6 +92,31 @@ def _cached(report: pytest.TestReport) -> bool:
     return bool(raw) and json.loads(raw).get("cached") is True
 
 
+LOG_INPUT = "flexharness_log"   # workerinput key: the tracking target (JSON) the workers log their items under
+
+
+def _start_logging(config: pytest.Config) -> list[tracking.RunLog]:
+    """With --flex-log: the session's runs, and the target every item (here or in a worker) logs under."""
+    options = options_of(config)
+    if not options.log or config.option.collectonly:
+        return []
+    try:
+        tracking.check(options.log)
+    except tracking.TrackerUnavailable as exc:
+        raise pytest.UsageError(str(exc)) from None
+    target, runs = tracking.start_session(tracking.Target(options.log, options.log_dir, tracking.session_id()))
+    config.stash[TRACKING_KEY] = target
+    return runs
+
+
+def _require(check: Any, prefix: str = "") -> None:
+    """A missing optional library is a usage error at start-up, not a lost table or a failed item at the end."""
+    try:
+        check()
+    except FlexError as exc:
+        raise pytest.UsageError(f"{prefix}{exc}") from None
+
+
 class ControllerHooks:
     """Hooks of the main process (never an xdist worker): results in, gates and reports out."""
 
@@ -98,20 +128,29 @@ class ControllerHooks:
         except base.BaselineError as exc:
             raise pytest.UsageError(f"--flex-baseline: {exc}") from None
         opts.check_outputs(options)
+        if options.export_dir:
+            _require(lambda: frames.require("parquet"), "--flex-export: ")
+        if options.energy:
+            _require(energy.check)
         self.controller = Controller(config.rootpath, options, baseline=baseline, outputs=outputs_dir(config),
                                      baseline_outputs=outputs_beside([options.baseline]) if baseline else {})
         self.collect_errors: list[str] = []
         self.write_errors: list[str] = []
         self.previous_sigterm = interrupts.install_sigterm_handler()
+        self.session_runs = _start_logging(config)
 
     def pytest_unconfigure(self) -> None:
         interrupts.restore_sigterm_handler(self.previous_sigterm)
+        for run in self.session_runs:  # a session that ran no flexharness item still ends its tracker runs
+            run.close("passed")
         if OUTPUTS_KEY in self.config.stash:  # a temporary folder of this run (no cache): its copy is beside the JSON
             shutil.rmtree(self.config.stash[OUTPUTS_KEY], ignore_errors=True)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[OUTPUTS_INPUT] = str(outputs_dir(self.config))
+        if TRACKING_KEY in self.config.stash:
+            node.workerinput[LOG_INPUT] = self.config.stash[TRACKING_KEY].to_json()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -165,7 +204,9 @@ class ControllerHooks:
         writes = ((options.json_path, "--flex-json", lambda: self._write_with_outputs(options.json_path, doc)),
                   (options.save_baseline, "--flex-save-baseline",
                    lambda: self._write_with_outputs(options.save_baseline, base.make(doc))),
-                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc, AXES)))
+                  (options.report_dir, "--flex-report-dir", lambda: write_report_dir(options.report_dir, doc, AXES)),
+                  (options.export_dir, "--flex-export", lambda: frames.write(
+                      frames.frames_of(doc, self.controller.outputs_entries()), options.export_dir)))
         for target, option, write in writes:
             try:
                 if target:
@@ -173,8 +214,27 @@ class ControllerHooks:
             except OSError as exc:  # the disk filled up or the folder went away after the start-up check
                 culprit = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(target) else ""
                 self.write_errors.append(f"{option}: cannot write {target}: {exc.strerror or exc}{culprit}")
+        if self.session_runs:
+            self._log_session(doc)
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _log_session(self, doc: dict[str, Any]) -> None:
+        """Aggregates and gates as the session run's metrics; results JSON, Markdown and plots as its files."""
+        target = self.config.stash[TRACKING_KEY]
+        folder = Path(target.directory) / "sessions" / target.session
+        write_json(folder / "results.json", doc)
+        write_report_dir(folder, doc, AXES)
+        values = {f"{stat}/{a['suite']}/{model_label(a['model'])}/{a['axis']}": a[stat]
+                  for a in doc["aggregates"] for stat in ("p_avg", "sigma_p") if a[stat] is not None}
+        values |= {f"gate/{g['suite']}/{model_label(g['model'])}/{g['name']}": float(g["passed"])
+                   for g in doc["gates"]}
+        status = "passed" if all(g["passed"] for g in doc["gates"]) else "failed"
+        for run in self.session_runs:
+            run.metrics(values)
+            run.artifacts(folder)
+            run.close(status)
+        self.session_runs = []
 
     def _write_with_outputs(self, path: str, doc: dict[str, Any]) -> None:
         """A results or baseline file, and the per-example outputs beside it (``PATH.predictions.npz``)."""

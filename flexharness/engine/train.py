@@ -201,7 +201,8 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss.
 
     Losses stay on the device and are checked every ``LOSS_CHECK_STEPS`` steps (and at the end); the
-    error names the first step whose loss was not finite. ``progress`` sees the loss of the last check.
+    error names the first step whose loss was not finite. ``progress`` sees the loss of the last check, and in
+    ``losses`` the (step, loss, learning rate) of each step read at this one (none between checks).
     """
     import time
 
@@ -235,20 +236,24 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(indices)
-            if len(pending) == LOSS_CHECK_STEPS:
-                loss_value, pending = _checked_loss(pending, config), []
+            read: list[tuple[int, float, float]] = []
+            if len(pending) == LOSS_CHECK_STEPS or step == steps_per_epoch * config.epochs:
+                read, pending = _checked_losses(pending, config), []
+                loss_value = read[-1][1]
             if progress:
                 progress({"epoch": epoch + 1, "step": step, "loss": loss_value, "seconds": time.perf_counter() - start,
-                          "epochs": config.epochs, "total_steps": steps_per_epoch * config.epochs, "examples": seen})
-    loss_value = _checked_loss(pending, config) if pending else loss_value
+                          "epochs": config.epochs, "total_steps": steps_per_epoch * config.epochs, "examples": seen,
+                          "losses": read})
+    loss_value = _checked_losses(pending, config)[-1][1] if pending else loss_value
     adapt.finish(adapted)
     return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value,
                       precision=precision, method=adapted.method, trainable_params=adapted.trainable,
                       total_params=adapted.total)
 
 
-def _checked_loss(pending: list[tuple[Any, int, int, float]], config: TrainConfig) -> float:
-    """The last of the pending losses (one host sync); :class:`TrainingError` at the first non-finite one."""
+def _checked_losses(pending: list[tuple[Any, int, int, float]], config: TrainConfig) -> list[tuple[int, float, float]]:
+    """(step, loss, learning rate) of every pending loss, read in one host sync; :class:`TrainingError` at the
+    first non-finite one. The caller's progress callback gets them all (``losses``): trackers plot every step."""
     import torch
 
     values = torch.stack([loss for loss, *_ in pending]).float().cpu()
@@ -260,7 +265,7 @@ def _checked_loss(pending: list[tuple[Any, int, int, float]], config: TrainConfi
                             f"(epoch {epoch}, learning rate {rate:.3g} at that step, "
                             f"'learning_rate: {config.learning_rate:g}'); lower 'learning_rate' or "
                             "check the labels")
-    return float(values[-1])
+    return [(step, loss, rate) for loss, (_, step, _, rate) in zip(values.tolist(), pending)]
 
 
 def predict(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, regression: bool,

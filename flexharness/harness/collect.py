@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flexharness.axes import AXES, RunContext, check_suite, load_suite, slicing
-from flexharness.engine import diskcache
+from flexharness.engine import diskcache, energy, tracking
 from flexharness.engine.models import (
     ENCODER_DECODER_ADVICE,
     architecture,
@@ -31,6 +31,7 @@ from flexharness.suite.yamlio import Located, load_yaml
 
 RESULT_PROPERTY = "flex_result"  # a JSON string: readable in JUnit XML, parsed back by the controller
 SUITE_FILES = pytest.StashKey[dict[str, str]]()  # suite name -> the file that first used it in this run
+TRACKING_KEY = pytest.StashKey[Any]()  # the ``engine.tracking.Target`` items log under (with --flex-log)
 
 
 def suite_models(suite: Suite, options: Options) -> tuple[str, ...]:
@@ -133,26 +134,49 @@ class CaseItem(pytest.Item):
         self.add_marker("flex")
 
     def runtest(self) -> None:
-
         options = options_of(self.config)
         device = resolve_device(options.device)
         scaleout.share_cpu(getattr(self.config, "workerinput", None), device)
         store = storage.store_of(self.config, device, reuse=not options.no_cache)
+        runs = tracking.item_runs(self.config.stash.get(TRACKING_KEY, None), self.nodeid, self._params())
         context = RunContext(options.device, options.trust_remote_code,
-                             progress.for_item(self.config, self.name, options.progress), store, self.keep_weights)
+                             tracking.with_steps(runs, progress.for_item(self.config, self.name, options.progress)),
+                             store, self.keep_weights)
         planned = self.planned
         axis = AXES.get(planned.case.axis)
         arrays = None if options.no_cache else storage.arrays_dir(self.config)  # token ids, features (diskcache)
-        keyed_as = axis.keyed_as(planned.case)
+
+        def compute() -> dict[str, Any]:
+            if not options.energy:
+                return axis.run(planned.case, planned.model, planned.seed, context)
+            found: dict[str, Any] = {}
+            with energy.measured(found):
+                record = axis.run(planned.case, planned.model, planned.seed, context)
+            return {**record, **found}
+
         try:
             with diskcache.using(arrays):
-                record = store.run(planned, self.nodeid, lambda: axis.run(planned.case, planned.model, planned.seed,
-                                                                          context), keyed_as).record
+                record = store.run(planned, self.nodeid, compute, axis.keyed_as(planned.case)).record
                 slicing.add_inputs(store.outputs, record, planned.case, planned.model, options.trust_remote_code)
-        except Unavailable as exc:
-            pytest.skip(str(exc))
+        except BaseException as exc:
+            for run in runs:
+                run.close("skipped" if isinstance(exc, Unavailable) else "failed")
+            if isinstance(exc, Unavailable):
+                pytest.skip(str(exc))
+            raise
+        for run in runs:
+            run.metrics(tracking.record_metrics(record))
+            run.close("passed")
         self.user_properties.append(("score", record["score"]))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(record, sort_keys=True)))
+
+    def _params(self) -> dict[str, Any]:
+        """What a tracker shows as the item's parameters: the case, model, seed and its whole recipe."""
+        from dataclasses import asdict
+
+        case = self.planned.case
+        return {"suite": case.suite, "model": self.planned.model, "axis": case.axis, "case": case.name,
+                "seed": self.planned.seed, **{f"train.{k}": v for k, v in asdict(case.train).items()}}
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         """Our errors as one line; anyone else's as a short located one, the traceback behind -v / --tb=long."""

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import pytest
 
+from flexharness.engine.tracking import TRACKERS
 from flexharness.harness.scaleout import parse_shard
 from flexharness.results.io import unwritable
 from flexharness.rules.baseline import Tolerance, parse_tolerance
@@ -23,6 +24,7 @@ DEFAULT_PATTERN = "*.flex.yaml"
 DEFAULT_PROGRESS_S = 30.0
 DEFAULT_BOOTSTRAP = 1000
 CORRECTIONS = ("holm", "bh")
+DEFAULT_LOG_DIR = "flexharness-logs"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class Options:
     correction: str = "holm"
     precision: str | None = None
     method: str | None = None
+    export_dir: str | None = None
+    log: tuple[str, ...] = ()
+    log_dir: str = DEFAULT_LOG_DIR
+    energy: bool = False
     axes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # each axis's own options, by key
 
     def train_overrides(self) -> dict[str, Any]:
@@ -81,6 +87,8 @@ def add_options(parser: pytest.Parser, axes: Iterable[Any] = ()) -> None:
                          "overrides the suite's 'model'")
     group.addoption("--flex-json", metavar="PATH", help="write the results JSON here")
     group.addoption("--flex-report-dir", metavar="DIR", help="write a Markdown summary and PNG plots here")
+    group.addoption("--flex-export", metavar="DIR",
+                    help="write the results as tidy Parquet tables here (pandas and pyarrow: the export extra)")
     group.addoption("--flex-data-dir", metavar="DIR",
                     help="local copies of hub datasets (DIR/PATH/NAME, made with save_to_disk), used before the hub")
     group.addoption("--flex-seeds", metavar="0,1,2", help="seeds for every case, overriding the suites")
@@ -97,9 +105,10 @@ def add_options(parser: pytest.Parser, axes: Iterable[Any] = ()) -> None:
     add_statistics_options(group)
     for axis in axes:
         axis.add_options(group, parser)
+    add_log_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
+    for name in ("json", "report_dir", "export", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
                  "method", *CI_OPTIONS, *STATISTICS_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
@@ -123,6 +132,28 @@ def add_ci_options(group: Any) -> None:
     group.addoption("--flex-progress", metavar="SECONDS",
                     help=f"progress line interval when output is not a terminal (default {DEFAULT_PROGRESS_S:g}); "
                          "0 turns progress off")
+
+
+def add_log_options(group: Any, parser: pytest.Parser) -> None:
+    """Experiment trackers (docs/export.md)."""
+    group.addoption("--flex-log", action="append", default=[], metavar="mlflow|tensorboard|wandb",
+                    help="log every item (recipe, loss curve, metrics) and the session to this tracker; repeatable")
+    group.addoption("--flex-log-dir", metavar="DIR",
+                    help=f"where the trackers write (default {DEFAULT_LOG_DIR}): mlflow.db, tensorboard/, wandb/")
+    parser.addini("flex_log", "default for --flex-log (trackers, separated by spaces)", type="args", default=[])
+    parser.addini("flex_log_dir", "default for --flex-log-dir", default=None)
+    group.addoption("--flex-energy", action="store_true", default=None,
+                    help="measure each item's energy with codecarbon, offline (an estimate where no counters exist)")
+    parser.addini("flex_energy", "default for --flex-energy", type="bool", default=False)
+
+
+def _log_options(config: pytest.Config) -> dict[str, Any]:
+    trackers = tuple(dict.fromkeys(config.getoption("flex_log") or config.getini("flex_log")))
+    for name in trackers:
+        if name not in TRACKERS:
+            raise pytest.UsageError(f"--flex-log: expected one of {', '.join(TRACKERS)}, got {name!r}")
+    return {"log": trackers, "log_dir": _value(config, "log_dir") or DEFAULT_LOG_DIR,
+            "energy": bool(_value(config, "energy"))}
 
 
 STATISTICS_OPTIONS = ("bootstrap", "correction")
@@ -202,6 +233,7 @@ def parse(config: pytest.Config, axes: Iterable[Any] = ()) -> Options:
         models=models,
         json_path=_value(config, "json") or None,
         report_dir=_value(config, "report_dir") or None,
+        export_dir=_value(config, "export") or None,
         data_dir=_value(config, "data_dir") or None,
         seeds=_seeds(_value(config, "seeds")),
         epochs=_positive_int(_value(config, "epochs"), "--flex-epochs"),
@@ -214,6 +246,7 @@ def parse(config: pytest.Config, axes: Iterable[Any] = ()) -> Options:
         **_ci_options(config),
         **_statistics_options(config),
         axes=_axis_options(config, axes),
+        **_log_options(config),
     )
 
 
@@ -266,7 +299,9 @@ def check_outputs(options: Options) -> None:
     """Fail before any fine-tuning when an output cannot be written, not after the last case."""
     for option, target, folder in (("--flex-json", options.json_path, False),
                                    ("--flex-save-baseline", options.save_baseline, False),
-                                   ("--flex-report-dir", options.report_dir, True)):
+                                   ("--flex-report-dir", options.report_dir, True),
+                                   ("--flex-export", options.export_dir, True),
+                                   ("--flex-log-dir", options.log_dir if options.log else None, True)):
         problem = unwritable(target, folder) if target else None
         if problem:
             raise pytest.UsageError(f"{option}: cannot write {target}: {problem}")

@@ -14,7 +14,7 @@ import importlib.metadata
 import json
 import math
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -235,8 +235,27 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "trainable_params": records[0].get("trainable_params") if records else None,
         "total_params": records[0].get("total_params") if records else None,
         "train_seconds": agg.mean(r.get("train_seconds") or 0.0 for r in records) if records else None,
+        "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(planned.train).items()},
+        "dataset": {"name": planned.dataset.name, "hub": dict(planned.dataset.hub)},
+        "per_seed": _seed_runs(states, split),
         **AXES.get(case.axis).case_fields(planned, records),
     }
+
+
+RUN_FIELDS = ("precision", "device", "train_seconds", "eval_seconds", "setup_seconds", "steps", "final_loss",
+              "train_tokens", "cached", "energy_kwh", "energy_measured", "energy_source")
+
+
+def _seed_runs(states: list[ItemState], split: str | None) -> dict[str, dict[str, Any]]:
+    """Seed -> that item's own score, metrics and timing: tables and trackers show each run, not the mean."""
+    runs = {}
+    for state in states:
+        record = state.record or {}
+        scored = record["splits"][split] if split and record else record
+        runs[str(state.planned.seed)] = {"status": state.status, "score": _finite(scored.get("score")),
+                                         "metrics": dict(scored.get("metrics") or {}),
+                                         **{key: record.get(key) for key in RUN_FIELDS}}
+    return runs
 
 
 def _records(states: list[ItemState]) -> dict[str, dict[str, Any] | None]:

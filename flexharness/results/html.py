@@ -31,7 +31,7 @@ h1 { margin-bottom: .3rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom:
 h3 { margin-top: 1.6rem; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
 th, td { border: 1px solid #d0d0d0; padding: .25rem .6rem; vertical-align: top; white-space: nowrap; }
-td.detail { white-space: normal; } .scroll { overflow-x: auto; }
+td.detail { white-space: normal; min-width: 16rem; } .scroll { overflow-x: auto; }
 th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 td.right, th.right { text-align: right; font-variant-numeric: tabular-nums; }
 td.center, th.center { text-align: center; }
@@ -43,6 +43,10 @@ tr.fail td { background: #fdf0f0; } tr.fail td.verdict-cell { background: #f6c9c
 .figures { display: flex; flex-wrap: wrap; gap: 0 1.5rem; align-items: flex-start; }
 figure { margin: 1rem 0 1.6rem; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .85rem; } .meta { color: #666; font-size: .85rem; }
+@media (max-width: 700px) {  /* a phone: plots keep a readable size and scroll sideways, as wide tables do */
+  body { margin: 1rem auto; } figure { overflow-x: auto; max-width: 100%; }
+  figure img { max-width: none; width: 640px; }
+}
 """
 
 
@@ -149,7 +153,8 @@ def gate_table(doc: Mapping[str, Any]) -> str:
                     + f'<td class="verdict-cell">{verdict.upper()}</td>'
                     + f'<td class="detail">{html.escape(g["message"])}</td></tr>')
     head = "".join(f"<th>{h}</th>" for h in ("gate", "suite", "model", "verdict", "detail"))
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+    return (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows)
+            + "\n</tbody>\n</table></div>")
 
 
 def page(doc: Mapping[str, Any], parts: Mapping[str, Sequence[str]], summary_images: Sequence[Path],

@@ -180,7 +180,8 @@ def _join_case(first: tuple[str, dict[str, Any]], second: tuple[str, Mapping[str
     return {**a, "seeds": dict(score.seed_scores), "score": score.score, "seed_std": score.seed_std,
             "status": max(a["status"], b["status"], key=_status_rank), "cached": a["cached"] and b["cached"],
             "cached_items": a.get("cached_items", 0) + b.get("cached_items", 0),
-            "items": {**a.get("items", {}), **b.get("items", {})}, "metrics": metrics}
+            "items": {**a.get("items", {}), **b.get("items", {})}, "metrics": metrics,
+            "per_seed": {**a.get("per_seed", {}), **b.get("per_seed", {})}}
 
 
 def _status_rank(status: str) -> int:
