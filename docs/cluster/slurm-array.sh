@@ -2,6 +2,7 @@
 # flexharness on Slurm: one array task per shard, one GPU each; docs/cluster.md explains every line.
 #   sbatch docs/cluster/slurm-array.sh                  # every shard; then docs/cluster/merge.sh
 #   sbatch --array=1,3 docs/cluster/slurm-array.sh      # only the shards that failed, after a partial failure
+#   sbatch --gres=none docs/cluster/slurm-array.sh      # a CPU-only partition (it refuses the GPU line below)
 #SBATCH --job-name=flexharness
 #SBATCH --array=0-3
 #SBATCH --gres=gpu:1
