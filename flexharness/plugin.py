@@ -13,7 +13,7 @@ import pytest
 from flexharness import interrupts, scaleout
 from flexharness import options as opts
 from flexharness.axes import AXES
-from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
+from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, ResultCache, outputs_dir, result_key
 from flexharness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
@@ -35,7 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "flex: any flexharness case")
     config.stash[OPTIONS_KEY] = opts.parse(config)
     if hasattr(config, "workerinput"):
-        scaleout.pin_gpu(config.workerinput)  # before anything initialises CUDA in this worker
+        # before anything initialises CUDA in this worker
+        scaleout.pin_gpu(config.workerinput, per_worker=config.stash[OPTIONS_KEY].devices or 1)
     else:
         config.pluginmanager.register(ControllerHooks(config), "flexharness-controller")
 
@@ -56,9 +57,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shard = options_of(config).shard
     if shard:
         scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
-        items[:], deselected = scaleout.select_shard(items, *shard)
+        records = ResultCache.of(config, reuse=True)  # earlier runs' seconds, for --flex-shard-by measured
+        items[:], deselected, config.stash[scaleout.LINE_KEY] = scaleout.cut_shard(
+            items, options_of(config), records.directory if records else None, result_key)
         if deselected:
             config.hook.pytest_deselected(items=deselected)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """The shard plan's line: this shard's items and share of the run's cost, and how even the cut is."""
+    return [config.stash[scaleout.LINE_KEY]] if scaleout.LINE_KEY in config.stash else []
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -22,4 +22,4 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}  # models and data were fetched befor
 
 INDEX=${SLURM_ARRAY_TASK_ID:?submit with sbatch --array}
 mkdir -p "$RESULTS"
-exec pytest $SUITES --flex-shard=$((INDEX + 1))/$SHARDS --flex-json="$RESULTS/shard-$((INDEX + 1)).json" -o cache_dir="$SHARED/pytest-cache"
+exec pytest $SUITES --flex-shard=$((INDEX + 1))/$SHARDS --flex-shard-by=measured --flex-json="$RESULTS/shard-$((INDEX + 1)).json" -o cache_dir="$SHARED/pytest-cache"
