@@ -1,9 +1,11 @@
 """Spreading a suite: shards over machines (``--flex-shard K/N``), GPUs and CPU threads over xdist workers.
 
 Sharding must give every runner the same answer without talking to the
-others: the share is a pure function of the collected items, computed the
-same way on every machine, and all seeds of a case stay on one shard so a
-shard's results hold whole cases.
+others: by estimate, the share is a pure function of the collected items and
+the models' config.json, computed the same way on every machine; by measured
+seconds (read from a result cache that fills while the run goes) the first
+task writes the plan beside the shard files and the others read it. All seeds
+of a case stay on one shard so a shard's results hold whole cases.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ def measure(items: Sequence[Any], results: Path | None, device: str, reuse: bool
     ours = [item for item in items if getattr(item, "planned", None) is not None]
     if results is None or not results.is_dir():
         return Measured({}, frozenset())
-    models = {key_of(item.planned, device)[1]: item.planned.model for item in ours}
+    keys = {item.nodeid: key_of(item.planned, device) for item in ours}   # (record key, model fingerprint)
+    models = {keys[item.nodeid][1]: item.planned.model for item in ours}
     samples: dict[str, list[tuple[float, float]]] = {}
     for path in sorted(results.glob("*.json")):
         record = _record(path)
@@ -146,8 +149,8 @@ def measure(items: Sequence[Any], results: Path | None, device: str, reuse: bool
         samples.setdefault(model, []).append((_number(record.get("train_seconds")),
                                               flops * _number(record.get("train_tokens"))))
     rates = {model: found for model, pairs in samples.items() if (found := shards.rate(pairs)) is not None}
-    keys = {item.nodeid: key_of(item.planned, device)[0] for item in ours} if reuse else {}
-    return Measured(rates, frozenset(n for n, key in keys.items() if key and (results / f"{key}.json").is_file()))
+    cached = [n for n, (key, _) in keys.items() if reuse and key and (results / f"{key}.json").is_file()]
+    return Measured(rates, frozenset(cached))
 
 
 def _record(path: Path) -> dict[str, Any]:
