@@ -1,5 +1,5 @@
-"""One item fine-tuned by two processes (DDP, gloo on CPU, torch's launcher): the same steps as one process,
-one record per item, and shards of such items merge like any other."""
+"""One item fine-tuned by two processes (DDP or FSDP, gloo on CPU, torch's launcher): the same steps as one
+process, one record per item, and shards of such items merge like any other."""
 
 from __future__ import annotations
 
@@ -34,46 +34,33 @@ def still_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("still-bert"), dropout=0.0)
 
 
-def _seed_scores(doc: dict) -> list[tuple]:
-    return [(c["id"], c["seeds"]) for c in doc["cases"]]
+def _records(pytester: pytest.Pytester) -> list[dict]:
+    return [json.loads(p.read_text())["record"]
+            for p in (pytester.path / ".pytest_cache" / "d" / "flexharness-results").glob("*.json")]
 
 
-def test_two_process_ddp_matches_one_process_and_its_shards_merge(pytester: pytest.Pytester, suite_text,
-                                                                 still_model: Path) -> None:
-    pytester.makefile(".flex.yaml", toy=suite_text(TWO, train=TRAIN))
-    model = f"--model={still_model}"
-    pytester.runpytest(model, "-p", "no:cacheprovider", "--flex-json=one.json").assert_outcomes(passed=2)
-    one = json.loads((pytester.path / "one.json").read_text())
-    for k in (1, 2):
-        pytester.runpytest(model, "--flex-devices-per-item=2", f"--flex-shard={k}/2",
-                           f"--flex-json=s{k}.json").assert_outcomes(passed=1, deselected=1)
-    records = [json.loads(p.read_text())["record"]
-               for p in (pytester.path / ".pytest_cache" / "d" / "flexharness-results").glob("*.json")]
-    assert len(records) == 2 and all(r["devices"] == 2 for r in records)   # one item, one record
-    assert main(["merge", str(pytester.path / "s1.json"), str(pytester.path / "s2.json"),
-                 "-o", str(pytester.path / "merged.json")]) == 0
-    merged = json.loads((pytester.path / "merged.json").read_text())
-    for ddp, single in zip(merged["cases"], one["cases"]):
-        assert ddp["id"] == single["id"]
-        assert ddp["seeds"]["0"] == pytest.approx(single["seeds"]["0"], abs=1e-6)
-    rerun = pytester.runpytest(model, "--flex-devices-per-item=2", "--flex-shard=1/2", "--flex-json=again.json")
-    rerun.assert_outcomes(passed=1, deselected=1)
-    assert json.loads((pytester.path / "again.json").read_text())["cases"][0]["cached"] is True
-
-
-def test_fsdp_shards_of_the_model_take_the_steps_of_one_process(pytester: pytest.Pytester, suite_text,
-                                                                 still_model: Path) -> None:
-    sharded = TRAIN.replace("seeds: [0]", "seeds: [0], parallel: fsdp, devices: 2")
+def test_ddp_and_fsdp_items_take_one_process_steps_and_their_shards_merge(pytester: pytest.Pytester, suite_text,
+                                                                          still_model: Path) -> None:
+    """t0 over two DDP processes, t1 over two FSDP shards, each alone on a shard; the plain suite is the reference."""
+    parallel = ("tasks:\n  - {name: t0, dataset: reviews, metric: accuracy, train: {devices: 2}}\n"
+                "  - {name: t1, dataset: reviews, metric: accuracy, train: {devices: 2, parallel: fsdp}}\n")
     pytester.makefile(".flex.yaml", one=suite_text(TWO, train=TRAIN).replace("suite: toy", "suite: one"),
-                      fsdp=suite_text(TWO, train=sharded).replace("suite: toy", "suite: fsdp"))
-    done = pytester.runpytest(f"--model={still_model}", "-k", "t0", "--flex-json=both.json")
-    done.assert_outcomes(passed=2, deselected=2)
-    records = [json.loads(p.read_text())["record"]
-               for p in (pytester.path / ".pytest_cache" / "d" / "flexharness-results").glob("*.json")]
-    assert sorted(str((r.get("devices"), r.get("parallel"))) for r in records) == ["(2, 'fsdp')", "(None, None)"]
-    one, fsdp = sorted(json.loads((pytester.path / "both.json").read_text())["cases"], key=lambda c: c["suite"])[::-1]
-    assert (one["suite"], fsdp["suite"]) == ("one", "fsdp")
-    assert fsdp["seeds"]["0"] == pytest.approx(one["seeds"]["0"], abs=1e-6)
+                      many=suite_text(parallel, train=TRAIN).replace("suite: toy", "suite: many"))
+    model = f"--model={still_model}"
+    single = pytester.runpytest("one.flex.yaml", model, "-p", "no:cacheprovider", "--flex-json=one.json")
+    single.assert_outcomes(passed=2)
+    for k in (1, 2):
+        pytester.runpytest("many.flex.yaml", model, f"--flex-shard={k}/2",
+                           f"--flex-json=s{k}.json").assert_outcomes(passed=1, deselected=1)
+    assert sorted(str((r["devices"], r["parallel"])) for r in _records(pytester)) == ["(2, 'ddp')", "(2, 'fsdp')"]
+    assert main(["merge", str(pytester.path / "s1.json"), str(pytester.path / "s2.json"),
+                 "-o", str(pytester.path / "merged.json")]) == 0   # one item, one record: shards merge as ever
+    merged = {c["name"]: c for c in json.loads((pytester.path / "merged.json").read_text())["cases"]}
+    for single in json.loads((pytester.path / "one.json").read_text())["cases"]:
+        assert merged[single["name"]]["seeds"]["0"] == pytest.approx(single["seeds"]["0"], abs=1e-6)
+    again = pytester.runpytest("many.flex.yaml", model, "--flex-shard=1/2", "--flex-json=again.json")
+    again.assert_outcomes(passed=1, deselected=1)
+    assert json.loads((pytester.path / "again.json").read_text())["cases"][0]["cached"] is True   # no launch
 
 
 def test_fsdp_is_refused_for_methods_that_train_few_weights(pytester: pytest.Pytester, suite_text) -> None:
