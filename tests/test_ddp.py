@@ -69,3 +69,12 @@ def test_fsdp_is_refused_for_methods_that_train_few_weights(pytester: pytest.Pyt
     result = pytester.runpytest("--collect-only")
     result.stdout.fnmatch_lines(["*toy.flex.yaml:3: train.parallel: 'parallel: fsdp' shards the weights that "
                                  "'method: full' trains; 'method: lora' trains few of them*"])
+
+
+def test_a_failed_launch_says_which_process_failed_and_why(tmp_path: Path) -> None:
+    from flexharness.engine.distributed import _launch
+    from flexharness.errors import TrainingError
+
+    failed = r"over 2 processes failed \(exit 1\):\nrank 0: FileNotFoundError: .*job\.pt"
+    with pytest.raises(TrainingError, match=failed):
+        _launch(tmp_path, 2, "cpu")   # no job file: every process fails to read it

@@ -30,6 +30,7 @@ from flexharness.errors import TrainingError
 JOB = "job.pt"          # the fresh model and everything fine_tune needs, for every process
 TRAINED = "trained.pt"  # rank 0's trained weights
 STATS = "stats.json"
+ERROR_PREFIX = "error-"  # error-RANK.txt: what stopped a process
 LOG_TAIL = 2000         # characters of the processes' output a failure quotes
 TIMEOUT_S = 7 * 24 * 3600
 
@@ -122,6 +123,8 @@ def _launch(work: Path, devices: int, device: str) -> None:
                f"--nproc-per-node={devices}", "-m", "flexharness.engine.ddp_worker", str(work)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     if done.returncode != 0 or not (work / TRAINED).is_file():
-        output = (done.stdout + done.stderr).strip()[-LOG_TAIL:]
+        errors = sorted(work.glob(f"{ERROR_PREFIX}*.txt"))
+        cause = (f"rank {errors[0].stem.removeprefix(ERROR_PREFIX)}: {errors[0].read_text(encoding='utf-8')}"
+                 if errors else (done.stdout + done.stderr).strip())
         raise TrainingError(f"data-parallel fine-tuning over {devices} processes failed (exit {done.returncode}):"
-                            f"\n{output}")
+                            f"\n{cause[-LOG_TAIL:]}")
