@@ -112,13 +112,15 @@ def _check_devices(devices: int, device: str) -> None:
 
 
 def _launch(work: Path, devices: int, device: str) -> None:
-    """torch's launcher, ``devices`` processes on this machine; a failure quotes the end of their output."""
+    """torch's launcher, ``devices`` processes on this machine; a failure quotes what stopped the first process
+    that failed (``error-RANK.txt``), else the end of the launcher's output."""
     import flexharness
 
     package_root = str(Path(flexharness.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
     if device != "cuda" and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // devices))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env["OMP_NUM_THREADS"] = str(max(1, cores // devices))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                f"--nproc-per-node={devices}", "-m", "flexharness.engine.ddp_worker", str(work)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
