@@ -19,9 +19,10 @@ from flexharness.harness.collect import RESULT_PROPERTY, TRACKING_KEY, SuiteFile
 from flexharness.harness.gates import report_gates
 from flexharness.harness.options import OPTIONS_KEY, options_of
 from flexharness.harness.session import Controller
-from flexharness.harness.storage import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
+from flexharness.harness.storage import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir, results_dir
 from flexharness.names import model_label
 from flexharness.results import frames, predictions
+from flexharness.store.keys import result_key
 from flexharness.results.io import write_json
 from flexharness.results.present import summary_lines, write_report_dir
 from flexharness.results.verdict import outputs_beside
@@ -38,7 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "flex: any flexharness case")
     config.stash[OPTIONS_KEY] = opts.parse(config, AXES)
     if hasattr(config, "workerinput"):
-        scaleout.pin_gpu(config.workerinput)  # before anything initialises CUDA in this worker
+        # before anything initialises CUDA in this worker
+        scaleout.pin_gpu(config.workerinput, per_worker=config.stash[OPTIONS_KEY].devices or 1)
         if LOG_INPUT in config.workerinput:
             config.stash[TRACKING_KEY] = tracking.Target.from_json(config.workerinput[LOG_INPUT])
     else:
@@ -60,9 +62,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shard = options_of(config).shard
     if shard:
         scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
-        items[:], deselected = scaleout.select_shard(items, *shard)
+        items[:], deselected, config.stash[scaleout.LINE_KEY] = scaleout.cut_shard(  # earlier runs' seconds:
+            items, options_of(config), results_dir(config), _key_of)                   # --flex-shard-by measured
         if deselected:
             config.hook.pytest_deselected(items=deselected)
+
+
+def _key_of(planned: Any, device: str) -> tuple[str | None, str | None]:
+    return result_key(planned, device, AXES.get(planned.case.axis).keyed_as(planned.case))
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """The shard plan's line: this shard's items and share of the run's cost, and how even the cut is."""
+    return [config.stash[scaleout.LINE_KEY]] if scaleout.LINE_KEY in config.stash else []
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

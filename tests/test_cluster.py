@@ -116,3 +116,16 @@ def test_kubernetes_jobs_run_the_slurm_commands(tmp_path: Path) -> None:
     assert merge_job["spec"]["template"]["spec"]["volumes"] == job["spec"]["template"]["spec"]["volumes"]
     assert _run_job(merger, {**base, **merge_env}, tmp_path) == _command(
         "merge.sh", {**base, "SHARED": str(shared / "flexharness")}, tmp_path)
+
+
+def test_the_multi_gpu_job_runs_the_same_command_with_one_item_over_its_gpus(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    _, one, one_env = _job("k8s-indexed-job.yaml", shared)
+    job, many, env = _job("k8s-indexed-job-multi-gpu.yaml", shared)
+    devices = int(env["DEVICES"])
+    assert devices == many["resources"]["limits"]["nvidia.com/gpu"] > 1
+    assert job["spec"]["completions"] == int(env["SHARDS"])
+    assert any(m["mountPath"] == "/dev/shm" for m in many["volumeMounts"])
+    base = {"PATH": os.environ["PATH"], "JOB_COMPLETION_INDEX": "1"}
+    assert _run_job(many, {**base, **env}, tmp_path) == [*_run_job(one, {**base, **one_env}, tmp_path),
+                                                        f"--flex-devices-per-item={devices}"]

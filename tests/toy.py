@@ -19,7 +19,8 @@ TOPICS = ["flight", "phone", "car", "game"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, heads: int = 2, positions: int = 64) -> Path:
+def build_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, heads: int = 2, positions: int = 64,
+                    dropout: float = 0.1) -> Path:
     """Save a random-weight BERT and its tokenizer to ``directory``; returns it."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -27,7 +28,8 @@ def build_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, heads: i
     vocab = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL + TOPICS
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=positions)
+                        num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=positions,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     torch.manual_seed(1234)
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

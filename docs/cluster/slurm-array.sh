@@ -2,6 +2,7 @@
 # flexharness on Slurm: one array task per shard, one GPU each; docs/cluster.md explains every line.
 #   sbatch docs/cluster/slurm-array.sh                  # every shard; then docs/cluster/merge.sh
 #   sbatch --array=1,3 docs/cluster/slurm-array.sh      # only the shards that failed, after a partial failure
+#   sbatch --gres=none docs/cluster/slurm-array.sh      # a CPU-only partition (it refuses the GPU line below)
 #SBATCH --job-name=flexharness
 #SBATCH --array=0-3
 #SBATCH --gres=gpu:1
@@ -21,4 +22,4 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}  # models and data were fetched befor
 
 INDEX=${SLURM_ARRAY_TASK_ID:?submit with sbatch --array}
 mkdir -p "$RESULTS"
-exec pytest $SUITES --flex-shard=$((INDEX + 1))/$SHARDS --flex-json="$RESULTS/shard-$((INDEX + 1)).json" -o cache_dir="$SHARED/pytest-cache"
+exec pytest $SUITES --flex-shard=$((INDEX + 1))/$SHARDS --flex-shard-by=measured --flex-json="$RESULTS/shard-$((INDEX + 1)).json" -o cache_dir="$SHARED/pytest-cache"

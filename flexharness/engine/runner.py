@@ -242,4 +242,5 @@ def example_counts(inputs: Inputs) -> dict[str, Any]:
 def train_fields(stats: train.TrainStats) -> dict[str, Any]:
     return {"train_seconds": round(stats.seconds, 3), "steps": stats.steps, "final_loss": stats.final_loss,
             "train_tokens": stats.train_tokens, "train_method": stats.method,
-            "trainable_params": stats.trainable_params, "total_params": stats.total_params}
+            "trainable_params": stats.trainable_params, "total_params": stats.total_params,
+            **({"devices": stats.devices, "parallel": stats.parallel} if stats.devices > 1 else {})}

@@ -45,6 +45,8 @@ class TrainStats:
     method: str = "full"
     trainable_params: int = 0
     total_params: int = 0
+    devices: int = 1
+    parallel: str = ""   # ddp or fsdp when devices > 1
 
 
 def seed_everything(seed: int) -> None:
@@ -197,17 +199,23 @@ def loss_of(logits: Any, labels: Any, regression: bool) -> Any:
 
 
 def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device: str, pad_id: int,
-              regression: bool, progress: ProgressFn | None = None) -> TrainStats:
+              regression: bool, progress: ProgressFn | None = None, parallel: Any = None) -> TrainStats:
     """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss.
 
     Losses stay on the device and are checked every ``LOSS_CHECK_STEPS`` steps (and at the end); the
     error names the first step whose loss was not finite. ``progress`` sees the loss of the last check, and in
     ``losses`` the (step, loss, learning rate) of each step read at this one (none between checks).
+    ``devices: N`` above 1 trains in N processes (``engine.distributed``), each of which runs this loop
+    with its ``parallel`` place: its share of each batch, gradients averaged by DDP.
     """
     import time
 
     import torch
 
+    if config.devices > 1 and parallel is None:
+        from flexharness.engine.distributed import fine_tune_parallel
+
+        return TrainStats(**fine_tune_parallel(model, data, config, seed, device, pad_id, regression))
     seed_everything(seed)
     precision = resolve_precision(config.precision, device)
     if device == "cuda":  # TF32 for the fp32 parts that autocast leaves in fp32; never under an explicit fp32
@@ -215,21 +223,23 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     rng = np.random.default_rng(seed)
     model.to(device).train()
     adapted = adapt.prepare(model, config, device)  # method: full, lora or head
+    forward = parallel.wrap(model, device) if parallel else model
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
     step, seen, start, loss_value = 0, 0, time.perf_counter(), float("nan")
     pending: list[tuple[Any, int, int, float]] = []   # (loss on the device, step, epoch, learning rate)
     for epoch in range(config.epochs):
         batches = batch_order(data.lengths, config.batch_size, rng, config.group_by_length)
+        shares = [parallel.share(b) for b in batches] if parallel else [(b, 1.0) for b in batches]
         make = functools.partial(host_batch, data, pad_id=pad_id, pin=device == "cuda", labels=data.labels)
-        for indices, host in zip(batches, prepared_ahead(make, batches, device)):
+        for indices, (_, weight), host in zip(batches, shares, prepared_ahead(make, [r for r, _ in shares], device)):
             batch = to_device(host, device)
             labels = batch.pop("labels")
             with autocast(device, precision):
-                logits = model(**batch).logits
+                logits = forward(**batch).logits
             loss = loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
-            loss.backward()
+            (loss * weight if parallel else loss).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -248,7 +258,8 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     adapt.finish(adapted)
     return TrainStats(step, time.perf_counter() - start, int(data.lengths.sum()) * config.epochs, loss_value,
                       precision=precision, method=adapted.method, trainable_params=adapted.trainable,
-                      total_params=adapted.total)
+                      total_params=adapted.total, devices=parallel.world if parallel else 1,
+                      parallel=parallel.mode if parallel else "")
 
 
 def _checked_losses(pending: list[tuple[Any, int, int, float]], config: TrainConfig) -> list[tuple[int, float, float]]:

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 import pytest
 
 from flexharness.engine.tracking import TRACKERS
-from flexharness.harness.scaleout import parse_shard
+from flexharness.harness.scaleout import SHARD_BY, parse_shard
 from flexharness.results.io import unwritable
 from flexharness.rules.baseline import Tolerance, parse_tolerance
 from flexharness.suite.reader import TRAIN_METHODS
@@ -44,6 +44,7 @@ class Options:
     tolerance: Tolerance | None = None
     no_cache: bool = False
     shard: tuple[int, int] | None = None
+    shard_by: str = "estimate"
     progress: float = DEFAULT_PROGRESS_S
     bootstrap: int = DEFAULT_BOOTSTRAP
     correction: str = "holm"
@@ -53,6 +54,7 @@ class Options:
     log: tuple[str, ...] = ()
     log_dir: str = DEFAULT_LOG_DIR
     energy: bool = False
+    devices: int | None = None
     axes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # each axis's own options, by key
 
     def train_overrides(self) -> dict[str, Any]:
@@ -68,6 +70,8 @@ class Options:
             overrides["precision"] = self.precision
         if self.method is not None:
             overrides["method"] = self.method
+        if self.devices is not None:
+            overrides["devices"] = self.devices
         return overrides
 
 
@@ -101,6 +105,9 @@ def add_options(parser: pytest.Parser, axes: Iterable[Any] = ()) -> None:
                     help="training precision for every case, overriding the suites (auto: bf16 on CUDA, fp32 on CPU)")
     group.addoption("--flex-method", metavar="full|lora|head",
                     help="how every case fine-tunes, overriding the suites: all weights, a LoRA adapter, the head only")
+    group.addoption("--flex-devices-per-item", metavar="N",
+                    help="fine-tune each item data-parallel over N processes (GPUs on CUDA), overriding the "
+                         "suites' 'devices'; with -n, each xdist worker gets N GPUs")
     add_ci_options(group)
     add_statistics_options(group)
     for axis in axes:
@@ -108,14 +115,14 @@ def add_options(parser: pytest.Parser, axes: Iterable[Any] = ()) -> None:
     add_log_options(group, parser)
     parser.addini("flex_models", "models to evaluate, one per line", type="linelist", default=[])
     parser.addini("flex_suite_patterns", "glob patterns of suite files", type="args", default=[DEFAULT_PATTERN])
-    for name in ("json", "report_dir", "export", "data_dir", "seeds", "epochs", "max_train_samples", "device", "precision",
-                 "method", *CI_OPTIONS, *STATISTICS_OPTIONS):
+    for name in ("json", "report_dir", "export", "data_dir", "seeds", "epochs", "max_train_samples", "device",
+                 "precision", "method", "devices_per_item", *CI_OPTIONS, *STATISTICS_OPTIONS):
         parser.addini(f"flex_{name}", f"default for --flex-{name.replace('_', '-')}", default=None)
     parser.addini("flex_trust_remote_code", "default for --flex-trust-remote-code", type="bool", default=False)
     parser.addini("flex_no_cache", "default for --flex-no-cache", type="bool", default=False)
 
 
-CI_OPTIONS = ("baseline", "save_baseline", "tolerance", "shard", "progress")
+CI_OPTIONS = ("baseline", "save_baseline", "tolerance", "shard", "shard_by", "progress")
 
 
 def add_ci_options(group: Any) -> None:
@@ -129,6 +136,9 @@ def add_ci_options(group: Any) -> None:
                     help="recompute every item instead of reusing the result cache (results are stored again)")
     group.addoption("--flex-shard", metavar="K/N",
                     help="run only shard K of N (balanced, deterministic); join the shards with flexharness merge")
+    group.addoption("--flex-shard-by", metavar="estimate|measured",
+                    help="balance shards by estimated FLOPs (default), or by seconds measured in the result cache, "
+                         "the plan then fixed by the first task in plan.json beside --flex-json (docs/cluster.md)")
     group.addoption("--flex-progress", metavar="SECONDS",
                     help=f"progress line interval when output is not a terminal (default {DEFAULT_PROGRESS_S:g}); "
                          "0 turns progress off")
@@ -243,6 +253,7 @@ def parse(config: pytest.Config, axes: Iterable[Any] = ()) -> Options:
         patterns=tuple(config.getini("flex_suite_patterns")),
         precision=_precision(_value(config, "precision")),
         method=_method(_value(config, "method")),
+        devices=_positive_int(_value(config, "devices_per_item"), "--flex-devices-per-item"),
         **_ci_options(config),
         **_statistics_options(config),
         axes=_axis_options(config, axes),
@@ -266,13 +277,20 @@ def _ci_options(config: pytest.Config) -> dict[str, Any]:
     if values["shard"] and values["save_baseline"]:
         raise pytest.UsageError("--flex-save-baseline needs the whole suite: merge the shards with "
                                 "'flexharness merge ... -o merged.json' and use merged.json as the baseline")
+    shard_by = values["shard_by"] or "estimate"
+    if shard_by not in SHARD_BY:
+        raise pytest.UsageError(f"--flex-shard-by: expected estimate or measured, got {str(shard_by)[:40]!r}")
+    if shard_by == "measured" and values["shard"] and not _value(config, "json"):
+        raise pytest.UsageError("--flex-shard-by measured keeps the run's shard plan beside the shard files: "
+                                "give --flex-json (one folder per run, shared by every task)")
     try:
         tolerance = parse_tolerance(values["tolerance"]) if values["tolerance"] else None
         shard = parse_shard(values["shard"]) if values["shard"] else None
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     return {"baseline": values["baseline"], "save_baseline": values["save_baseline"], "tolerance": tolerance,
-            "no_cache": bool(_value(config, "no_cache")), "shard": shard, "progress": _seconds(values["progress"])}
+            "no_cache": bool(_value(config, "no_cache")), "shard": shard, "shard_by": shard_by,
+            "progress": _seconds(values["progress"])}
 
 
 def _seconds(text: Any) -> float:

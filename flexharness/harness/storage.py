@@ -38,6 +38,12 @@ def outputs_dir(config: pytest.Config) -> Path:
     return config.stash[OUTPUTS_KEY]
 
 
+def results_dir(config: pytest.Config) -> Path | None:
+    """The result cache's records folder; None without a cache directory (then no earlier run left any)."""
+    cache = getattr(config, "cache", None)
+    return cache.mkdir(RESULTS_DIR) if cache is not None else None
+
+
 def arrays_dir(config: pytest.Config) -> Path:
     """Where token ids and frozen features are kept (``engine.diskcache``): beside the result cache, so later
     runs reuse them; else in the run's outputs folder, shared by xdist workers."""

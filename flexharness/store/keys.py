@@ -26,7 +26,7 @@ from flexharness.suite.spec import Case, DatasetSpec, Planned
 # the key, so records cached before the field existed are still found.
 ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "precision": "auto", "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
-    "lora_target_modules": None, "gradient_checkpointing": False,
+    "lora_target_modules": None, "gradient_checkpointing": False, "devices": 1, "parallel": "ddp",
 }
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 

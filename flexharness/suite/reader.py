@@ -19,31 +19,10 @@ from flexharness.errors import SuiteError, short_repr
 from flexharness.names import model_label
 from flexharness.rules.metrics import METRICS, REGRESSION
 from flexharness.suite.gatespec import GatedAxis, read_gates
-from flexharness.suite.resources import (
-    path_problem,
-    position_limit,
-    resolve_path,
-    suite_relative,
-)
-from flexharness.suite.schema import (
-    Reader,
-    did_you_mean,
-    fraction,
-    non_negative,
-    open_fraction,
-    positive,
-)
-from flexharness.suite.spec import (
-    FILE_FORMATS,
-    PRECISIONS,
-    Case,
-    DatasetSpec,
-    Filter,
-    Planned,
-    SliceSpec,
-    Suite,
-    TrainConfig,
-)
+from flexharness.suite.resources import path_problem, position_limit, resolve_path, suite_relative
+from flexharness.suite.schema import Reader, did_you_mean, fraction, non_negative, open_fraction, positive
+from flexharness.suite.spec import (FILE_FORMATS, PARALLEL_MODES, PRECISIONS, Case, DatasetSpec, Filter, Planned,
+                                    SliceSpec, Suite, TrainConfig)
 from flexharness.suite.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "slices", "gates")
@@ -56,7 +35,8 @@ _TRAIN_CHECKS = {
     "max_train_samples": (int, positive), "max_eval_samples": (int, positive), "group_by_length": (bool, None),
     "precision": (str, lambda value: _one_of(value, PRECISIONS)),
     "lora_rank": (int, positive), "lora_alpha": (float, positive), "lora_dropout": (float, fraction),
-    "gradient_checkpointing": (bool, None),
+    "gradient_checkpointing": (bool, None), "devices": (int, positive),
+    "parallel": (str, lambda value: _one_of(value, PARALLEL_MODES)),
 }
 TRAIN_METHODS = ("full", "lora", "head")   # how a case adapts the model: all weights, a LoRA adapter, the head only
 
@@ -169,7 +149,12 @@ def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
         values["method"] = _methods(reader)
     if reader.has("lora_target_modules"):
         values["lora_target_modules"] = reader.str_or_list("lora_target_modules")
-    return replace(base, **values)
+    train = replace(base, **values)
+    if train.parallel == "fsdp" and train.method != "full":
+        raise reader.error("parallel" if reader.has("parallel") else "method",
+                           f"'parallel: fsdp' shards the weights that 'method: full' trains; 'method: "
+                           f"{train.method}' trains few of them and fits one device: use 'parallel: ddp'")
+    return train
 
 
 def _methods(reader: Reader) -> str | tuple[str, ...]:

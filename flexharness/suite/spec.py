@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from flexharness.rules.metrics import METRICS
 
 PRECISIONS = ("auto", "fp32", "bf16")
+PARALLEL_MODES = ("ddp", "fsdp")   # how ``devices`` processes share an item: replicas, or shards of the model
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -39,6 +40,8 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_target_modules: tuple[str, ...] | None = None   # None: the architecture's default (engine.adapt)
     gradient_checkpointing: bool = False
+    devices: int = 1               # processes (GPUs) that fine-tune one item together (engine.distributed)
+    parallel: str = "ddp"          # PARALLEL_MODES
 
 
 @dataclass(frozen=True)
