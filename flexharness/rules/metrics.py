@@ -6,13 +6,17 @@ that collecting a suite stays cheap.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from flexharness.rules import tagging
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+TAGGING = "tagging"          # entity-level and token scores of tagged sentences (rules.tagging)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ METRICS: dict[str, Metric] = {
         Metric("pearson", REGRESSION, True, _correlation("pearsonr")),
         Metric("spearman", REGRESSION, True, _correlation("spearmanr")),
         Metric("mse", REGRESSION, False, _mse),
+        *(Metric(name, TAGGING, True, functools.partial(tagging.value, name)) for name in tagging.METRIC_NAMES),
     )
 }
 

@@ -18,6 +18,7 @@ from flexharness.spec import Case
 DEFAULT = "sequence_classification"
 BUILT_IN = {
     "sequence_classification": "flexharness.engine.kinds.sequence_classification:SequenceClassification",
+    "token_classification": "flexharness.engine.kinds.token_classification:TokenClassification",
 }
 
 __all__ = ["DEFAULT", "KINDS", "KindRegistry", "KindRegistryError", "TaskKind", "of"]
