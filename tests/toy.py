@@ -181,3 +181,19 @@ def write_conll(path: Path, rows: list[dict], docstart: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def choice_rows(n: int, seed: int = 0, choices: int = 3) -> list[dict]:
+    """Items whose right choice is the one that goes on in the context's positive tone: it holds a positive
+    word, the others a negative one. The label is the right choice's index; ``answer`` holds its text;
+    ``choice0``... the choices as columns."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        sentiment = "positive"
+        same, other = POSITIVE, NEGATIVE
+        right = rng.randrange(choices)
+        options = [f"{rng.choice(NEUTRAL)} {rng.choice(same if j == right else other)}" for j in range(choices)]
+        rows.append({"context": sentence(rng, sentiment), "stem": rng.choice(NEUTRAL), "choices": options,
+                     "label": right, "answer": options[right], **{f"choice{j}": c for j, c in enumerate(options)}})
+    return rows

@@ -19,6 +19,7 @@ DEFAULT = "sequence_classification"
 BUILT_IN = {
     "sequence_classification": "flexharness.engine.kinds.sequence_classification:SequenceClassification",
     "token_classification": "flexharness.engine.kinds.token_classification:TokenClassification",
+    "multiple_choice": "flexharness.engine.kinds.multiple_choice:MultipleChoice",
 }
 
 __all__ = ["DEFAULT", "KINDS", "KindRegistry", "KindRegistryError", "TaskKind", "of"]
