@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from flexharness.cache import case_fingerprint, digest, training_recipe
 from flexharness.engine.kinds import KINDS, KindRegistryError
+from flexharness.results.predictions import read_beside
 from flexharness.spec import Case, DatasetSpec, Filter, TrainConfig
+from toy import tagged_rows, write_conll, write_jsonl
 
 
 def _case(**dataset) -> Case:
@@ -39,3 +45,86 @@ def test_the_registry_refuses_taken_and_unknown_kinds() -> None:
     with pytest.raises(KindRegistryError, match="module:ClassName"):
         KINDS.register("loose", "no_colon_here")
     assert KINDS.keys()[0] == "sequence_classification"
+
+
+RECIPE = "train: {epochs: 3, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, max_length: 24, seeds: [0, 1]}"
+
+
+def _entity_f1(labels: np.ndarray, outputs: np.ndarray, strict: bool = False) -> float:
+    """seqeval's own micro F1 on the stored codes, written out as tags: an independent computation."""
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOBES
+
+    def tags(row: np.ndarray) -> list[str]:
+        return ["O" if c == 0 else f"{'BIES'[(c - 1) % 4]}-T{(c - 1) // 4}" for c in row[row != -100]]
+
+    mode = {"mode": "strict", "scheme": IOBES} if strict else {}
+    return f1_score([tags(r) for r in labels], [tags(r) for r in outputs], **mode)
+
+
+def _outputs(path: Path) -> dict[tuple[str, str, int], dict[str, np.ndarray]]:
+    """(axis, case, seed) -> the stored arrays of its case's own evaluation split."""
+    found = {}
+    for meta, arrays in read_beside(path):
+        found[(meta["axis"], meta["case"], int(meta["seed"]))] = arrays
+    return found
+
+
+def test_tagging_runs_on_every_axis_and_its_stored_tags_give_its_score(
+        pytester: pytest.Pytester, tiny_model: Path) -> None:
+    """JSONL and CoNLL (IOBES) tagging, long sentences in windows, LoRA and head, domains with transfer,
+    compression, output and weight fusion, learning curves, slices and intervals in one run."""
+    write_jsonl(pytester.path / "ner" / "train.jsonl", tagged_rows(160, long_every=9))
+    write_jsonl(pytester.path / "ner" / "dev.jsonl", tagged_rows(48, seed=1, long_every=6))
+    write_conll(pytester.path / "conll" / "train.conll", tagged_rows(120, seed=2, scheme="IOBES"))
+    write_conll(pytester.path / "conll" / "dev.conll", tagged_rows(40, seed=3, scheme="IOBES"))
+    pytester.makefile(".flex.yaml", toy=f"""suite: toy
+model: {tiny_model}
+{RECIPE}
+datasets:
+  ner: {{kind: token_classification, files: {{train: ner/train.jsonl, dev: ner/dev.jsonl}}}}
+  conll: {{kind: token_classification, files: {{train: conll/train.conll, dev: conll/dev.conll}}, tag_scheme: IOBES}}
+tasks:
+  - {{name: ner, dataset: ner, metric: [entity_f1, token_accuracy], slices: {{by: topic, bins: 2}}}}
+  - {{name: conll, dataset: conll, metric: entity_f1_strict, slices: {{by: length, bins: 2}},
+      train: {{epochs: 8, batch_size: 8}}}}
+  - {{name: adapt, dataset: ner, metric: entity_f1, train: {{method: [lora, head], seeds: [0]}}}}
+domains:
+  dataset: ner
+  metric: entity_f1
+  transfer: true
+  train: {{seeds: [0]}}
+  members:
+    flight: {{where: {{topic: flight}}}}
+    phone: {{where: {{topic: [phone, car, game]}}}}
+compression:
+  task: ner
+  train: {{seeds: [0]}}
+  methods: [{{method: magnitude, sparsity: 0.5}}, {{method: heads, fraction: 0.5}}, {{method: layers, keep: 1}}, {{method: int8}}]
+fusion: {{task: ner, methods: [ensemble, uniform_soup]}}
+efficiency: {{task: ner, sizes: [24, 96], seeds: [0]}}
+""")
+    result = pytester.runpytest("--flex-json=out.json", "-p", "no:randomly")
+    result.assert_outcomes(passed=2 * 2 + 2 + 2 + 4 + 2 + 2)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    cases = {(c["axis"], c["name"]): c for c in doc["cases"]}
+    assert {c["kind"] for c in doc["cases"]} == {"token_classification"}
+    ner = cases[("tasks", "ner")]
+    assert ner["metrics"]["entity_f1"] > 0.5 and ner["interval"]["low"] <= ner["score"] <= ner["interval"]["high"]
+    stored = _outputs(pytester.path / "out.json")
+    for seed in (0, 1):
+        arrays = stored[("tasks", "ner", seed)]
+        assert arrays["labels"].shape == arrays["outputs"].shape            # every word of every sentence
+        assert (arrays["labels"] != -100).sum() == (arrays["outputs"] != -100).sum()
+    own = [_entity_f1(stored[("tasks", "ner", s)]["labels"], stored[("tasks", "ner", s)]["outputs"]) for s in (0, 1)]
+    assert np.mean(own) == pytest.approx(ner["metrics"]["entity_f1"])
+    conll = cases[("tasks", "conll")]
+    strict = [_entity_f1(stored[("tasks", "conll", s)]["labels"], stored[("tasks", "conll", s)]["outputs"], True)
+              for s in (0, 1)]
+    assert np.mean(strict) == pytest.approx(conll["score"]) and conll["score"] > 0.3
+    assert {m["source"] for m in doc["transfer"]} == {"flight", "phone"}
+    assert all(c["retention"] is not None for (axis, _), c in cases.items() if axis == "compression")
+    assert {name for axis, name in cases if axis == "fusion"} == {"ner-ensemble", "ner-uniform_soup"}
+    assert {(a, n) for a, n in cases if a == "tasks"} >= {("tasks", "adapt-lora"), ("tasks", "adapt-head")}
+    result.stdout.fnmatch_lines(["slices tasks/ner [[]*] by topic: car * flight * game * phone *",
+                                 "slices tasks/conll [[]*] by length: q1 * q2 *"])
