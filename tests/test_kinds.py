@@ -12,7 +12,7 @@ from flexharness.cache import case_fingerprint, digest, training_recipe
 from flexharness.engine.kinds import KINDS, KindRegistryError
 from flexharness.results.predictions import read_beside
 from flexharness.spec import Case, DatasetSpec, Filter, TrainConfig
-from toy import tagged_rows, write_conll, write_jsonl
+from toy import choice_rows, tagged_rows, write_conll, write_jsonl
 
 
 def _case(**dataset) -> Case:
@@ -128,3 +128,56 @@ efficiency: {{task: ner, sizes: [24, 96], seeds: [0]}}
     assert {(a, n) for a, n in cases if a == "tasks"} >= {("tasks", "adapt-lora"), ("tasks", "adapt-head")}
     result.stdout.fnmatch_lines(["slices tasks/ner [[]*] by topic: car * flight * game * phone *",
                                  "slices tasks/conll [[]*] by length: q1 * q2 *"])
+
+
+def test_multiple_choice_runs_on_every_axis_and_its_stored_probabilities_give_its_score(
+        pytester: pytest.Pytester, tiny_model: Path) -> None:
+    """Choices as a list column with a stem, as named columns with the label as the choice's text; LoRA,
+    domains with transfer, compression, an ensemble and a greedy soup, a learning curve, agreement slices."""
+    write_jsonl(pytester.path / "mc" / "train.jsonl", choice_rows(160))
+    write_jsonl(pytester.path / "mc" / "dev.jsonl", choice_rows(48, seed=1))
+    pytester.makefile(".flex.yaml", toy=f"""suite: toy
+model: {tiny_model}
+{RECIPE}
+datasets:
+  mc:
+    kind: multiple_choice
+    files: {{train: mc/train.jsonl, dev: mc/dev.jsonl}}
+    context: context
+    question: stem
+    choices: choices
+  named:
+    kind: multiple_choice
+    files: {{train: mc/train.jsonl, dev: mc/dev.jsonl}}
+    context: context
+    choices: [choice0, choice1, choice2]
+    label: answer
+tasks:
+  - {{name: mc, dataset: mc, metric: accuracy, slices: {{by: agreement, bins: 2}}}}
+  - {{name: named, dataset: named, metric: accuracy, train: {{method: lora, learning_rate: 1.0e-2, seeds: [0]}}}}
+domains:
+  dataset: mc
+  metric: accuracy
+  transfer: true
+  train: {{seeds: [0]}}
+  members:
+    flight: {{where: {{context: {{matches: flight}}}}}}
+    other: {{where: {{context: {{matches: "^(?!.*flight)"}}}}}}
+compression: {{task: mc, train: {{seeds: [0]}}, methods: [{{method: magnitude, sparsity: 0.5}}, {{method: int8}}]}}
+fusion: {{task: mc, methods: [ensemble, greedy_soup]}}
+efficiency: {{task: mc, sizes: [16, 96], seeds: [0]}}
+""")
+    result = pytester.runpytest("--flex-json=out.json")
+    result.assert_outcomes(passed=2 + 1 + 2 + 2 + 2 + 2)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    cases = {(c["axis"], c["name"]): c for c in doc["cases"]}
+    assert {c["kind"] for c in doc["cases"]} == {"multiple_choice"}
+    stored = _outputs(pytester.path / "out.json")
+    own = [stored[("tasks", "mc", s)] for s in (0, 1)]
+    assert all(a["outputs"].shape == (48, 3) and np.allclose(a["outputs"].sum(axis=1), 1, atol=1e-5) for a in own)
+    accuracy = np.mean([(a["outputs"].argmax(axis=1) == a["labels"]).mean() for a in own])
+    assert accuracy == pytest.approx(cases[("tasks", "mc")]["score"]) and accuracy > 0.8
+    assert cases[("tasks", "named")]["score"] > 0.6
+    assert {m["source"] for m in doc["transfer"]} == {"flight", "other"}
+    assert cases[("fusion", "mc-ensemble")]["score"] > 0.8
+    result.stdout.fnmatch_lines(["slices tasks/mc [[]*] by agreement: *"])
