@@ -181,3 +181,61 @@ efficiency: {{task: mc, sizes: [16, 96], seeds: [0]}}
     assert {m["source"] for m in doc["transfer"]} == {"flight", "other"}
     assert cases[("fusion", "mc-ensemble")]["score"] > 0.8
     result.stdout.fnmatch_lines(["slices tasks/mc [[]*] by agreement: *"])
+
+
+def _check(tmp_path: Path, datasets: str, tasks: str) -> str:
+    """The located error that reading and checking a suite gives (no model is loaded)."""
+    from flexharness.axes import check_suite, load_suite
+    from flexharness.errors import FlexError
+
+    path = tmp_path / "bad.flex.yaml"
+    path.write_text(f"suite: bad\nmodel: none\ndatasets:\n{datasets}tasks:\n{tasks}")
+    with pytest.raises(FlexError) as caught:
+        check_suite(load_suite(path))
+    return str(caught.value).replace(str(path), "bad.flex.yaml")
+
+
+HOSTILE = {
+    "unknown kind": ("  d: {kind: token_clasification, files: {train: t.jsonl}}\n", "ner",
+                     "bad.flex.yaml:4: datasets.d.kind: unknown task kind 'token_clasification' (did you mean "
+                     "'token_classification'?)"),
+    "missing column": ("  d: {kind: token_classification, files: {train: t.jsonl}, tokens: words}\n", "ner",
+                       "bad.flex.yaml:4: datasets.d.tokens: split 'train' has no column 'words'"),
+    "scheme of the data": ("  d: {kind: token_classification, files: {train: t.jsonl}, tag_scheme: IOBES}\n", "odd",
+                           "datasets.d.tag_scheme: dataset 'd': 2 of 5 tags are neither 'O' nor PREFIX-TYPE"),
+    "scheme seqeval lacks": ("  d: {kind: token_classification, files: {train: t.jsonl}, tag_scheme: BIO}\n", "ner",
+                             "datasets.d.tag_scheme: seqeval reads IOB1, IOB2, IOBES, not 'BIO'"),
+    "wrong metric": ("  d: {kind: token_classification, files: {train: t.jsonl}}\n", "ner-accuracy",
+                     "metric 'accuracy' does not score a token_classification task"),
+    "tags and words differ": ("  d: {kind: token_classification, files: {train: t.jsonl}}\n", "short",
+                              "datasets.d.tags: split 'train': 1 rows do not hold a list of words"),
+    "unequal choices": ("  d: {kind: multiple_choice, files: {train: t.jsonl}, context: context, choices: choices}\n",
+                        "mc", "datasets.d.choices: split 'train': items have different numbers of choices (2, 3)"),
+    "label not a choice": ("  d: {kind: multiple_choice, files: {train: t.jsonl}, context: context, choices: choices, "
+                           "label: answer}\n", "mc", "datasets.d.label: split 'train': 1 rows have a label that is "
+                                                     "neither the index of a choice nor the text of one"),
+    "malformed CoNLL": ("  d: {kind: token_classification, files: {train: t.conll}}\n", "ner",
+                        "CoNLL file of split 'train', line 3: no token and tag column -1"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_bad_kind_input_is_a_located_error_at_collection(tmp_path: Path, case: str) -> None:
+    datasets, data, expected = HOSTILE[case]
+    rows = tagged_rows(12)
+    if data == "odd":
+        rows = [{"tokens": ["a", "b", "c"], "tags": ["O", "B-X", "E-X"]}] * 6 + [
+            {"tokens": ["a", "b", "c"], "tags": ["O", "U-X", "L-X"]}] * 6
+    if data == "short":
+        rows[3]["tags"] = rows[3]["tags"][:-1]
+    if data == "mc":
+        rows = choice_rows(12)
+        rows[5]["choices"] = rows[5]["choices"][:2] if "label:" not in datasets else rows[5]["choices"]
+        rows[5]["answer"] = "not one of them" if "label:" in datasets else rows[5]["answer"]
+        rows[5]["label"] = 0
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    (tmp_path / "t.conll").write_text("a X O\nb X B-X\nlonely\n")
+    task = {"ner-accuracy": "accuracy"}.get(data, "entity_f1" if "token" in datasets else "accuracy")
+    message = _check(tmp_path, datasets, f"  - {{name: t, dataset: d, metric: {task}}}\n")
+    assert expected in message
+    assert "U-X" not in message and "not one of them" not in message   # no value from the data
