@@ -239,3 +239,25 @@ def test_bad_kind_input_is_a_located_error_at_collection(tmp_path: Path, case: s
     message = _check(tmp_path, datasets, f"  - {{name: t, dataset: d, metric: {task}}}\n")
     assert expected in message
     assert "U-X" not in message and "not one of them" not in message   # no value from the data
+
+
+def test_a_decoder_lm_tags_words_and_says_plainly_that_it_has_no_multiple_choice_head(tmp_path: Path) -> None:
+    from flexharness.axes import load_suite
+    from flexharness.engine import runner
+    from flexharness.errors import ModelLoadError
+    from toy import build_tiny_decoder
+
+    model = build_tiny_decoder(tmp_path / "gpt2", "gpt2")
+    write_jsonl(tmp_path / "t.jsonl", tagged_rows(120))
+    write_jsonl(tmp_path / "m.jsonl", choice_rows(20))
+    path = tmp_path / "s.flex.yaml"
+    path.write_text(f"suite: d\nmodel: {model}\n{RECIPE.replace('seeds: [0, 1]', 'seeds: [0]')}\ndatasets:\n"
+                    "  ner: {kind: token_classification, files: {train: t.jsonl}}\n"
+                    "  mc: {kind: multiple_choice, files: {train: m.jsonl}, context: context, choices: choices}\n"
+                    "tasks:\n  - {name: ner, dataset: ner, metric: entity_f1}\n"
+                    "  - {name: mc, dataset: mc, metric: accuracy}\n")
+    ner, mc = load_suite(path).cases
+    record = runner.run_case(ner, str(model), 0)
+    assert record["score"] > record["majority_score"] + 0.2
+    with pytest.raises(ModelLoadError, match="no AutoModelForMultipleChoice for its architecture"):
+        runner.run_case(mc, str(model), 0)
