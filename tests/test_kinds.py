@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flexharness.cache import case_fingerprint, digest, training_recipe
 from flexharness.engine.kinds import KINDS, KindRegistryError
@@ -261,3 +263,61 @@ def test_a_decoder_lm_tags_words_and_says_plainly_that_it_has_no_multiple_choice
     assert record["score"] > record["majority_score"] + 0.2
     with pytest.raises(ModelLoadError, match="no AutoModelForMultipleChoice for its architecture"):
         runner.run_case(mc, str(model), 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.sampled_from(["IOB2", "IOBES"]))
+def test_entity_scores_are_seqeval_s_and_a_resample_is_the_score_of_the_resampled_sentences(seed: int,
+                                                                                            scheme: str) -> None:
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2, IOBES
+
+    from flexharness.rules import tagging
+
+    names = ["O", *(f"{p}-{t}" for t in ("LOC", "PER") for p in ("BIES" if scheme == "IOBES" else "BI"))]
+    codes, _ = tagging.parse_tags(names, scheme)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 8, size=12)
+    labels = np.full((12, 8), tagging.PAD)
+    predictions = np.full((12, 8), tagging.PAD)
+    for row, n in enumerate(lengths):
+        labels[row, :n] = codes[rng.integers(0, len(codes), n)]
+        predictions[row, :n] = np.where(rng.random(n) < 0.6, labels[row, :n], codes[rng.integers(0, len(codes), n)])
+    gold, found = [tagging._strings(r) for r in labels], [tagging._strings(r) for r in predictions]
+    strict = {"mode": "strict", "scheme": IOBES if scheme == "IOBES" else IOB2}
+    expected = {"entity_f1": f1_score(gold, found), "entity_precision": precision_score(gold, found),
+                "entity_recall": recall_score(gold, found), "token_accuracy": accuracy_score(gold, found),
+                "entity_macro_f1": f1_score(gold, found, average="macro"),
+                "entity_f1_strict": f1_score(gold, found, **strict)}
+    if any(c in "ES" for tags in gold for c in (t[0] for t in tags if t != "O")) or scheme == "IOB2":
+        for metric, value in expected.items():
+            assert tagging.value(metric, labels, predictions) == pytest.approx(value)
+    draw = rng.integers(0, 12, size=(3, 12))
+    replicates = tagging.replicates("entity_f1", labels, predictions, draw)
+    assert replicates[:, 0] == pytest.approx([tagging.value("entity_f1", labels[d], predictions[d]) for d in draw])
+
+
+def test_windows_round_trip_through_the_token_cache_arrays(tiny_model: Path) -> None:
+    from flexharness.engine import models
+    from flexharness.engine.kinds import tagged
+    from flexharness.rules import tagging
+
+    rows = tagged_rows(10, long_every=3)
+    names = sorted({t for r in rows for t in r["tags"]})
+    codes, _ = tagging.parse_tags(names, "IOB2")
+    classes = np.unique(np.concatenate([[0], codes]))
+    examples = tagged.tagged([tuple(r["tokens"]) for r in rows],
+                             [codes[[names.index(t) for t in r["tags"]]] for r in rows], np.arange(10), classes)
+    tokenizer = models.load_tokenizer(str(tiny_model))
+    windows = tagged.encode(examples, tokenizer, 16)
+    assert windows.lengths.max() <= 16 and len(windows.lengths) > len(rows)       # long sentences are cut
+    assert sum(int((w >= 0).sum()) for w in windows.token_words) == sum(len(r["tokens"]) for r in rows)
+    arrays = windows.arrays()
+    assert tagged.problem(arrays, examples, len(tokenizer), True) is None
+    back = tagged.restored(arrays, examples, "k")
+    assert all(np.array_equal(a, b) for a, b in zip(back.token_labels, windows.token_labels))
+    assert np.array_equal(back.labels, tagged.word_labels(examples))
+    perfect = [np.where(t >= 0, t, 0) for t in windows.token_labels]              # the gold class per position
+    assert np.array_equal(tagged.gather(back, perfect), back.labels)
+    arrays["sentence"] = arrays["sentence"] + 100
+    assert tagged.problem(arrays, examples, len(tokenizer), True) == "windows of sentences that do not exist"
