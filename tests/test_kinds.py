@@ -14,7 +14,7 @@ from flexharness.cache import case_fingerprint, digest, training_recipe
 from flexharness.engine.kinds import KINDS, KindRegistryError
 from flexharness.results.predictions import read_beside
 from flexharness.spec import Case, DatasetSpec, Filter, TrainConfig
-from toy import choice_rows, tagged_rows, write_conll, write_jsonl
+from toy import choice_rows, sentiment_rows, tagged_rows, write_conll, write_jsonl
 
 
 def _case(**dataset) -> Case:
@@ -134,10 +134,12 @@ efficiency: {{task: ner, sizes: [24, 96], seeds: [0]}}
 
 def test_multiple_choice_runs_on_every_axis_and_its_stored_probabilities_give_its_score(
         pytester: pytest.Pytester, tiny_model: Path) -> None:
-    """Choices as a list column with a stem, as named columns with the label as the choice's text; LoRA,
-    domains with transfer, compression, an ensemble and a greedy soup, a learning curve, agreement slices."""
+    """Choices as a list column with a stem, as named columns with the label as the choice's text, beside a
+    sequence classification task in one P_avg; LoRA, domains with transfer, compression, an ensemble and a
+    greedy soup, a learning curve, a stability grid, agreement slices."""
     write_jsonl(pytester.path / "mc" / "train.jsonl", choice_rows(160))
     write_jsonl(pytester.path / "mc" / "dev.jsonl", choice_rows(48, seed=1))
+    write_jsonl(pytester.path / "reviews.jsonl", sentiment_rows(160))
     pytester.makefile(".flex.yaml", toy=f"""suite: toy
 model: {tiny_model}
 {RECIPE}
@@ -154,8 +156,10 @@ datasets:
     context: context
     choices: [choice0, choice1, choice2]
     label: answer
+  reviews: {{files: {{train: reviews.jsonl}}}}
 tasks:
   - {{name: mc, dataset: mc, metric: accuracy, slices: {{by: agreement, bins: 2}}}}
+  - {{name: polarity, dataset: reviews, metric: accuracy, train: {{seeds: [0]}}}}
   - {{name: named, dataset: named, metric: accuracy, train: {{method: lora, learning_rate: 1.0e-2, seeds: [0]}}}}
 domains:
   dataset: mc
@@ -168,12 +172,17 @@ domains:
 compression: {{task: mc, train: {{seeds: [0]}}, methods: [{{method: magnitude, sparsity: 0.5}}, {{method: int8}}]}}
 fusion: {{task: mc, methods: [ensemble, greedy_soup]}}
 efficiency: {{task: mc, sizes: [16, 96], seeds: [0]}}
+stability: {{tasks: [mc], learning_rates: [3.0e-3, 1.0e-3], seeds: [0]}}
 """)
     result = pytester.runpytest("--flex-json=out.json")
-    result.assert_outcomes(passed=2 + 1 + 2 + 2 + 2 + 2)
+    result.assert_outcomes(passed=2 + 1 + 1 + 2 + 2 + 2 + 2 + 2)
     doc = json.loads((pytester.path / "out.json").read_text())
     cases = {(c["axis"], c["name"]): c for c in doc["cases"]}
-    assert {c["kind"] for c in doc["cases"]} == {"multiple_choice"}
+    assert {c["kind"] for c in doc["cases"] if c["name"] != "polarity"} == {"multiple_choice"}
+    assert cases[("tasks", "polarity")]["kind"] == "sequence_classification"
+    tasks = next(a for a in doc["aggregates"] if a["axis"] == "tasks")
+    assert tasks["n"] == 3 and tasks["p_avg"] == pytest.approx(np.mean(
+        [cases[("tasks", name)]["score"] for name in ("mc", "named", "polarity")]))
     stored = _outputs(pytester.path / "out.json")
     own = [stored[("tasks", "mc", s)] for s in (0, 1)]
     assert all(a["outputs"].shape == (48, 3) and np.allclose(a["outputs"].sum(axis=1), 1, atol=1e-5) for a in own)
