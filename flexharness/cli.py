@@ -13,7 +13,7 @@ from flexharness.results.compare import compare_lines, compare_markdown
 from flexharness.results.io import read_results, unwritable, write_atomic, write_json
 from flexharness.results.present import markdown, summary_lines, write_report_dir
 from flexharness.rules import baseline
-from flexharness.suite.reader import expand
+from flexharness.suite.reader import DEFAULT_KIND, expand
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -93,7 +93,8 @@ def _validate(args: argparse.Namespace) -> int:
         for case in suite.cases:
             scored = f"  -> {', '.join(case.scored_names)}" if len(case.scored_names) > 1 else ""
             direction = "higher is better" if case.higher_is_better else "lower is better"
-            print(f"          {case.axis}/{case.name}: {case.metric} ({case.kind}, {direction}), "
+            kind = "" if case.kind == DEFAULT_KIND else f"{case.kind}, "
+            print(f"          {case.axis}/{case.name}: {case.metric} ({kind}{case.label_kind}, {direction}), "
                   f"seeds {list(case.train.seeds)}{scored}")
         print(f"          gates: {', '.join(_gate_names(suite.gates)) or 'none'}")
     return 1 if failed else 0

@@ -35,6 +35,7 @@ from flexharness.suite.reader import (
 from flexharness.suite.resources import resolve_path
 from flexharness.suite.schema import Reader
 from flexharness.suite.spec import Case, DatasetSpec, Filter, Suite
+from flexharness.engine import kinds
 
 SECTION_KEYS = ("dataset", "metric", "train", "members", "transfer")
 MEMBER_KEYS = ("where", "dataset")
@@ -191,7 +192,7 @@ def _sizes(case: Case) -> dict[str, Any]:
     """Training and evaluation examples the case will see (after hold-out and subsampling)."""
 
     try:
-        found = data.filtered_sizes(case.dataset, case.where, case.kind)
+        found = kinds.of(case).filtered_sizes(case.dataset, case.where, case.label_kind)
     except DataError as exc:
         return {"problem": str(exc)}
     held_out = data.hold_out_size(found.train, case.dataset.eval_fraction) if found.eval is None else 0
@@ -227,7 +228,7 @@ def _sizes_key(case: Case) -> str | None:
         stamps = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
     except OSError:
         return None
-    text = json.dumps([SIZES_CACHE_VERSION, repr(spec), repr(case.where), case.kind, case.train.max_train_samples,
+    text = json.dumps([SIZES_CACHE_VERSION, repr(spec), repr(case.where), case.label_kind, case.train.max_train_samples,
                        case.train.max_eval_samples, stamps])
     return f"flexharness/domain-sizes/{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
@@ -248,14 +249,16 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
     fine-tuned model on another prepared dataset's evaluation split.
     """
 
+    kind = kinds.of(case)
     scores, sizes, start = {}, {}, time.perf_counter()
     for target in targets(case):
         try:
-            other = data.prepare(target.dataset, target.where, case.kind, case.train.max_train_samples,
+            other = kind.prepare(target.dataset, target.where, case.label_kind, case.train.max_train_samples,
                                  case.train.max_eval_samples)
         except DataError as exc:
             raise DataError(f"transfer target domain '{target.name}': {exc}") from None
-        labels = data.labels_as(other, own.label_names, f"domain '{case.name}'", f"domain '{target.name}'")
+        labels = kind.example_labels(kind.relabelled(other, own.label_names, f"domain '{case.name}'",
+                                                     f"domain '{target.name}'"))
         scores[target.name] = metrics.score(case.metrics, labels, predict(other))[0]
         sizes[target.name] = len(other.eval)
     extra: dict[str, Any] = {"domain": case.name}

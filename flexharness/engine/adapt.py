@@ -90,7 +90,7 @@ def _lora(model: Any, config: TrainConfig) -> Any:
     if not targets:
         raise TrainingError(f"LoRA has no default target modules for '{model_type}' models; name them with "
                             "'lora_target_modules' under 'train:' (e.g. [q_proj, v_proj])")
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_rank, lora_alpha=config.lora_alpha,
+    lora = LoraConfig(task_type=_task_type(model, TaskType), r=config.lora_rank, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=list(targets),
                       modules_to_save=head_modules(model), fan_in_fan_out=model_type == "gpt2")
     try:
@@ -98,6 +98,17 @@ def _lora(model: Any, config: TrainConfig) -> Any:
     except ValueError as exc:
         raise TrainingError(f"LoRA cannot adapt this '{model_type}' model: {exc}; check "
                             f"'lora_target_modules' ({', '.join(targets)})") from None
+
+
+_TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForTokenClassification": "TOKEN_CLS",
+               "ForQuestionAnswering": "QUESTION_ANS"}
+
+
+def _task_type(model: Any, task_types: Any) -> Any:
+    """peft's task type of the model's head class (a task kind's ``model_class``); None for a head peft does not
+    name (multiple choice): a plain adapter, the head trained through ``modules_to_save`` all the same."""
+    found = next((t for suffix, t in _TASK_TYPES.items() if type(model).__name__.endswith(suffix)), None)
+    return getattr(task_types, found) if found else None
 
 
 def _frozen_linears_to_bf16(model: Any) -> tuple:

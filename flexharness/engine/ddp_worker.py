@@ -35,7 +35,7 @@ def train_share(work: Path, rank: int) -> None:
     try:
         model = job["model"]
         stats = train.fine_tune(model, job["data"], job["config"], job["seed"], job["device"], job["pad_id"],
-                                job["regression"], parallel=parallel)
+                                job["regression"], kind=job.get("kind"), parallel=parallel)
         state = parallel.full_state(model)
         if parallel.rank == 0:
             torch.save(state, work / TRAINED)

@@ -6,13 +6,17 @@ that collecting a suite stays cheap.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from flexharness.rules import tagging
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+TAGGING = "tagging"          # entity-level and token scores of tagged sentences (rules.tagging)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ METRICS: dict[str, Metric] = {
         Metric("pearson", REGRESSION, True, _correlation("pearsonr")),
         Metric("spearman", REGRESSION, True, _correlation("spearmanr")),
         Metric("mse", REGRESSION, False, _mse),
+        *(Metric(name, TAGGING, True, functools.partial(tagging.value, name)) for name in tagging.METRIC_NAMES),
     )
 }
 
@@ -93,5 +98,14 @@ def score(metric_names: tuple[str, ...], y_true: np.ndarray, y_pred: np.ndarray)
 
 
 def predictions_from_outputs(outputs: np.ndarray) -> np.ndarray:
-    """Class ids from probabilities (examples × labels); the values themselves for regression (examples × 1)."""
+    """Class ids from probabilities (examples × labels); the values themselves for regression (examples × 1);
+    integer outputs are predictions already (a tagger's tag ids per word)."""
+    if outputs.dtype.kind in "iu":
+        return outputs
     return outputs[:, 0] if outputs.shape[1] == 1 else outputs.argmax(-1)
+
+
+def score_outputs(metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
+                  ) -> tuple[float, dict[str, float]]:
+    """:func:`score` of the predictions that stored per-example outputs give."""
+    return score(metric_names, labels, predictions_from_outputs(outputs))
