@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Imported here, once, so that pytester's in-process runs find them in sys.modules: re-importing
@@ -11,6 +12,13 @@ import torch  # noqa: F401
 import transformers  # noqa: F401
 
 from toy import build_tiny_bert, sentiment_rows, write_csv
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest tests -n 2` each worker is one of two processes on (typically) two cores: one torch thread
+    # each, and the same for the pytest runs the tests start in subprocesses, instead of two each and
+    # oversubscribed cores. benchmarks/bench_tests.py measures the difference.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
