@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 import pytest
 
 from flexharness.axes import AXES
-from flexharness.engine.models import model_identity
+from flexharness.engine.models import model_identity, pooling_key
 from flexharness.engine.runner import PER_EXAMPLE
 from flexharness.engine.weights import Kept
 from flexharness.results import predictions
@@ -44,7 +44,7 @@ OUTPUTS_KEY = pytest.StashKey[Path]()
 # the key, so records cached before the field existed are still found.
 ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "precision": "auto", "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
-    "lora_target_modules": None, "gradient_checkpointing": False,
+    "lora_target_modules": None, "gradient_checkpointing": False, "pooling": "auto",
 }
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 
@@ -150,9 +150,19 @@ def result_key(planned: Planned, device: str) -> tuple[str | None, str | None]:
         data = data + extra if data is not None and extra is not None else None
     if model is None or data is None:
         return None, model_print
-    parts = {"case": canonical_case(case), "data": data, "model": model, "seed": planned.seed,
-             "device": device, "versions": library_versions()}
+    parts = {"case": with_pooling(canonical_case(case), case, planned.model), "data": data, "model": model,
+             "seed": planned.seed, "device": device, "versions": library_versions()}
     return digest(parts), model_print
+
+
+def with_pooling(fields: dict[str, Any], case: Case, model: str) -> dict[str, Any]:
+    """``fields`` (a canonical case) with the pooling ``model`` trains in place of the one asked: absent for the
+    model's own head, as in keys made before ``pooling`` existed; ``auto`` that pools otherwise changes the key."""
+    fields["train"].pop("pooling", None)
+    found = pooling_key(case.train.pooling, model)
+    if found:
+        fields["train"]["pooling"] = found
+    return fields
 
 
 def training_recipe(case: Case) -> dict[str, Any]:
@@ -174,7 +184,8 @@ def weights_key(case: Case, model: str, seed: int, device: str) -> str | None:
     data = data_identity(case.dataset)
     if model_id is None or data is None:
         return None
-    return digest({"recipe": training_recipe(case), "data": data, "model": model_id, "seed": seed,
+    return digest({"recipe": with_pooling(training_recipe(case), case, model), "data": data, "model": model_id,
+                   "seed": seed,
                    "device": device, "versions": library_versions()})
 
 

@@ -235,6 +235,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "train_method": str(planned.train.method),  # full | lora | head, and the parameters it trained
         "trainable_params": records[0].get("trainable_params") if records else None,
         "total_params": records[0].get("total_params") if records else None,
+        "pooling": records[0].get("pooling") if records else None,   # what the classification head read
         "train_seconds": agg.mean(r.get("train_seconds") or 0.0 for r in records) if records else None,
         **AXES.get(case.axis).case_fields(planned, records),
     }

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from flexharness.rules.metrics import METRICS
 
 PRECISIONS = ("auto", "fp32", "bf16")
+POOLINGS = ("auto", "cls", "pooler", "mean", "last")   # what the classification head reads (engine.pooling)
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -39,6 +40,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_target_modules: tuple[str, ...] | None = None   # None: the architecture's default (engine.adapt)
     gradient_checkpointing: bool = False
+    pooling: str = "auto"          # POOLINGS; auto: the model's own head unless its checkpoint never trained it
 
 
 @dataclass(frozen=True)

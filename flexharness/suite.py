@@ -22,7 +22,7 @@ from flexharness.resources import path_problem, position_limit, resolve_path, su
 from flexharness.rules.metrics import METRICS, REGRESSION
 from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
                                 positive)
-from flexharness.spec import (FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, SliceSpec, Suite,
+from flexharness.spec import (FILE_FORMATS, POOLINGS, PRECISIONS, Case, DatasetSpec, Filter, Planned, SliceSpec, Suite,
                               TrainConfig)
 from flexharness.yamlio import Located, load_yaml
 
@@ -37,7 +37,7 @@ _TRAIN_CHECKS = {
     "max_train_samples": (int, positive), "max_eval_samples": (int, positive), "group_by_length": (bool, None),
     "precision": (str, lambda value: _one_of(value, PRECISIONS)),
     "lora_rank": (int, positive), "lora_alpha": (float, positive), "lora_dropout": (float, fraction),
-    "gradient_checkpointing": (bool, None),
+    "gradient_checkpointing": (bool, None), "pooling": (str, lambda value: _one_of(value, POOLINGS)),
 }
 TRAIN_METHODS = ("full", "lora", "head")   # how a case adapts the model: all weights, a LoRA adapter, the head only
 

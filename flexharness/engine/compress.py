@@ -219,7 +219,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
         raise Unavailable(reason)
     inputs = runner.case_inputs(case, model_ref, trust_remote_code)
     retrains, stats = method.retrains(params), None
-    base = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
+    base = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code, case.train.pooling)
     method.check(base)  # before the dense fine-tune: an unsupported architecture fails fast
     try:
         with OutOfMemoryAsFailure(case.train):
@@ -238,7 +238,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
     record = {"score": score, "metrics": per_metric, "seed": seed, "device": device,
               "precision": train.resolve_precision(case.train.precision, device, warn=False),
               **runner.example_counts(inputs), **(runner.train_fields(stats) if stats else _not_trained(case)),
-              "eval_seconds": round(seconds, 3)}
+              "eval_seconds": round(seconds, 3), "pooling": models.pooling_of(case.train.pooling, model_ref)}
     return record | _outcome(params, score, dense, reused, facts, _latency_ms(seconds, inputs))
 
 
@@ -281,7 +281,7 @@ def _dense(case: Case, model_ref: str, seed: int, device: str, trust_remote_code
     if key in _DENSE:
         _DENSE.move_to_end(key)
         return _DENSE[key], "memo"
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
+    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code, case.train.pooling)
     _, reused = runner.fine_tune_kept(model, inputs, case.train, seed, device, progress, kept)
     score, _, seconds = runner.evaluate(model, case, inputs, device)
     dense = Dense(model.to("cpu").eval(), score, _latency_ms(seconds, inputs), measure(model))

@@ -13,7 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any, Iterator
 
-from flexharness.engine import hub
+from flexharness.engine import hub, pooling as pooling_mod
 from flexharness.errors import ModelLoadError, first_line
 from flexharness.files import path_fingerprint
 from flexharness.resources import is_pkg, resolve_pkg
@@ -137,9 +137,21 @@ def _with_padding(tokenizer: Any, ref: str) -> Any:
     return tokenizer
 
 
+def pooling_of(asked: str, ref: str) -> str:
+    """The pooling a case asking ``asked`` trains for ``ref`` (``engine.pooling``): recorded in every record."""
+    return pooling_mod.resolved(asked, resolve_model(ref))
+
+
+def pooling_key(asked: str, ref: str) -> str | None:
+    """The pooling a result-cache key holds for ``ref``: None for the model's own head."""
+    return pooling_mod.key_value(asked, resolve_model(ref))
+
+
 @functools.lru_cache(maxsize=4)
-def _template(ref: str, num_labels: int, trust_remote_code: bool) -> tuple[Any, tuple[str, ...]]:
-    """The pretrained model with a head for ``num_labels``, and the names of the head's parameters."""
+def _template(ref: str, num_labels: int, trust_remote_code: bool, pooling: str = "auto"
+              ) -> tuple[Any, tuple[str, ...]]:
+    """The pretrained model with a head for ``num_labels`` reading ``pooling``, and the names of the head's
+    parameters."""
     from transformers import AutoModelForSequenceClassification
 
     location = resolve_model(ref)
@@ -151,17 +163,19 @@ def _template(ref: str, num_labels: int, trust_remote_code: bool) -> tuple[Any, 
         raise _load_error(ref, exc) from None
     if model.config.pad_token_id is None:  # decoder classifiers pool the last token that is not padding
         model.config.pad_token_id = load_tokenizer(ref, trust_remote_code).pad_token_id
+    model, pooled = pooling_mod.pooled_head(model, pooling_of(pooling, ref))
     model.eval()
-    return model, tuple(info.get("missing_keys", ()))
+    return model, tuple(info.get("missing_keys", ())) + pooled
 
 
-def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = False) -> Any:
-    """A copy of the pretrained weights with a head initialised from ``seed``."""
+def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = False,
+                pooling: str = "auto") -> Any:
+    """A copy of the pretrained weights with a head initialised from ``seed`` that reads ``pooling``."""
     import copy
 
     import torch
 
-    template, head_params = _template(ref, num_labels, trust_remote_code)
+    template, head_params = _template(ref, num_labels, trust_remote_code, pooling)
     model = copy.deepcopy(template)
     generator = torch.Generator().manual_seed(seed)
     std = getattr(model.config, "initializer_range", 0.02)

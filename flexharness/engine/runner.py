@@ -144,7 +144,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     inputs = case_inputs(case, model_ref, trust_remote_code, chosen[0] if chosen else None)
     device = models.resolve_device(device_option)
     setup_start = time.perf_counter()
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
+    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code, config.pooling)
     setup_seconds = time.perf_counter() - setup_start
 
     def predict_on(other: data_mod.Prepared):  # another domain's (first) evaluation split
@@ -167,7 +167,8 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
         **example_counts(inputs), "splits": splits, **trained, **({"weights_reused": reused} if kept else {}),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
-        "majority_score": majority_score(case, inputs.prepared), **extra,
+        "majority_score": majority_score(case, inputs.prepared),
+        "pooling": models.pooling_of(config.pooling, model_ref), **extra,
         **({"train_indices": chosen[1].tolist()} if chosen else {}), PER_EXAMPLE: per_example,
     }
 

@@ -100,7 +100,7 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
     inputs = runner.case_inputs(case, model_ref, trust_remote_code, ingredient_data(case, fraction))
     device = models.resolve_device(device_option)
     model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed if head_seed is None else head_seed,
-                               trust_remote_code)
+                               trust_remote_code, case.train.pooling)
     try:
         with OutOfMemoryAsFailure(case.train):
             stats = train.fine_tune(model, inputs.train, case.train, seed, device, inputs.pad_id, inputs.regression,
@@ -113,7 +113,7 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
     first = splits[inputs.prepared.eval_split]
     return {"score": first["score"], "metrics": first["metrics"], "seed": seed, "head_seed": head_seed,
             "device": device, **runner.example_counts(inputs), "splits": splits, **runner.train_fields(stats),
-            runner.PER_EXAMPLE: per_example}, weights
+            "pooling": models.pooling_of(case.train.pooling, model_ref), runner.PER_EXAMPLE: per_example}, weights
 
 
 def average(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
     if damaged:
         raise DataError(f"cannot read the weights of {len(damaged)} run(s) ({damaged[0]}); delete them, or run "
                         "with --cache-clear, and they are trained again")
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, 0, trust_remote_code)
+    model = models.fresh_model(model_ref, inputs.prepared.num_labels, 0, trust_remote_code, case.train.pooling)
     try:
         def held_out_score(seeds: Sequence[int]) -> float:
             model.load_state_dict(average([states[s] for s in seeds]))
