@@ -168,3 +168,14 @@ compression:
     cases = {c["name"]: c for c in json.loads((pytester.path / "out.json").read_text())["cases"]}
     assert {name: case["pooling"] for name, case in cases.items()} == {
         "polarity": "mean", "polarity-cls": "cls", "layers-1": "mean", "heads-50": "mean"}
+
+
+def test_an_unknown_pooling_names_file_line_and_key(tmp_path: Path, toy_csv: Path) -> None:
+    from flexharness.axes import load_suite
+    from flexharness.errors import SuiteError
+
+    path = tmp_path / "p.flex.yaml"
+    path.write_text(f"suite: p\nmodel: x\ndatasets:\n  d:\n    files: {{train: {toy_csv}}}\n"
+                    "tasks:\n  - {name: s, dataset: d, metric: accuracy, train: {pooling: meen}}\n")
+    with pytest.raises(SuiteError, match=r"p.flex.yaml:\d+: tasks\[0\].train.pooling: .*did you mean 'mean'"):
+        load_suite(path)
