@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from flexharness.axes import probe_choice
 from flexharness.names import model_label
 from flexharness.results import plots as plot_helpers
 from flexharness.rules.aggregate import mean
@@ -20,7 +21,7 @@ from flexharness.rules.prescreen import kendall_track_record, top_k
 if TYPE_CHECKING:
     from flexharness.axes.base import Scored
 
-DOCUMENT_KEYS = ("probes", "probe_track_record", "prescreen")
+DOCUMENT_KEYS = ("probes", "probe_track_record", "prescreen", probe_choice.KEY)
 PRESCREENS = ("logme", "knn")                 # what a model ranking may be by
 TRACKED = ("logme", "knn", "probe")           # what the track record correlates with fine-tuning
 SEED_KEYS = ("layers", "layer_scores", "best_layer", "logme", "logme_seconds", "knn", "knn_metric",
@@ -61,6 +62,7 @@ def finish(doc: dict[str, Any]) -> None:
     settings = {s["name"]: s.get("prescreen") or {} for s in doc.get("suites") or []}
     doc["probe_track_record"] = track_records(doc["probes"])
     doc["prescreen"] = rankings(doc["probes"], settings)
+    doc[probe_choice.KEY] = probe_choice.model_choices(doc["probes"], settings)
 
 
 def _summary(entry: dict[str, Any], tuned: Mapping[tuple[str, str, str], float | None]) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def terminal_lines(doc: Mapping[str, Any]) -> list[str]:
               for row in table]
     lines += [f"  {e['task']} [{model_label(e['model'])}] layers {e['layers'][0] if e['layers'] else ''}.."
               f"{e['layers'][-1] if e['layers'] else ''}: {_layers_text(e)}" for e in entries if e["layers"]]
-    return lines + _track_lines(doc) + _ranking_lines(doc)
+    return lines + _track_lines(doc) + _ranking_lines(doc) + probe_choice.lines(doc)
 
 
 def _track_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -206,7 +208,7 @@ def markdown_lines(doc: Mapping[str, Any]) -> list[str]:
     out = ["", "### Probe: frozen pretrained features", "", "| " + " | ".join(COLUMNS) + " | per layer ([best]) |",
            "|---|---|---|" + "---:|" * (len(COLUMNS) - 3) + "---|"]
     out += ["| " + " | ".join(_row(e)) + f" | {_layers_text(e)} |" for e in entries]
-    extra = _track_lines(doc) + _ranking_lines(doc)
+    extra = _track_lines(doc) + _ranking_lines(doc) + probe_choice.lines(doc)
     return out + [f"- {line}" if line else "" for line in extra]
 
 
