@@ -46,6 +46,7 @@ ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "precision": "auto", "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
     "lora_target_modules": None, "gradient_checkpointing": False, "pooling": "auto",
 }
+CHOICE_PARAMS = ("choose",)   # case parameters that choose among records on the controller, never change one
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 
 
@@ -71,7 +72,7 @@ def canonical_case(case: Case) -> dict[str, Any]:
     for located in (fields["dataset"], *fields["where"]):  # where a key was written, for error messages
         for key in ("origin", "lines", "key", "line"):
             located.pop(key, None)
-    fields["params"] = _portable(fields["params"])
+    fields["params"] = _portable(tuple(p for p in fields["params"] if p[0] not in CHOICE_PARAMS))
     return fields
 
 

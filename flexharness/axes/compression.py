@@ -11,21 +11,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from flexharness.axes import compression_choice
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import compress
 from flexharness.names import model_label
 from flexharness.results import plots
+from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader, did_you_mean
 from flexharness.spec import Case
 from flexharness.suite import SuiteContext, read_train, task_named
 
-SECTION_KEYS = ("task", "relative", "train", "methods")
+SECTION_KEYS = ("task", "relative", "train", "methods", "choose")
 CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms", "dense_score",
              "compressed_score", "retention", "dense_params", "dense_size_mb", "dense_latency_ms")
 
 
 class CompressionAxis(Axis):
     key = "compression"
+    document_keys = compression_choice.DOCUMENT_KEYS
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         return _cases(top, context.cases)
@@ -50,21 +53,28 @@ class CompressionAxis(Axis):
             fields[key] = sum(values) / len(values) if values else None
         fresh = [DENSE_FROM.get(r.get("dense_reused"), "trained") for r in records if not r.get("cached")]
         fields["dense_from"] = {source: fresh.count(source) for source in dict.fromkeys(fresh)}
-        return fields
+        return fields | compression_choice.case_fields(dict(params.get("choose") or ()), records)
+
+    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+        doc["compression_frontier"] = compression_choice.frontiers(doc)
+        doc["compression_choice"] = compression_choice.choices(doc)
+        return compression_choice.gates(doc)
 
     def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
-        return _table_lines(doc)
+        return _table_lines(doc) + compression_choice.lines(doc)
 
     def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
         rows = [_row(c) for c in doc["cases"] if c["axis"] == self.key]
         if not rows:
             return []
         return ["", "| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2),
-                *("| " + " | ".join(row) + " |" for row in rows)]
+                *("| " + " | ".join(row) + " |" for row in rows),
+                *(f"- {line}" if line else "" for line in compression_choice.lines(doc))]
 
     def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
         models = dict.fromkeys(c["model"] for c in doc["cases"] if _plottable(c))
-        return [_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
+        return ([_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
+                + compression_choice.plot(doc, directory))
 
 
 def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
@@ -77,6 +87,7 @@ def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
         raise reader.error("relative", f"retention needs a higher-is-better metric and '{base.metric}' is not; "
                                        "set 'relative: false'")
     config = read_train(reader.child("train"), base.train)
+    choose = compression_choice.read_choose(reader)
     dataset = replace(base.dataset, eval_splits=base.dataset.eval_splits[:1])  # scored on the task's first split
     items = reader.raw("methods")
     if not isinstance(items, list) or not items:
@@ -91,7 +102,8 @@ def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
                                         "add 'name:' to tell them apart")
             seen[name] = entry.line
             cases.append(replace(base, axis="compression", name=name, train=config, line=entry.line, dataset=dataset,
-                                 params=tuple(params.items()) + (("relative", relative), ("task", base.name))))
+                                 params=tuple(params.items()) + (("relative", relative), ("task", base.name))
+                                 + ((("choose", choose),) if choose else ())))
     return tuple(cases)
 
 

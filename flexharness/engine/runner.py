@@ -110,14 +110,14 @@ def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False,
     return Inputs(prepared, tokens.train, tokens.evals, pad_id, case.kind == metrics.REGRESSION, tokens.fields())
 
 
-def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float]:
-    """(score, per-metric scores, seconds spent predicting) on the case's own eval split."""
+def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float, np.ndarray]:
+    """(score, per-metric scores, seconds spent predicting, predictions) on the case's own eval split."""
     start = time.perf_counter()
     predictions = train.predict(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
                                 inputs.regression, case.train.precision)
     seconds = time.perf_counter() - start
     score, per_metric = metrics.score(case.metrics, inputs.eval.labels, predictions)
-    return score, per_metric, seconds
+    return score, per_metric, seconds, predictions
 
 
 PER_EXAMPLE = "per_example"   # record key of {split: {"labels", "outputs"}} arrays; stored apart, never sent on
