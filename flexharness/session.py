@@ -27,6 +27,7 @@ from flexharness.options import Options
 from flexharness.results import predictions, significance
 from flexharness.results.io import RESULTS_VERSION
 from flexharness.rules import aggregate as agg
+from flexharness.rules import calibration
 from flexharness.rules.baseline import Baseline, to_json, tolerance_of
 from flexharness.rules.metrics import METRICS
 from flexharness.spec import Planned, Suite
@@ -236,6 +237,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "trainable_params": records[0].get("trainable_params") if records else None,
         "total_params": records[0].get("total_params") if records else None,
         "pooling": records[0].get("pooling") if records else None,   # what the classification head read
+        **calibration.mean_fields(split_records),
         "train_seconds": agg.mean(r.get("train_seconds") or 0.0 for r in records) if records else None,
         **AXES.get(case.axis).case_fields(planned, records),
     }

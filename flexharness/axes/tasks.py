@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+from flexharness.axes import calibration_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner
+from flexharness.rules.aggregate import GateResult
+from flexharness.rules.calibration import FIELDS
 from flexharness.schema import Reader, case_name
 from flexharness.spec import Case
 from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_slices, read_train
@@ -15,6 +18,7 @@ TASK_KEYS = ("name", "dataset", "metric", "where", "train", "slices")
 
 class TasksAxis(Axis):
     key = "tasks"
+    gate_stats = FIELDS   # ece, brier: bounds on the worst case's calibration (axes/calibration_report.py)
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         items = top.raw("tasks") or []
@@ -42,3 +46,12 @@ class TasksAxis(Axis):
 
     def trains(self, case: Case) -> Case | None:
         return case
+
+    def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
+        return calibration_report.gates(doc, gate_specs, self.key)
+
+    def terminal_lines(self, doc: Mapping[str, Any]) -> list[str]:
+        return calibration_report.lines(doc, self.key)
+
+    def markdown_lines(self, doc: Mapping[str, Any]) -> list[str]:
+        return [f"    {line}" if line else "" for line in calibration_report.lines(doc, self.key)]

@@ -16,7 +16,7 @@ import numpy as np
 
 from flexharness.engine import data as data_mod
 from flexharness.engine import diskcache, models, train
-from flexharness.rules import curves, metrics
+from flexharness.rules import calibration, curves, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.resources import position_limit
@@ -165,6 +165,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     first = splits[inputs.prepared.eval_split]
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
+        **{name: first[name] for name in calibration.FIELDS if name in first},
         **example_counts(inputs), "splits": splits, **trained, **({"weights_reused": reused} if kept else {}),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
         "majority_score": majority_score(case, inputs.prepared),
@@ -214,9 +215,11 @@ def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[d
 
 
 def split_entry(case: Case, labels: np.ndarray, outputs: np.ndarray, digest: str) -> dict[str, Any]:
-    """One split's entry of a record: score, per-metric scores, size and the examples' digest."""
+    """One split's entry of a record: score, per-metric scores, calibration (classification: ECE and Brier score
+    of the probabilities), size and the examples' digest."""
     score, per_metric = metrics.score(case.metrics, labels, metrics.predictions_from_outputs(outputs))
-    return {"score": score, "metrics": per_metric, "eval_examples": len(labels), "eval_digest": digest}
+    return {"score": score, "metrics": per_metric, **calibration.of_outputs(labels, outputs),
+            "eval_examples": len(labels), "eval_digest": digest}
 
 
 def examples_digest(examples: data_mod.Examples) -> str:
