@@ -26,11 +26,13 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     """Two results files side by side, B − A per case and per axis."""
     from flexharness.results.compare import compare_lines, compare_markdown
+    from flexharness.verdict import outputs_beside
 
     a, b = read_results(args.a), read_results(args.b)
-    print("\n".join(compare_lines(a, b, (args.a, args.b))))
+    outputs = (outputs_beside([args.a]), outputs_beside([args.b]))   # per-example outputs: paired tests
+    print("\n".join(compare_lines(a, b, (args.a, args.b), outputs)))
     if args.markdown:
-        write_atomic(args.markdown, lambda handle: handle.write(compare_markdown(a, b, (args.a, args.b))))
+        write_atomic(args.markdown, lambda handle: handle.write(compare_markdown(a, b, (args.a, args.b), outputs)))
     return 0
 
 

@@ -175,7 +175,7 @@ def test_compare_shows_each_sides_interval(tmp_path: Path, capsys: pytest.Captur
     assert any("tasks/P_avg" in line and "[0.7550, 0.7950]" in line for line in lines)
     text = compare_markdown(a, b, ("a.json", "b.json"))
     assert "| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |" in text
-    assert "| tasks/sentiment | 0.8000 | [0.7700, 0.8200] | 0.8500 | [0.7700, 0.8200] | +0.0500 | better |" in text
+    assert "| tasks/sentiment | 0.8000 | [0.7700, 0.8200] | 0.8500 | [0.7700, 0.8200] | +0.0500 | not distinguishable (intervals) |" in text
     plain = compare_markdown(make_doc(1, intervals=False), make_doc(1, intervals=False), ("a", "b"))
     assert "| case | A | B | B − A | verdict |" in plain and "95 % CI" not in plain
 
