@@ -9,6 +9,7 @@ from pathlib import Path
 from flexharness.axes import AXES, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError
 from flexharness.results import frames, hub, merge, verdict
+from flexharness.results.verdict import outputs_beside
 from flexharness.results.compare import compare_lines, compare_markdown
 from flexharness.results.io import read_results, unwritable, write_atomic, write_json
 from flexharness.results.present import markdown, summary_lines, write_report_dir
@@ -51,9 +52,10 @@ def _compare(args: argparse.Namespace) -> int:
     """Two results files side by side, B − A per case and per axis."""
 
     a, b = read_results(args.a), read_results(args.b)
-    print("\n".join(compare_lines(a, b, (args.a, args.b))))
+    outputs = (outputs_beside([args.a]), outputs_beside([args.b]))   # per-example outputs: paired tests
+    print("\n".join(compare_lines(a, b, (args.a, args.b), outputs)))
     if args.markdown:
-        write_atomic(args.markdown, lambda handle: handle.write(compare_markdown(a, b, (args.a, args.b))))
+        write_atomic(args.markdown, lambda handle: handle.write(compare_markdown(a, b, (args.a, args.b), outputs)))
     return 0
 
 

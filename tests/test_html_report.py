@@ -176,7 +176,7 @@ def test_compare_shows_each_sides_interval(tmp_path: Path, capsys: pytest.Captur
     text = compare_markdown(a, b, ("a.json", "b.json"))
     assert re.search(r"\| case +\| +A \| A 95 % CI +\| +B \| B 95 % CI +\| +B − A \| verdict +\|", text)
     assert re.search(r"\| tasks/sentiment +\| +0\.8000 \| \[0\.7700, 0\.8200\] +\| +0\.8500 \| "
-                     r"\[0\.7700, 0\.8200\] +\| +\+0\.0500 \| better +\|", text)
+                     r"\[0\.7700, 0\.8200\] +\| +\+0\.0500 \| not distinguishable \(intervals\) +\|", text)
     plain = compare_markdown(make_doc(1, intervals=False), make_doc(1, intervals=False), ("a", "b"))
     assert re.search(r"\| case +\| +A \| +B \| +B − A \| verdict +\|", plain) and "95 % CI" not in plain
 

@@ -86,9 +86,9 @@ def test_compare_is_direction_aware_and_lists_unmatched_cases() -> None:
 
     rows = {r["name"]: r["verdict"] for r in compare(doc("x", {"a": 0.5, "b": 0.5, "old": 1.0}),
                                                       doc("y", {"a": 0.6, "b": 0.4, "new": 1.0}))["cases"]}
-    assert rows == {"a": "better", "b": "worse", "old": "only in A", "new": "only in B"}
+    assert rows == {"a": "better (untested)", "b": "worse (untested)", "old": "only in A", "new": "only in B"}
     lower = compare(doc("x", {"a": 0.5}, higher=False), doc("y", {"a": 0.6}, higher=False))
-    assert lower["cases"][0]["verdict"] == "worse"
+    assert lower["cases"][0]["verdict"] == "worse (untested)"
 
 
 def test_report_of_a_file_that_is_not_results_says_so(tmp_path: Path, capsys) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 from pathlib import Path
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "happy"]
@@ -199,3 +200,27 @@ def choice_rows(n: int, seed: int = 0, choices: int = 3) -> list[dict]:
         rows.append({"context": sentence(rng, sentiment), "stem": rng.choice(NEUTRAL), "choices": options,
                      "label": right, "answer": options[right], **{f"choice{j}": c for j, c in enumerate(options)}})
     return rows
+
+
+def build_zoo(source: Path, directory: Path, layers: tuple[int, ...]) -> list[Path]:
+    """Candidate models from one BERT checkpoint, offline: the encoder truncated to each of ``layers``, and a
+    random-weight copy of the whole (seed 0); every folder keeps the source's tokenizer and other files."""
+    import torch
+    from transformers import BertModel
+
+    zoo = []
+    for count in layers:
+        model = BertModel.from_pretrained(source)
+        model.encoder.layer = model.encoder.layer[:count]
+        model.config.num_hidden_layers = count
+        zoo.append(_saved_beside(model, source, directory / f"layers-{count}"))
+    torch.manual_seed(0)
+    zoo.append(_saved_beside(BertModel(BertModel.from_pretrained(source).config), source, directory / "random"))
+    return zoo
+
+
+def _saved_beside(model: object, source: Path, target: Path) -> Path:
+    """``model`` saved in ``target`` with every file of ``source`` that is not a weight file."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.index.json"))
+    model.save_pretrained(target)
+    return target

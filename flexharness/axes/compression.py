@@ -11,7 +11,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from flexharness.axes import compression_report
+from flexharness.axes import compression_choice, compression_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import task_named
 from flexharness.engine import compress
@@ -19,7 +19,7 @@ from flexharness.suite.reader import SuiteContext, read_train
 from flexharness.suite.schema import Reader, did_you_mean
 from flexharness.suite.spec import Case
 
-SECTION_KEYS = ("task", "relative", "train", "methods")
+SECTION_KEYS = ("task", "relative", "train", "methods", "choose")
 CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms", "dense_score",
              "compressed_score", "retention", "dense_params", "dense_size_mb", "dense_latency_ms")
 
@@ -27,6 +27,7 @@ CASE_KEYS = ("measured_sparsity", "params", "size_mb", "linear_mb", "latency_ms"
 class CompressionAxis(Axis):
     key = "compression"
     report = compression_report
+    document_keys = compression_choice.DOCUMENT_KEYS
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         return _cases(top, context.cases)
@@ -51,7 +52,7 @@ class CompressionAxis(Axis):
             fields[key] = sum(values) / len(values) if values else None
         fresh = [DENSE_FROM.get(r.get("dense_reused"), "trained") for r in records if not r.get("cached")]
         fields["dense_from"] = {source: fresh.count(source) for source in dict.fromkeys(fresh)}
-        return fields
+        return fields | compression_choice.case_fields(dict(params.get("choose") or ()), records)
 
 
 def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
@@ -64,6 +65,7 @@ def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
         raise reader.error("relative", f"retention needs a higher-is-better metric and '{base.metric}' is not; "
                                        "set 'relative: false'")
     config = read_train(reader.child("train"), base.train)
+    choose = compression_choice.read_choose(reader)
     dataset = replace(base.dataset, eval_splits=base.dataset.eval_splits[:1])  # scored on the task's first split
     items = reader.raw("methods")
     if not isinstance(items, list) or not items:
@@ -78,7 +80,8 @@ def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
                                         "add 'name:' to tell them apart")
             seen[name] = entry.line
             cases.append(replace(base, axis="compression", name=name, train=config, line=entry.line, dataset=dataset,
-                                 params=tuple(params.items()) + (("relative", relative), ("task", base.name))))
+                                 params=tuple(params.items()) + (("relative", relative), ("task", base.name))
+                                 + ((("choose", choose),) if choose else ())))
     return tuple(cases)
 
 

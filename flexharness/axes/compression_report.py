@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from flexharness.axes import compression_choice
 from flexharness.axes.base import Scored
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
@@ -46,8 +47,10 @@ def sections(scored: Iterable[Scored]) -> dict[str, list[dict[str, Any]]]:
 
 
 def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
-    """No gates of its own: a compression case is gated by its score like any case."""
-    return []
+    """The frontiers and the ``choose:`` choices, rebuilt from the document; each choice is a gate."""
+    doc["compression_frontier"] = compression_choice.frontiers(doc)
+    doc["compression_choice"] = compression_choice.choices(doc)
+    return compression_choice.gates(doc)
 
 
 def tables(doc: Mapping[str, Any]) -> list[Table]:
@@ -56,13 +59,14 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
     if not cases:
         return []
     return [Table(TITLE, COLUMNS, tuple(map(_row, cases)), text=COLUMNS[:2], formats=FORMATS, heading="Compression",
-                  notes=tuple(_dense_line(cases)))]
+                  notes=(*_dense_line(cases), *compression_choice.lines(doc)))]
 
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """``compression-MODEL.png`` per model: score (or retention) against the sparsity measured."""
     models = dict.fromkeys(c["model"] for c in doc["cases"] if _plottable(c))
-    return [_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
+    return ([_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
+            + compression_choice.plot(doc, directory))
 
 
 def _plot(doc: Mapping[str, Any], model: str, path: Path) -> Path:

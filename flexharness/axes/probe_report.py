@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from flexharness.axes import probe_choice
 from flexharness.names import model_label
 from flexharness.results import plots as plot_helpers
 from flexharness.results.table import Table
@@ -19,7 +20,7 @@ from flexharness.rules.aggregate import GateResult, mean
 from flexharness.rules.prescreen import kendall_track_record, top_k
 from flexharness.axes.base import Scored
 
-DOCUMENT_KEYS = ("probes", "probe_track_record", "prescreen")
+DOCUMENT_KEYS = ("probes", "probe_track_record", "prescreen", probe_choice.KEY)
 PRESCREENS = ("logme", "knn")                 # what a model ranking may be by
 TRACKED = ("logme", "knn", "probe")           # what the track record correlates with fine-tuning
 SEED_KEYS = ("layers", "layer_scores", "best_layer", "logme", "logme_seconds", "knn", "knn_metric",
@@ -60,6 +61,7 @@ def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> 
     settings = {s["name"]: s.get("prescreen") or {} for s in doc.get("suites") or []}
     doc["probe_track_record"] = track_records(doc["probes"])
     doc["prescreen"] = rankings(doc["probes"], settings)
+    doc[probe_choice.KEY] = probe_choice.model_choices(doc["probes"], settings)
     return []
 
 
@@ -165,7 +167,8 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
                    f"{_layers_text(e)}" for e in entries if e["layers"])
     return [Table(TITLE, COLUMNS, rows, text=COLUMNS[:3], formats=FORMATS,
                   heading="Probe: frozen pretrained features", notes=(*layers, *_track_lines(doc),
-                                                                      *_ranking_lines(doc)))]
+                                                                      *_ranking_lines(doc),
+                                                                      *probe_choice.lines(doc)))]
 
 
 def _track_lines(doc: Mapping[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flexharness.engine import data, runner
+from flexharness.engine import runner
 from flexharness.errors import SuiteError
 from flexharness.results import predictions
 from flexharness.rules.slices import AGREEMENT, LENGTH, MISSING

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from flexharness.axes import tasks_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner
-from flexharness.suite.reader import (
-    SuiteContext,
-    dataset_ref,
-    read_filters,
-    read_metrics,
-    read_slices,
-    read_train,
-)
+from flexharness.rules.calibration import FIELDS
+from flexharness.suite.reader import SuiteContext, dataset_ref, read_filters, read_metrics, read_slices, read_train
 from flexharness.suite.schema import Reader, case_name, did_you_mean
 from flexharness.suite.spec import Case
 
@@ -23,6 +18,8 @@ TASK_KEYS = ("name", "dataset", "metric", "where", "train", "slices")
 class TasksAxis(Axis):
     key = "tasks"
     expands_methods = True
+    report = tasks_report
+    gate_stats = FIELDS   # ece, brier: bounds on the worst case's calibration (axes/tasks_report.py)
 
     def parse(self, top: Reader, context: SuiteContext) -> tuple[Case, ...]:
         items = top.raw("tasks") or []

@@ -18,10 +18,11 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from flexharness.engine import models, runner, surgery, train
+from flexharness.engine import latency, models, runner, surgery, train
 from flexharness.errors import CompressionError, Unavailable
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.engine.weights import Kept
+from flexharness.rules import frontier
 from flexharness.suite.schema import Reader, coerce, did_you_mean, fraction, open_fraction, positive
 from flexharness.suite.spec import Case, TrainConfig
 
@@ -198,6 +199,8 @@ class Dense:
     score: float
     latency_ms: float
     facts: dict[str, Any]
+    predictions: Any = None                              # on the case's evaluation split, for paired retention
+    timing: dict[str, Any] = field(default_factory=dict)  # ``latency.measure``
 
 
 _DENSE: collections.OrderedDict[tuple, Dense] = collections.OrderedDict()
@@ -229,15 +232,19 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
                 with surgery.keep_masks(compressed.masks):
                     stats = train.fine_tune(compressed.model, inputs.train, case.train, seed, device, inputs.pad_id,
                                             inputs.regression, progress, inputs.kind)
-            score, per_metric, seconds = runner.evaluate(compressed.model, case, inputs, device)
-            facts = {**measure(compressed.model), **compressed.notes}
+            score, per_metric, seconds, predicted = runner.evaluate(compressed.model, case, inputs, device)
+            facts = {**measure(compressed.model), **compressed.notes,
+                     "latency": latency.measure(compressed.model, inputs.eval, device, inputs.pad_id,
+                                                case.train.precision, inputs.kind),
+                     "retention_quantiles": frontier.retention_quantiles(
+                         case.metrics, inputs.eval.labels, dense.predictions, predicted, key=case.name)}
     finally:
         base = compressed = None
         train.release_memory()
     record = {"score": score, "metrics": per_metric, "seed": seed, "device": device,
               "precision": train.resolve_precision(case.train.precision, device, warn=False),
               **runner.example_counts(inputs), **(runner.train_fields(stats) if stats else _not_trained(case)),
-              "eval_seconds": round(seconds, 3)}
+              "eval_seconds": round(seconds, 3), "pooling": models.pooling_of(case.train.pooling, model_ref)}
     return record | _outcome(params, score, dense, reused, facts, _latency_ms(seconds, inputs))
 
 
@@ -255,6 +262,7 @@ def _outcome(params: dict[str, Any], score: float, dense: Dense, reused: str | b
         raise CompressionError(f"the dense model scored {dense.score:.4f}: retention (compressed / dense) is "
                                "undefined; set 'relative: false' or train the dense model better")
     removed = 1.0 - facts.pop("nonzero") / dense.facts["weights"]
+    facts["dense_latency"] = dense.timing
     facts.pop("weights")
     return {
         "score": retention if params["relative"] else score, "compressed_score": score,
@@ -262,7 +270,8 @@ def _outcome(params: dict[str, Any], score: float, dense: Dense, reused: str | b
         "measured_sparsity": round(removed, 6), "retention": retention, "latency_ms": round(latency_ms, 4),
         "dense_score": dense.score, "dense_params": dense.facts["params"], "dense_size_mb": dense.facts["size_mb"],
         "dense_linear_mb": dense.facts["linear_mb"], "dense_latency_ms": round(dense.latency_ms, 4),
-        "dense_reused": reused, **{k: v for k, v in params.items() if k not in ("method", "sparsity", "relative")},
+        "dense_reused": reused,
+        **{k: v for k, v in params.items() if k not in ("method", "sparsity", "relative", "choose")},
         **facts,
     }
 
@@ -282,8 +291,9 @@ def _dense(case: Case, model_ref: str, seed: int, device: str, trust_remote_code
         return _DENSE[key], "memo"
     model = runner.fresh_model(case, inputs, model_ref, seed, trust_remote_code)
     _, reused = runner.fine_tune_kept(model, inputs, case.train, seed, device, progress, kept)
-    score, _, seconds = runner.evaluate(model, case, inputs, device)
-    dense = Dense(model.to("cpu").eval(), score, _latency_ms(seconds, inputs), measure(model))
+    score, _, seconds, predicted = runner.evaluate(model, case, inputs, device)
+    timing = latency.measure(model, inputs.eval, device, inputs.pad_id, case.train.precision, inputs.kind)
+    dense = Dense(model.to("cpu").eval(), score, _latency_ms(seconds, inputs), measure(model), predicted, timing)
     _DENSE[key] = dense
     while len(_DENSE) > DENSE_MEMO_SIZE:
         _DENSE.popitem(last=False)

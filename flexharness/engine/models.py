@@ -13,7 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any, Iterator
 
-from flexharness.engine import hub
+from flexharness.engine import hub, pooling as pooling_mod
 from flexharness.errors import ModelLoadError, first_line
 from flexharness.files import path_fingerprint
 from flexharness.suite.resources import is_pkg, resolve_pkg
@@ -145,11 +145,21 @@ def _with_padding(tokenizer: Any, ref: str) -> Any:
 SEQUENCE_CLASSIFIER = "AutoModelForSequenceClassification"
 
 
+def pooling_of(asked: str, ref: str) -> str:
+    """The pooling a case asking ``asked`` trains for ``ref`` (``engine.pooling``): recorded in every record."""
+    return pooling_mod.resolved(asked, resolve_model(ref))
+
+
+def pooling_key(asked: str, ref: str) -> str | None:
+    """The pooling a result-cache key holds for ``ref``: None for the model's own head."""
+    return pooling_mod.key_value(asked, resolve_model(ref))
+
+
 @functools.lru_cache(maxsize=4)
-def _template(ref: str, num_labels: int, trust_remote_code: bool, model_class: str = SEQUENCE_CLASSIFIER
-              ) -> tuple[Any, tuple[str, ...]]:
+def _template(ref: str, num_labels: int, trust_remote_code: bool, model_class: str = SEQUENCE_CLASSIFIER,
+              pooling: str = "auto") -> tuple[Any, tuple[str, ...]]:
     """The pretrained model with a head for ``num_labels`` (of the transformers class ``model_class``, which a
-    task kind names), and the names of the head's parameters."""
+    task kind names; a sequence classifier's reads ``pooling``), and the names of the head's parameters."""
     import transformers
 
     location = resolve_model(ref)
@@ -161,18 +171,21 @@ def _template(ref: str, num_labels: int, trust_remote_code: bool, model_class: s
         raise _load_error(ref, exc) from None
     if model.config.pad_token_id is None:  # decoder classifiers pool the last token that is not padding
         model.config.pad_token_id = load_tokenizer(ref, trust_remote_code).pad_token_id
+    model, pooled = (pooling_mod.pooled_head(model, pooling_of(pooling, ref)) if model_class == SEQUENCE_CLASSIFIER
+                     else (model, ()))
     model.eval()
-    return model, tuple(info.get("missing_keys", ()))
+    return model, tuple(info.get("missing_keys", ())) + pooled
 
 
 def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = False,
-                model_class: str = SEQUENCE_CLASSIFIER) -> Any:
-    """A copy of the pretrained weights with a head initialised from ``seed``."""
+                model_class: str = SEQUENCE_CLASSIFIER, pooling: str = "auto") -> Any:
+    """A copy of the pretrained weights with a head initialised from ``seed`` (a sequence classifier's reads
+    ``pooling``)."""
     import copy
 
     import torch
 
-    template, head_params = _template(ref, num_labels, trust_remote_code, model_class)
+    template, head_params = _template(ref, num_labels, trust_remote_code, model_class, pooling)
     model = copy.deepcopy(template)
     generator = torch.Generator().manual_seed(seed)
     std = getattr(model.config, "initializer_range", 0.02)

@@ -16,7 +16,7 @@ import numpy as np
 
 from flexharness.engine import data as data_mod
 from flexharness.engine import diskcache, kinds, models, train
-from flexharness.rules import metrics
+from flexharness.rules import calibration, metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.suite.resources import position_limit
@@ -126,17 +126,17 @@ def prepare(case: Case) -> data_mod.Prepared:
 def fresh_model(case: Case, inputs: Inputs, model_ref: str, seed: int, trust_remote_code: bool = False) -> Any:
     """A pretrained copy with the case's kind's head for its labels, the head seeded from ``seed``."""
     return models.fresh_model(model_ref, inputs.kind.num_labels(inputs.prepared), seed, trust_remote_code,
-                              inputs.kind.model_class)
+                              inputs.kind.model_class, case.train.pooling)
 
 
-def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float]:
-    """(score, per-metric scores, seconds spent predicting) on the case's own eval split."""
+def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float, np.ndarray]:
+    """(score, per-metric scores, seconds spent predicting, predictions) on the case's own eval split."""
     start = time.perf_counter()
     outputs = train.predict_outputs(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
                                     inputs.regression, case.train.precision, inputs.kind)
     seconds = time.perf_counter() - start
     score, per_metric = inputs.kind.score(case.metrics, inputs.eval.labels, outputs)
-    return score, per_metric, seconds
+    return score, per_metric, seconds, metrics.predictions_from_outputs(outputs)
 
 
 PER_EXAMPLE = "per_example"   # record key of {split: {"labels", "outputs"}} arrays; stored apart, never sent on
@@ -184,9 +184,11 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     first = splits[inputs.prepared.eval_split]
     return {
         "score": first["score"], "metrics": first["metrics"], "seed": seed, "device": device,
+        **{name: first[name] for name in calibration.FIELDS if name in first},
         **example_counts(inputs), "splits": splits, **trained, **({"weights_reused": reused} if kept else {}),
         "eval_seconds": round(eval_seconds, 3), "setup_seconds": round(setup_seconds, 3),
-        "majority_score": majority_score(case, inputs.prepared), **extra,
+        "majority_score": majority_score(case, inputs.prepared),
+        "pooling": models.pooling_of(config.pooling, model_ref), **extra,
         **({"train_indices": chosen[1].tolist()} if chosen else {}), PER_EXAMPLE: per_example,
     }
 
@@ -231,9 +233,11 @@ def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[d
 
 
 def split_entry(case: Case, labels: np.ndarray, outputs: np.ndarray, digest: str) -> dict[str, Any]:
-    """One split's entry of a record: score, per-metric scores, size and the examples' digest."""
+    """One split's entry of a record: score, per-metric scores, calibration (classification: ECE and Brier score
+    of the probabilities), size and the examples' digest."""
     score, per_metric = kinds.of(case).score(case.metrics, labels, outputs)
-    return {"score": score, "metrics": per_metric, "eval_examples": len(labels), "eval_digest": digest}
+    return {"score": score, "metrics": per_metric, **calibration.of_outputs(labels, outputs),
+            "eval_examples": len(labels), "eval_digest": digest}
 
 
 def examples_digest(examples: data_mod.Examples) -> str:

@@ -114,7 +114,7 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
     first = splits[inputs.prepared.eval_split]
     return {"score": first["score"], "metrics": first["metrics"], "seed": seed, "head_seed": head_seed,
             "device": device, **runner.example_counts(inputs), "splits": splits, **runner.train_fields(stats),
-            runner.PER_EXAMPLE: per_example}, weights
+            "pooling": models.pooling_of(case.train.pooling, model_ref), runner.PER_EXAMPLE: per_example}, weights
 
 
 def average(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

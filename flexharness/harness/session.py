@@ -25,6 +25,7 @@ from flexharness.harness.options import Options
 from flexharness.results import predictions, significance, verdict
 from flexharness.results.io import RESULTS_VERSION
 from flexharness.rules import aggregate as agg
+from flexharness.rules import calibration
 from flexharness.rules.baseline import Baseline, to_json, tolerance_of
 from flexharness.rules.metrics import METRICS
 from flexharness.store.keys import case_fingerprint, suite_fingerprint
@@ -234,6 +235,8 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "train_method": str(planned.train.method),  # full | lora | head, and the parameters it trained
         "trainable_params": records[0].get("trainable_params") if records else None,
         "total_params": records[0].get("total_params") if records else None,
+        "pooling": records[0].get("pooling") if records else None,   # what the classification head read
+        **calibration.mean_fields(split_records),
         "train_seconds": agg.mean(r.get("train_seconds") or 0.0 for r in records) if records else None,
         "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(planned.train).items()},
         "dataset": {"name": planned.dataset.name, "hub": dict(planned.dataset.hub)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from flexharness.names import model_label
-from flexharness.results import table
+from flexharness.results import decide, table
 from flexharness.results.slice_report import compare_entries
 from flexharness.results.table import Table
 from flexharness.rules import stats
@@ -118,9 +118,11 @@ def _single_model(doc: Mapping[str, Any]) -> bool:
     return all(len(found) <= 1 for found in models.values())
 
 
-def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def compare(a: Mapping[str, Any], b: Mapping[str, Any], outputs: tuple[decide.Outputs, decide.Outputs] | None = None
+            ) -> dict[str, list[dict[str, Any]]]:
     """Cases, their difficulty slices (``CASE[SLICE]``) and aggregates of two runs matched up, with B − A and
-    whether B is better.
+    whether B is better, worse or not distinguishable (``results.decide``; ``outputs``: each run's per-example
+    outputs, for paired tests).
 
     Rows match on suite, axis and case name, and on the model too unless each
     run evaluated one model per suite (then comparing two models is the point).
@@ -130,9 +132,14 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list[dict[s
     def key(row: Mapping[str, Any], name: str) -> tuple:
         return (row["suite"], row["model"] if by_model else "", row["axis"], row.get(name, ""))
 
-    return {"cases": _pair(a["cases"], b["cases"], lambda r: key(r, "name"), "score", "interval"),
-            "slices": _pair(compare_entries(a), compare_entries(b), lambda r: key(r, "name"), "score", "interval"),
-            "aggregates": _pair(a["aggregates"], b["aggregates"], lambda r: key(r, "axis"), "p_avg", "p_avg_interval")}
+    result = {"cases": _pair(a["cases"], b["cases"], lambda r: key(r, "name"), "score", "interval"),
+              "slices": _pair(compare_entries(a), compare_entries(b), lambda r: key(r, "name"), "score", "interval"),
+              "aggregates": _pair(a["aggregates"], b["aggregates"], lambda r: key(r, "axis"), "p_avg",
+                                  "p_avg_interval")}
+    found = (decide.measured(a, outputs[0]), decide.measured(b, outputs[1])) if outputs else ({}, {})
+    for rows in result.values():
+        decide.decide(rows, *found)
+    return result
 
 
 def _pair(left: list, right: list, key: Any, field: str, interval: str) -> list[dict[str, Any]]:
@@ -165,34 +172,46 @@ def _verdict(row: Mapping[str, Any]) -> str:
     return "better" if (row["delta"] > 0) == row["higher_is_better"] else "worse"
 
 
-INTERVAL_NOTE = ("95 % CI: each run's own bootstrap interval. Overlap is no test of B − A: "
-                 "for a paired test, evaluate both models in one run.")
+INTERVAL_NOTE = ("95 % CI: each run's own bootstrap interval. Verdict: a paired bootstrap test (p < 0.05) where "
+                 "both runs stored outputs for the same examples, else non-overlapping intervals; "
+                 "'(untested)' marks a point estimate alone.")
 
 
-def compare_table(a: Mapping[str, Any], b: Mapping[str, Any]) -> Table:
-    """Both runs side by side, cases, slices and aggregates; each side's 95 % interval where the results have one."""
-    result = compare(a, b)
+def compare_table(a: Mapping[str, Any], b: Mapping[str, Any],
+                  outputs: tuple[decide.Outputs, decide.Outputs] | None = None) -> Table:
+    """Both runs side by side, cases, slices and aggregates; each side's 95 % interval where the results have one;
+    the verdict from a paired test on the stored outputs, else from the intervals."""
+    result = compare(a, b, outputs)
     cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
     columns = ("case", "A", "A 95 % CI", "B", "B 95 % CI", "B − A", "verdict") if cis else \
         ("case", "A", "B", "B − A", "verdict")
     rows = tuple((f"{r['axis']}/{r['name']}", r["a"], *((interval_text(r["a_interval"]),) if cis else ()), r["b"],
-                  *((interval_text(r["b_interval"]),) if cis else ()), r["delta"], r["verdict"])
+                  *((interval_text(r["b_interval"]),) if cis else ()), r["delta"], r["verdict"] + _test(r))
                  for r in result["cases"] + result["slices"] + result["aggregates"])
     return Table("", columns, rows, text=("case", "A 95 % CI", "B 95 % CI", "verdict"),
                  formats={"A": ".4f", "B": ".4f", "B − A": "+.4f"}, notes=(INTERVAL_NOTE,) if cis else ())
 
 
-def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> list[str]:
+def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str],
+                  outputs: tuple[decide.Outputs, decide.Outputs] | None = None) -> list[str]:
     """The comparison table for the terminal, after the two files' names; then the gates that changed."""
     changes = _gate_changes(a, b)
-    return [f"A = {names[0]}", f"B = {names[1]}", *table.terminal_lines([compare_table(a, b)]),
+    return [f"A = {names[0]}", f"B = {names[1]}", *table.terminal_lines([compare_table(a, b, outputs)]),
             *([""] + changes if changes else [])]
 
 
-def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> str:
+def _test(row: Mapping[str, Any]) -> str:
+    """How the verdict was reached: the paired test's p-value, or the intervals."""
+    if row.get("test") == "paired bootstrap":
+        return f" (paired, p = {row['p_value']:.3g})"
+    return " (intervals)" if row.get("test") == "intervals" else ""
+
+
+def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str],
+                     outputs: tuple[decide.Outputs, decide.Outputs] | None = None) -> str:
     changes = _gate_changes(a, b)
     out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`",
-           *table.markdown_lines([compare_table(a, b)])]
+           *table.markdown_lines([compare_table(a, b, outputs)])]
     return "\n".join(out + ([""] + [f"- {line}" for line in changes] if changes else [])) + "\n"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from flexharness.engine.data import mirror_path
-from flexharness.engine.models import model_identity
+from flexharness.engine.models import model_identity, pooling_key
 from flexharness.files import path_fingerprint
 from flexharness.suite.resources import resolve_path
 from flexharness.suite.spec import Case, DatasetSpec, Planned
@@ -27,7 +27,9 @@ from flexharness.suite.spec import Case, DatasetSpec, Planned
 ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "precision": "auto", "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
     "lora_target_modules": None, "gradient_checkpointing": False, "devices": 1, "parallel": "ddp",
+    "pooling": "auto",
 }
+CHOICE_PARAMS = ("choose",)   # case parameters that choose among records on the controller, never change one
 ADDED_DATASET_FIELDS: dict[str, Any] = {"kind": "sequence_classification", "columns": ()}
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 
@@ -55,7 +57,7 @@ def canonical_case(case: Case) -> dict[str, Any]:
     for located in (fields["dataset"], *fields["where"]):  # where a key was written, for error messages
         for key in ("origin", "lines", "key", "line"):
             located.pop(key, None)
-    fields["params"] = _portable(fields["params"])
+    fields["params"] = _portable(tuple(p for p in fields["params"] if p[0] not in CHOICE_PARAMS))
     return fields
 
 
@@ -150,9 +152,19 @@ def result_key(planned: Planned, device: str, keyed_as: KeyedAs = KeyedAs()) -> 
         data = data + extra if data is not None and extra is not None else None
     if model is None or data is None:
         return None, model_print
-    parts = {"case": canonical_case(case), "data": data, "model": model, "seed": planned.seed,
-             "device": device, "versions": library_versions()}
+    parts = {"case": with_pooling(canonical_case(case), case, planned.model), "data": data, "model": model,
+             "seed": planned.seed, "device": device, "versions": library_versions()}
     return digest(parts), model_print
+
+
+def with_pooling(fields: dict[str, Any], case: Case, model: str) -> dict[str, Any]:
+    """``fields`` (a canonical case) with the pooling ``model`` trains in place of the one asked: absent for the
+    model's own head, as in keys made before ``pooling`` existed; ``auto`` that pools otherwise changes the key."""
+    fields["train"].pop("pooling", None)
+    found = pooling_key(case.train.pooling, model)
+    if found:
+        fields["train"]["pooling"] = found
+    return fields
 
 
 def training_recipe(case: Case) -> dict[str, Any]:
@@ -174,7 +186,7 @@ def weights_key(case: Case, model: str, seed: int, device: str) -> str | None:
     data = data_identity(case.dataset)
     if model_id is None or data is None:
         return None
-    return digest({"recipe": training_recipe(case), "data": data, "model": model_id, "seed": seed,
-                   "device": device, "versions": library_versions()})
+    return digest({"recipe": with_pooling(training_recipe(case), case, model), "data": data, "model": model_id,
+                   "seed": seed, "device": device, "versions": library_versions()})
 
 

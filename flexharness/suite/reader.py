@@ -21,8 +21,8 @@ from flexharness.rules.metrics import METRICS, REGRESSION
 from flexharness.suite.gatespec import GatedAxis, read_gates
 from flexharness.suite.resources import path_problem, position_limit, resolve_path, suite_relative
 from flexharness.suite.schema import Reader, did_you_mean, fraction, non_negative, open_fraction, positive
-from flexharness.suite.spec import (FILE_FORMATS, PARALLEL_MODES, PRECISIONS, Case, DatasetSpec, Filter, Planned,
-                                    SliceSpec, Suite, TrainConfig)
+from flexharness.suite.spec import (FILE_FORMATS, PARALLEL_MODES, POOLINGS, PRECISIONS, Case, DatasetSpec, Filter,
+                                    Planned, SliceSpec, Suite, TrainConfig)
 from flexharness.suite.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "slices", "gates")
@@ -37,6 +37,7 @@ _TRAIN_CHECKS = {
     "lora_rank": (int, positive), "lora_alpha": (float, positive), "lora_dropout": (float, fraction),
     "gradient_checkpointing": (bool, None), "devices": (int, positive),
     "parallel": (str, lambda value: _one_of(value, PARALLEL_MODES)),
+    "pooling": (str, lambda value: _one_of(value, POOLINGS)),
 }
 TRAIN_METHODS = ("full", "lora", "head")   # how a case adapts the model: all weights, a LoRA adapter, the head only
 

@@ -14,6 +14,7 @@ from flexharness.rules.metrics import METRICS
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PARALLEL_MODES = ("ddp", "fsdp")   # how ``devices`` processes share an item: replicas, or shards of the model
+POOLINGS = ("auto", "cls", "pooler", "mean", "last")   # what the classification head reads (engine.pooling)
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -42,6 +43,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     devices: int = 1               # processes (GPUs) that fine-tune one item together (engine.distributed)
     parallel: str = "ddp"          # PARALLEL_MODES
+    pooling: str = "auto"          # POOLINGS; auto: the model's own head unless its checkpoint never trained it
 
 
 @dataclass(frozen=True)
