@@ -1,0 +1,114 @@
+"""Extractive-QA scores as the official SQuAD evaluation scripts compute them.
+
+Answers are compared after the official normalisation (lower case, no ASCII
+punctuation, no articles a/an/the, whitespace collapsed). Exact match and F1 of
+a question are the maximum over its gold answers. No-answer questions (SQuAD
+v2.0: an empty gold list, or gold answers that all normalise to nothing) have
+the empty string as their only gold answer, so they score 1 exactly when the
+prediction is empty. That is the v2.0 script's rule; on v1.1 data, where every
+question has an answer, both scripts agree. Scores are fractions in [0, 1],
+not the scripts' percentages, like every other metric of the harness.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and articles, collapse whitespace (the scripts' ``normalize_answer``)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def answer_tokens(text: str) -> list[str]:
+    return normalize_answer(text).split() if text else []
+
+
+def exact(gold: str, prediction: str) -> float:
+    return float(normalize_answer(gold) == normalize_answer(prediction))
+
+
+def token_f1(gold: str, prediction: str) -> float:
+    """Bag-of-tokens F1; when either side is empty, 1 if both are and 0 otherwise."""
+    gold_tokens, predicted = answer_tokens(gold), answer_tokens(prediction)
+    if not gold_tokens or not predicted:
+        return float(gold_tokens == predicted)
+    same = sum((collections.Counter(gold_tokens) & collections.Counter(predicted)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(answers: Sequence[str]) -> list[str]:
+    """The answers that count: those that normalise to something, else the empty answer alone."""
+    kept = [answer for answer in answers if normalize_answer(answer)]
+    return kept or [""]
+
+
+def question_scores(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
+    """(exact match, F1) of one prediction: the maximum over the gold answers."""
+    golds = gold_answers(answers)
+    return max(exact(g, prediction) for g in golds), max(token_f1(g, prediction) for g in golds)
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """Per-question scores; every summary (and every resample of questions) is a mean over them."""
+
+    exact: np.ndarray        # float64, one per question
+    f1: np.ndarray
+    has_answer: np.ndarray   # bool: the question has a gold answer (SQuAD v2.0's HasAns)
+
+
+def score(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> Scored:
+    """Score each question's prediction against its gold answers."""
+    if len(predictions) != len(answers):
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} questions")
+    pairs = np.array([question_scores(p, a) for p, a in zip(predictions, answers)], dtype=np.float64).reshape(-1, 2)
+    has = np.array([gold_answers(a) != [""] for a in answers], dtype=bool).reshape(-1)
+    return Scored(pairs[:, 0], pairs[:, 1], has)
+
+
+def summary(scored: Scored) -> dict[str, float]:
+    """exact and f1 over all questions, and over the HasAns / NoAns subsets where they are not empty."""
+    out = {"exact": _mean(scored.exact), "f1": _mean(scored.f1), "total": float(len(scored.exact))}
+    for name, mask in (("HasAns", scored.has_answer), ("NoAns", ~scored.has_answer)):
+        if mask.any():
+            out |= {f"{name}_exact": _mean(scored.exact[mask]), f"{name}_f1": _mean(scored.f1[mask]),
+                    f"{name}_total": float(mask.sum())}
+    return out
+
+
+def best_null_threshold(scores: np.ndarray, null_diffs: np.ndarray, has_answer: np.ndarray) -> tuple[float, float]:
+    """The v2.0 script's ``find_best_thresh``: the null-score threshold that maximises the mean score.
+
+    ``scores`` are each question's score when its best non-null answer is kept, ``null_diffs`` its null
+    score minus that answer's score; a question answers empty when its diff exceeds the threshold.
+    Returns (best mean score, threshold). Chosen on the data it is scored on, so it is optimistic.
+    """
+    if len(scores) == 0:
+        return 0.0, 0.0
+    empty_right = np.where(has_answer, 0.0, 1.0)
+    order = np.argsort(null_diffs, kind="stable")
+    diffs = null_diffs[order]
+    # cut k keeps the answers of the k smallest diffs; a threshold cannot split equal diffs
+    total = empty_right.sum() + np.concatenate([[0.0], np.cumsum(scores[order] - empty_right[order])])
+    total[1:-1][diffs[:-1] == diffs[1:]] = -np.inf
+    best = int(np.argmax(total))
+    threshold = float(diffs[best - 1]) if best else float(diffs[0]) - 1.0
+    return float(total[best] / len(scores)), threshold
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else 0.0
