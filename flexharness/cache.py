@@ -46,6 +46,7 @@ ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "precision": "auto", "method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
     "lora_target_modules": None, "gradient_checkpointing": False,
 }
+ADDED_DATASET_FIELDS: dict[str, Any] = {"kind": "sequence_classification", "columns": ()}
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 
 
@@ -66,6 +67,7 @@ def canonical_case(case: Case) -> dict[str, Any]:
     for key, default in ADDED_TRAIN_FIELDS.items():
         if fields["train"].get(key) == default:
             fields["train"].pop(key)
+    _drop_added(fields["dataset"])
     fields["dataset"].pop("base_dir")
     fields["dataset"].pop("hub_mirror")
     for located in (fields["dataset"], *fields["where"]):  # where a key was written, for error messages
@@ -78,9 +80,18 @@ def canonical_case(case: Case) -> dict[str, Any]:
 _MACHINE_OR_PLACE = ("base_dir", "hub_mirror", "origin", "lines", "key", "line")
 
 
+def _drop_added(dataset: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's fields without those added later at their default: old suites keep their keys."""
+    for key, default in ADDED_DATASET_FIELDS.items():
+        if key in dataset and dataset[key] == default:
+            dataset.pop(key)
+    return dataset
+
+
 def _portable(value: Any) -> Any:
     """Parameters without folders or lines: a domain's transfer targets hold dataset specs of their own."""
     if isinstance(value, dict):
+        value = _drop_added(dict(value)) if {"files", "hub", "disk"} <= set(value) else value
         return {k: _portable(v) for k, v in value.items() if k not in _MACHINE_OR_PLACE}
     if isinstance(value, (list, tuple)):
         return [_portable(v) for v in value]

@@ -72,7 +72,7 @@ def _validate(args: argparse.Namespace) -> int:
         for case in suite.cases:
             scored = f"  -> {', '.join(case.scored_names)}" if len(case.scored_names) > 1 else ""
             direction = "higher is better" if case.higher_is_better else "lower is better"
-            print(f"          {case.axis}/{case.name}: {case.metric} ({case.kind}, {direction}), "
+            print(f"          {case.axis}/{case.name}: {case.metric} ({case.label_kind}, {direction}), "
                   f"seeds {list(case.train.seeds)}{scored}")
         print(f"          gates: {', '.join(_gate_names(suite.gates)) or 'none'}")
     return 1 if failed else 0

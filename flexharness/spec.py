@@ -68,6 +68,8 @@ class DatasetSpec:
     eval_splits: tuple[str, ...] = ()           # empty: found by name, or held out
     eval_fraction: float = 0.2
     hub_mirror: str | None = None               # --flex-data-dir: local save_to_disk copies of hub datasets
+    kind: str = "sequence_classification"       # the task kind its rows are (flexharness.engine.kinds)
+    columns: tuple[tuple[str, Any], ...] = ()   # the kind's own keys (tokens, tags, choices, ...), as it read them
     origin: str = field(default="", compare=False)   # the suite file, for run-time errors
     lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)  # key → line; "" is the mapping
 
@@ -109,6 +111,12 @@ class Case:
 
     @property
     def kind(self) -> str:
+        """The task kind (``sequence_classification``, ``token_classification``, ...): its dataset's."""
+        return self.dataset.kind
+
+    @property
+    def label_kind(self) -> str:
+        """``classification`` or ``regression``: what the case's metrics score."""
         return METRICS[self.metrics[0]].kind
 
     @property

@@ -58,6 +58,29 @@ class SuiteContext:
     cases: tuple[Case, ...]
 
 
+class KindReader(Protocol):
+    """The part of a task kind this module uses (the whole interface is ``flexharness.engine.kinds.TaskKind``)."""
+
+    key: str
+    dataset_keys: tuple[str, ...]
+    file_formats: dict[str, str]
+
+    def read_dataset(self, reader: Reader) -> tuple[tuple[str, Any], ...]: ...
+
+    def check_case(self, case: Case) -> str | None: ...
+
+
+class Kinds(Protocol):
+    """The registry of task kinds (``flexharness.engine.kinds.KINDS``), as this module uses it."""
+
+    def unknown(self, key: str) -> str | None: ...
+
+    def get(self, key: str) -> KindReader: ...
+
+
+DEFAULT_KIND = "sequence_classification"
+
+
 class SectionReader(GatedAxis, Protocol):
     """The part of an axis this module uses (the whole interface is ``flexharness.axes.base.Axis``)."""
 
@@ -65,11 +88,12 @@ class SectionReader(GatedAxis, Protocol):
 
 
 def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mapping[str, Any] | None = None,
-               hub_mirror: str | None = None) -> Suite:
+               hub_mirror: str | None = None, kinds: Kinds | None = None) -> Suite:
     """Load and validate one suite file; each axis in ``axes`` (in order) reads its own section.
 
     ``overrides`` are train keys from the command line; ``hub_mirror`` is a folder of local copies of
-    hub datasets, looked up before the hub.
+    hub datasets, looked up before the hub; ``kinds`` the task kinds a dataset's ``kind:`` may name (each
+    reads its own dataset keys and checks its cases); without it, every dataset is sequence classification.
     """
     path = Path(path)
     top = Reader(load_yaml(path), str(path))
@@ -77,7 +101,7 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
     defaults = read_train(top.child("train"), TrainConfig())
     datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub and not local_hub(spec) else spec
-                for key, spec in _datasets(top.child("datasets"), path.parent).items()}
+                for key, spec in _datasets(top.child("datasets"), path.parent, kinds).items()}
     if not any(top.raw(axis.key) for axis in axes):
         raise top.error(None, "the suite defines no cases: add a 'tasks:' list")
     cases: tuple[Case, ...] = ()
@@ -86,6 +110,7 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
             cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
     cases = _default_slices(cases, read_slices(top, "slices"), str(path))
     cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
+    _check_kinds(cases, kinds, str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
         model=_model(top, path.parent), cases=cases, gates=read_gates(top.child("gates"), cases, axes),
@@ -112,7 +137,7 @@ def _default_slices(cases: tuple[Case, ...], default: SliceSpec | None, path: st
     """The suite's ``slices:`` for every case without its own; agreement needs right and wrong answers."""
     cases = tuple(replace(c, slices=default) if c.slices is None and default else c for c in cases)
     for case in cases:
-        if case.slices and case.slices.by == "agreement" and case.kind == REGRESSION:
+        if case.slices and case.slices.by == "agreement" and case.label_kind == REGRESSION:
             raise SuiteError(path, case.slices.line, case.slices.key,
                              f"'{case.axis}/{case.name}' has a regression metric ({case.metric}): no example is "
                              "right or wrong, so 'by: agreement' cannot rank them; slice it 'by: length' or by a "
@@ -192,10 +217,18 @@ def expand_methods(cases: tuple[Case, ...], path: str) -> tuple[Case, ...]:
     return tuple(expanded)
 
 
-def _datasets(reader: Reader, base_dir: Path) -> dict[str, DatasetSpec]:
+def _check_kinds(cases: tuple[Case, ...], kinds: Kinds | None, path: str) -> None:
+    """Each case's task kind may refuse it (a metric it cannot score, an axis or method it cannot run)."""
+    for case in cases:
+        complaint = kinds.get(case.kind).check_case(case) if kinds and case.kind != DEFAULT_KIND else None
+        if complaint:
+            raise SuiteError(path, case.line, f"{case.axis}.{case.name}", complaint)
+
+
+def _datasets(reader: Reader, base_dir: Path, kinds: Kinds | None = None) -> dict[str, DatasetSpec]:
     specs = {}
     for name in reader.data:
-        specs[name] = _dataset(reader.child(name), name, base_dir)
+        specs[name] = _dataset(reader.child(name), name, base_dir, kinds)
     return specs
 
 
@@ -203,16 +236,28 @@ DATASET_KEYS = ("files", "hub", "disk", "format", "encoding", "text", "label", "
                  "train_split", "eval_split", "eval_fraction")
 
 
-def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
-    reader.only(DATASET_KEYS)
+def _kind(reader: Reader, kinds: Kinds | None) -> KindReader | None:
+    """The kind a dataset's ``kind:`` names (None for the default), its own keys allowed beside the common ones."""
+    key = reader.typed("kind", str, DEFAULT_KIND)
+    complaint = kinds.unknown(key) if kinds else (None if key == DEFAULT_KIND else f"unknown task kind '{key}'")
+    if complaint:
+        raise reader.error("kind", complaint)
+    kind = kinds.get(key) if kinds and key != DEFAULT_KIND else None
+    reader.only((*DATASET_KEYS, "kind", *(kind.dataset_keys if kind else ())))
+    return kind
+
+
+def _dataset(reader: Reader, name: str, base_dir: Path, kinds: Kinds | None = None) -> DatasetSpec:
+    kind = _kind(reader, kinds)
+    formats = {**FILE_FORMATS, **(kind.file_formats if kind else {})}
     sources = [k for k in ("files", "hub", "disk") if reader.has(k)]
     if len(sources) != 1:
         raise reader.error(None, "give exactly one source: 'files', 'hub' or 'disk'")
     files = _files(reader.child("files"), base_dir) if reader.has("files") else ()
     suffixes = {Path(ref).suffix.lower() for _, ref in files}
-    if files and not reader.has("format") and (len(suffixes) != 1 or not suffixes <= set(FILE_FORMATS)):
+    if files and not reader.has("format") and (len(suffixes) != 1 or not suffixes <= set(formats)):
         raise reader.error("files", f"cannot tell the file format from {', '.join(sorted(suffixes))}; "
-                                    "add 'format: csv', 'json' or 'parquet'")
+                                    f"add 'format: {', '.join(sorted(set(formats.values())))}'")
     hub: tuple[tuple[str, str], ...] = ()
     if reader.has("hub"):
         hub_reader = reader.child("hub")
@@ -222,8 +267,9 @@ def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
     disk = reader.typed("disk", str)
     if disk is not None:
         _check_exists(reader, "disk", disk, base_dir, folder=True)
-    fmt = reader.typed("format", str, check=lambda v: None if v in set(FILE_FORMATS.values())
-                       else f"unknown format{did_you_mean(v, set(FILE_FORMATS.values()))}; use csv, json or parquet")
+    fmt = reader.typed("format", str, check=lambda v: None if v in set(formats.values())
+                       else f"unknown format{did_you_mean(v, set(formats.values()))}; use "
+                            f"{', '.join(sorted(set(formats.values())))}")
     label_names, train_split, eval_splits = _labels_and_splits(reader)
     return DatasetSpec(
         name=name, files=files, hub=hub, disk=disk, base_dir=str(base_dir.resolve()), format=fmt,
@@ -231,6 +277,7 @@ def _dataset(reader: Reader, name: str, base_dir: Path) -> DatasetSpec:
         label=reader.typed("label", str, "label"), label_names=label_names,
         train_split=train_split, eval_splits=eval_splits,
         eval_fraction=reader.typed("eval_fraction", float, 0.2, check=open_fraction),
+        kind=kind.key if kind else DEFAULT_KIND, columns=kind.read_dataset(reader) if kind else (),
         origin=reader.path, lines=(("", reader.line), *((k, reader.line_of(k)) for k in reader.data)),
     )
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from flexharness.axes import slicing
 from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.axes.registry import AXES, Registry, RegistryError
+from flexharness.engine.kinds import KINDS
 from flexharness.spec import Suite
 from flexharness import suite as suite_file
 
@@ -20,8 +21,9 @@ __all__ = ["AXES", "Axis", "Registry", "RegistryError", "RunContext", "Scored", 
 
 
 def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub_mirror: str | None = None) -> Suite:
-    """Load and validate one suite file; every registered axis reads its own section."""
-    return suite_file.load_suite(path, list(AXES), overrides, hub_mirror)
+    """Load and validate one suite file; every registered axis reads its own section, every task kind its
+    datasets' own keys."""
+    return suite_file.load_suite(path, list(AXES), overrides, hub_mirror, KINDS)
 
 
 def check_suite(suite: Suite, cache: Any = None) -> None:

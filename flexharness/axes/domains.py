@@ -201,7 +201,7 @@ def _sizes(case: Case) -> dict[str, Any]:
     from flexharness.engine import data
 
     try:
-        found = data.filtered_sizes(case.dataset, case.where, case.kind)
+        found = data.filtered_sizes(case.dataset, case.where, case.label_kind)
     except DataError as exc:
         return {"problem": str(exc)}
     held_out = data.hold_out_size(found.train, case.dataset.eval_fraction) if found.eval is None else 0
@@ -238,7 +238,7 @@ def _sizes_key(case: Case) -> str | None:
         stamps = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
     except OSError:
         return None
-    text = json.dumps([SIZES_CACHE_VERSION, repr(spec), repr(case.where), case.kind, case.train.max_train_samples,
+    text = json.dumps([SIZES_CACHE_VERSION, repr(spec), repr(case.where), case.label_kind, case.train.max_train_samples,
                        case.train.max_eval_samples, stamps])
     return f"flexharness/domain-sizes/{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
@@ -264,7 +264,7 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
     scores, sizes, start = {}, {}, time.perf_counter()
     for target in targets(case):
         try:
-            other = data.prepare(target.dataset, target.where, case.kind, case.train.max_train_samples,
+            other = data.prepare(target.dataset, target.where, case.label_kind, case.train.max_train_samples,
                                  case.train.max_eval_samples)
         except DataError as exc:
             raise DataError(f"transfer target domain '{target.name}': {exc}") from None

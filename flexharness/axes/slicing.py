@@ -88,7 +88,7 @@ def _values(case: Case, model: str, field: str, trust_remote_code: bool) -> dict
     from flexharness.engine import data, runner
 
     config = case.train
-    prepared = data.prepare(case.dataset, case.where, case.kind, config.max_train_samples, config.max_eval_samples)
+    prepared = data.prepare(case.dataset, case.where, case.label_kind, config.max_train_samples, config.max_eval_samples)
     if field == predictions.LENGTHS:
         encoded = runner.encoded_evals(prepared, model, config.max_length, trust_remote_code)
         return {split: (runner.examples_digest(examples), np.asarray(tokens.lengths, dtype=np.int64))

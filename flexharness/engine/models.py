@@ -137,15 +137,20 @@ def _with_padding(tokenizer: Any, ref: str) -> Any:
     return tokenizer
 
 
+SEQUENCE_CLASSIFIER = "AutoModelForSequenceClassification"
+
+
 @functools.lru_cache(maxsize=4)
-def _template(ref: str, num_labels: int, trust_remote_code: bool) -> tuple[Any, tuple[str, ...]]:
-    """The pretrained model with a head for ``num_labels``, and the names of the head's parameters."""
-    from transformers import AutoModelForSequenceClassification
+def _template(ref: str, num_labels: int, trust_remote_code: bool, model_class: str = SEQUENCE_CLASSIFIER
+              ) -> tuple[Any, tuple[str, ...]]:
+    """The pretrained model with a head for ``num_labels`` (of the transformers class ``model_class``, which a
+    task kind names), and the names of the head's parameters."""
+    import transformers
 
     location = resolve_model(ref)
     try:
         with _quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = getattr(transformers, model_class).from_pretrained(
                 location, num_labels=num_labels, output_loading_info=True, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise _load_error(ref, exc) from None
@@ -155,13 +160,14 @@ def _template(ref: str, num_labels: int, trust_remote_code: bool) -> tuple[Any, 
     return model, tuple(info.get("missing_keys", ()))
 
 
-def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = False) -> Any:
+def fresh_model(ref: str, num_labels: int, seed: int, trust_remote_code: bool = False,
+                model_class: str = SEQUENCE_CLASSIFIER) -> Any:
     """A copy of the pretrained weights with a head initialised from ``seed``."""
     import copy
 
     import torch
 
-    template, head_params = _template(ref, num_labels, trust_remote_code)
+    template, head_params = _template(ref, num_labels, trust_remote_code, model_class)
     model = copy.deepcopy(template)
     generator = torch.Generator().manual_seed(seed)
     std = getattr(model.config, "initializer_range", 0.02)

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from flexharness.engine import data as data_mod
-from flexharness.engine import diskcache, models, train
-from flexharness.rules import curves, metrics
+from flexharness.engine import diskcache, kinds, models, train
+from flexharness.rules import metrics
 from flexharness.errors import DataError
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.resources import position_limit
@@ -39,13 +39,16 @@ class Tokenized:
 
 
 @functools.lru_cache(maxsize=16)
-def _tokenized(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool) -> Tokenized:
+def _tokenized(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool,
+               kind_key: str = kinds.DEFAULT) -> Tokenized:
     """Tokenize a prepared dataset once per (data, tokenizer, max length): in this process for seeds and
-    cases, on disk (``diskcache``) for other xdist workers and later runs.
+    cases, on disk (``diskcache``) for other xdist workers and later runs. The task kind ``kind_key`` encodes
+    (a kind other than the default is part of the disk key).
 
     Never longer than a local model's position table: the default ``max_length`` may exceed a small
     model's (a written one that does is refused at collection).
     """
+    kind = kinds.KINDS.get(kind_key)
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     max_length = min(max_length, position_limit(models.resolve_model(model_ref)) or max_length)
     identity = models.tokenizer_fingerprint(tokenizer)
@@ -54,28 +57,30 @@ def _tokenized(case_data: data_mod.Prepared, model_ref: str, max_length: int, tr
     done = []
     for name, examples in splits:
         key = diskcache.key_of({"kind": "tokens", "format": 1, "data": examples_digest(examples),
-                                "tokenizer": identity, "max_length": max_length})
+                                "tokenizer": identity, "max_length": max_length,
+                                **({"task_kind": kind_key} if kind_key != kinds.DEFAULT else {})})
         fetched = diskcache.fetch(
-            "tokens", key, lambda: data_mod.encode(examples, tokenizer, max_length).arrays(),
-            lambda arrays: data_mod.tokens_problem(arrays, len(examples), len(tokenizer), token_types),
+            "tokens", key, lambda: kind.stored_arrays(kind.encode(examples, tokenizer, max_length)),
+            lambda arrays: kind.tokens_problem(arrays, examples, len(tokenizer), token_types),
             f"{len(examples)} examples of split '{name}' for {model_ref} (max_length {max_length})")
-        done.append((name, data_mod.Encoded.from_arrays(fetched.arrays, examples.labels, key), fetched))
+        done.append((name, kind.restored(fetched.arrays, examples, key), fetched))
     source = diskcache.COMPUTED if any(f.source == diskcache.COMPUTED for *_, f in done) else diskcache.DISK
     return Tokenized(done[0][1], tuple((name, encoded) for name, encoded, _ in done[1:]), source,
                      sum(f.seconds for *_, f in done))
 
 
-def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool) -> Tokenized:
+def _encoded(case_data: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool,
+             kind_key: str = kinds.DEFAULT) -> Tokenized:
     """:func:`_tokenized`, saying ``memory`` when this process had tokenized the data already."""
     hits = _tokenized.cache_info().hits
-    found = _tokenized(case_data, model_ref, max_length, trust_remote_code)
+    found = _tokenized(case_data, model_ref, max_length, trust_remote_code, kind_key)
     return replace(found, source=diskcache.MEMORY, seconds=0.0) if _tokenized.cache_info().hits > hits else found
 
 
-def encoded_evals(prepared: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool = False
-                  ) -> tuple[tuple[str, data_mod.Encoded], ...]:
+def encoded_evals(prepared: data_mod.Prepared, model_ref: str, max_length: int, trust_remote_code: bool = False,
+                  kind_key: str = kinds.DEFAULT) -> tuple[tuple[str, data_mod.Encoded], ...]:
     """The evaluation splits tokenized exactly as a run of the case tokenizes them (shared with it)."""
-    return _encoded(prepared, model_ref, max_length, trust_remote_code).evals
+    return _encoded(prepared, model_ref, max_length, trust_remote_code, kind_key).evals
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class Inputs:
     pad_id: int
     regression: bool
     tokenize: dict[str, Any]                          # ``Tokenized.fields``
+    kind: kinds.TaskKind                              # the case's task kind: batches, loss, outputs, metrics
 
     @property
     def eval(self) -> data_mod.Encoded:
@@ -98,25 +104,38 @@ def case_inputs(case: Case, model_ref: str, trust_remote_code: bool = False,
                 prepared: data_mod.Prepared | None = None) -> Inputs:
     """The case's data tokenized for one model; ``prepared`` replaces the case's own rows (fusion's ingredients)."""
     config = case.train
-    prepared = prepared if prepared is not None else data_mod.prepare(
-        case.dataset, case.where, case.kind, config.max_train_samples,
-        config.max_eval_samples)
+    kind = kinds.of(case)
+    prepared = prepared if prepared is not None else prepare(case)
     complaint = metrics.unfit(case.metrics, prepared.num_labels)
     if complaint:
         raise DataError(complaint, case.dataset.origin, case.line, "metric")
-    tokens = _encoded(prepared, model_ref, config.max_length, trust_remote_code)
+    tokens = _encoded(prepared, model_ref, config.max_length, trust_remote_code, kind.key)
     tokenizer = models.load_tokenizer(model_ref, trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Inputs(prepared, tokens.train, tokens.evals, pad_id, case.kind == metrics.REGRESSION, tokens.fields())
+    return Inputs(prepared, tokens.train, tokens.evals, pad_id, case.label_kind == metrics.REGRESSION, tokens.fields(),
+                  kind)
+
+
+def prepare(case: Case) -> data_mod.Prepared:
+    """The case's rows, read by its task kind (filtered, split, subsampled)."""
+    config = case.train
+    return kinds.of(case).prepare(case.dataset, case.where, case.label_kind, config.max_train_samples,
+                                  config.max_eval_samples)
+
+
+def fresh_model(case: Case, inputs: Inputs, model_ref: str, seed: int, trust_remote_code: bool = False) -> Any:
+    """A pretrained copy with the case's kind's head for its labels, the head seeded from ``seed``."""
+    return models.fresh_model(model_ref, inputs.kind.num_labels(inputs.prepared), seed, trust_remote_code,
+                              inputs.kind.model_class)
 
 
 def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float, dict[str, float], float]:
     """(score, per-metric scores, seconds spent predicting) on the case's own eval split."""
     start = time.perf_counter()
-    predictions = train.predict(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
-                                inputs.regression, case.train.precision)
+    outputs = train.predict_outputs(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
+                                    inputs.regression, case.train.precision, inputs.kind)
     seconds = time.perf_counter() - start
-    score, per_metric = metrics.score(case.metrics, inputs.eval.labels, predictions)
+    score, per_metric = inputs.kind.score(case.metrics, inputs.kind.stored_labels(inputs.eval), outputs)
     return score, per_metric, seconds
 
 
@@ -144,13 +163,13 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
     inputs = case_inputs(case, model_ref, trust_remote_code, chosen[0] if chosen else None)
     device = models.resolve_device(device_option)
     setup_start = time.perf_counter()
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
+    model = fresh_model(case, inputs, model_ref, seed, trust_remote_code)
     setup_seconds = time.perf_counter() - setup_start
 
     def predict_on(other: data_mod.Prepared):  # another domain's (first) evaluation split
-        encoded = _encoded(other, model_ref, config.max_length, trust_remote_code).evals[0][1]
+        encoded = _encoded(other, model_ref, config.max_length, trust_remote_code, inputs.kind.key).evals[0][1]
         return train.predict(model, encoded, config.eval_batch_size, device, inputs.pad_id, inputs.regression,
-                             config.precision)
+                             config.precision, inputs.kind)
 
     try:
         with OutOfMemoryAsFailure(config):
@@ -178,7 +197,8 @@ def fine_tune_kept(model: Any, inputs: Inputs, config: TrainConfig, seed: int, d
     ``kept`` holds for the same recipe, model and seed. A fresh fine-tune is kept there. Both happen under the
     file's lock, so an item that finds another process training this model waits and loads its weights."""
     def fine_tune() -> dict[str, Any]:
-        stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression, progress)
+        stats = train.fine_tune(model, inputs.train, config, seed, device, inputs.pad_id, inputs.regression, progress,
+                                inputs.kind)
         return {"precision": stats.precision, **train_fields(stats)}
 
     if kept is None:
@@ -194,10 +214,8 @@ def fine_tune_kept(model: Any, inputs: Inputs, config: TrainConfig, seed: int, d
 
 def train_subset(case: Case, train_rows: TrainRows) -> tuple[data_mod.Prepared, np.ndarray]:
     """The case's prepared data with only the training rows ``train_rows`` picks, and those rows' indices."""
-    config = case.train
-    prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
-                                config.max_eval_samples)
-    indices = np.asarray(train_rows(prepared.train.labels), dtype=np.int64)
+    prepared = prepare(case)
+    indices = np.asarray(train_rows(kinds.of(case).train_labels(prepared.train)), dtype=np.int64)
     return data_mod.Prepared(prepared.train.take(indices), prepared.evals, prepared.label_names), indices
 
 
@@ -206,15 +224,16 @@ def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[d
     splits, per_example = {}, {}
     for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
         outputs = train.predict_outputs(model, eval_data, case.train.eval_batch_size, device, inputs.pad_id,
-                                        inputs.regression, case.train.precision)
-        splits[name] = split_entry(case, eval_data.labels, outputs, examples_digest(examples))
-        per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
+                                        inputs.regression, case.train.precision, inputs.kind)
+        labels = inputs.kind.stored_labels(eval_data)
+        splits[name] = split_entry(case, labels, outputs, examples_digest(examples))
+        per_example[name] = {"labels": labels, "outputs": outputs}
     return splits, per_example
 
 
 def split_entry(case: Case, labels: np.ndarray, outputs: np.ndarray, digest: str) -> dict[str, Any]:
     """One split's entry of a record: score, per-metric scores, size and the examples' digest."""
-    score, per_metric = metrics.score(case.metrics, labels, metrics.predictions_from_outputs(outputs))
+    score, per_metric = kinds.of(case).score(case.metrics, labels, outputs)
     return {"score": score, "metrics": per_metric, "eval_examples": len(labels), "eval_digest": digest}
 
 
@@ -229,7 +248,7 @@ def examples_digest(examples: data_mod.Examples) -> str:
 
 def majority_score(case: Case, prepared: data_mod.Prepared) -> float:
     """The case's score for a model that learnt only the label prior: the floor a failed run does not beat."""
-    return curves.majority_baseline(prepared.train.labels, prepared.eval.labels, case.metrics)
+    return kinds.of(case).majority_score(prepared, case.metrics)
 
 
 def example_counts(inputs: Inputs) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def ingredient_data(case: Case, fraction: float) -> data.Prepared:
     """
     cap = case.train
     others = tuple(dict(case.params).get(OTHER_DOMAINS, ()))
-    return _held_out(case.dataset, case.where, case.kind, cap.max_train_samples, cap.max_eval_samples, fraction,
+    return _held_out(case.dataset, case.where, case.label_kind, cap.max_train_samples, cap.max_eval_samples, fraction,
                      others)
 
 

@@ -197,11 +197,13 @@ def loss_of(logits: Any, labels: Any, regression: bool) -> Any:
 
 
 def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device: str, pad_id: int,
-              regression: bool, progress: ProgressFn | None = None) -> TrainStats:
+              regression: bool, progress: ProgressFn | None = None, kind: Any = None) -> TrainStats:
     """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss.
 
     Losses stay on the device and are checked every ``LOSS_CHECK_STEPS`` steps (and at the end); the
     error names the first step whose loss was not finite. ``progress`` sees the loss of the last check.
+    ``kind`` (an ``engine.kinds.TaskKind``) builds the batches and the loss; without one, a sequence
+    classifier's (``regression``: mean squared error).
     """
     import time
 
@@ -220,13 +222,15 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     pending: list[tuple[Any, int, int, float]] = []   # (loss on the device, step, epoch, learning rate)
     for epoch in range(config.epochs):
         batches = batch_order(data.lengths, config.batch_size, rng, config.group_by_length)
-        make = functools.partial(host_batch, data, pad_id=pad_id, pin=device == "cuda", labels=data.labels)
+        make = (functools.partial(kind.host_batch, data, pad_id=pad_id, pin=device == "cuda", with_labels=True)
+                if kind else functools.partial(host_batch, data, pad_id=pad_id, pin=device == "cuda",
+                                               labels=data.labels))
         for indices, host in zip(batches, prepared_ahead(make, batches, device)):
             batch = to_device(host, device)
             labels = batch.pop("labels")
             with autocast(device, precision):
                 logits = model(**batch).logits
-            loss = loss_of(logits, labels, regression)
+            loss = kind.loss(logits, labels) if kind else loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -264,20 +268,24 @@ def _checked_loss(pending: list[tuple[Any, int, int, float]], config: TrainConfi
 
 
 def predict(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, regression: bool,
-            precision: str = "auto") -> np.ndarray:
+            precision: str = "auto", kind: Any = None) -> np.ndarray:
     """Predicted class ids (or values, for regression) in the original order."""
-    return predictions_from_outputs(predict_outputs(model, data, batch_size, device, pad_id, regression, precision))
+    return predictions_from_outputs(predict_outputs(model, data, batch_size, device, pad_id, regression, precision,
+                                                    kind))
 
 
 def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int,
-                    regression: bool, precision: str = "auto") -> np.ndarray:
+                    regression: bool, precision: str = "auto", kind: Any = None) -> np.ndarray:
     """Class probabilities (examples × labels), or the predicted value (examples × 1), in the original order.
 
     Batches are sorted by length so little is padded. Probabilities rather than ids: ensembles
-    average them, and per-example statistics need the ids they give.
+    average them, and per-example statistics need the ids they give. With ``kind`` (an
+    ``engine.kinds.TaskKind``) the kind's batches and outputs: ``kind.gather`` of each row's ``row_outputs``.
     """
     import torch
 
+    if kind is not None:
+        return _kind_outputs(model, data, batch_size, device, pad_id, precision, kind)
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     outputs: np.ndarray | None = None
@@ -290,6 +298,23 @@ def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad
                 outputs = np.empty((len(order), values.shape[-1]), dtype=np.float32)
             outputs[indices] = values.cpu().numpy()
     return outputs if outputs is not None else np.empty((0, 1), dtype=np.float32)
+
+
+def _kind_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, precision: str,
+                  kind: Any) -> np.ndarray:
+    """:func:`predict_outputs` through a task kind: rows in length order, handed back in their own order."""
+    import torch
+
+    model.to(device).eval()
+    order = np.argsort(data.lengths, kind="stable")
+    rows: list[Any] = [None] * len(order)
+    with torch.inference_mode(), autocast(device, resolve_precision(precision, device, warn=False)):
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            batch = to_device(kind.host_batch(data, indices, pad_id, pin=device == "cuda", with_labels=False), device)
+            for index, row in zip(indices, kind.row_outputs(model(**batch).logits, batch)):
+                rows[index] = row
+    return kind.gather(data, rows)
 
 
 def release_memory() -> None:

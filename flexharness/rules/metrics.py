@@ -93,5 +93,14 @@ def score(metric_names: tuple[str, ...], y_true: np.ndarray, y_pred: np.ndarray)
 
 
 def predictions_from_outputs(outputs: np.ndarray) -> np.ndarray:
-    """Class ids from probabilities (examples × labels); the values themselves for regression (examples × 1)."""
+    """Class ids from probabilities (examples × labels); the values themselves for regression (examples × 1);
+    integer outputs are predictions already (a tagger's tag ids per word)."""
+    if outputs.dtype.kind in "iu":
+        return outputs
     return outputs[:, 0] if outputs.shape[1] == 1 else outputs.argmax(-1)
+
+
+def score_outputs(metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
+                  ) -> tuple[float, dict[str, float]]:
+    """:func:`score` of the predictions that stored per-example outputs give."""
+    return score(metric_names, labels, predictions_from_outputs(outputs))

@@ -1,0 +1,114 @@
+"""The :class:`TaskKind` interface: what one type of task (sequence classification, tagging, ...) owns.
+
+A kind is a template (as mteb's ``AbsTask`` is): the suite reader, the engine's
+training loop and evaluation (``engine.train``, ``engine.runner``), the cache
+and the statistics run the shared loop and call these methods for the kind's
+own part: the dataset keys it reads, how rows become examples and token ids,
+the ``AutoModelFor...`` class, batches and loss, how logits become stored
+per-example outputs, its metrics and its floor. Axes, the loop, the cache and
+the reports name no kind; a kind reaches them through one line in
+``flexharness.engine.kinds`` (``KINDS``), and suites name it with ``kind:``.
+
+Collection-time methods (``read_dataset``, ``check_case``) read plain data and
+must not import torch; run-time methods import it lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from flexharness.schema import Reader
+from flexharness.spec import Case, DatasetSpec, Filter
+
+
+class TaskKind:
+    """One task kind: its suite keys, data, model class, batches, loss, outputs and metrics."""
+
+    key: ClassVar[str]                                   # the value of a dataset's ``kind:``
+    model_class: ClassVar[str] = "AutoModelForSequenceClassification"   # the transformers class it builds
+    peft_task_type: ClassVar[str] = "SEQ_CLS"            # peft ``TaskType`` of a LoRA adapter on that class
+    dataset_keys: ClassVar[tuple[str, ...]] = ()         # dataset keys it reads beside the common ones
+    file_formats: ClassVar[dict[str, str]] = {}          # file suffix -> ``format:`` value it reads itself
+    metric_kinds: ClassVar[tuple[str, ...]] = ()         # ``rules.metrics.Metric.kind`` values that score it
+
+    # ---- the suite: read at collection, plain data only --------------------------------------------
+
+    def read_dataset(self, reader: Reader) -> tuple[tuple[str, Any], ...]:
+        """This kind's own keys of one dataset (``reader`` is ``datasets.NAME``), for ``DatasetSpec.columns``."""
+        return ()
+
+    def check_case(self, case: Case) -> str | None:
+        """Why ``case`` cannot run with this kind (its metric, axis or method), or None; said at collection."""
+        return None
+
+    def refuses(self, case: Case, feature: str) -> str | None:
+        """Why a feature an axis needs (``"probe"``, ``"agreement"``, ...) is not defined for this kind, or None."""
+        return None
+
+    # ---- data: rows -> examples -> token ids ----------------------------------------------------
+
+    def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
+                max_train: int | None, max_eval: int | None) -> Any:
+        """The case's rows as ``data.Prepared``: filtered, labels mapped, evaluation split chosen, subsampled."""
+        raise NotImplementedError
+
+    def encode(self, examples: Any, tokenizer: Any, max_length: int) -> Any:
+        """Token ids of ``examples`` (an ``Encoded`` whose rows are what batches hold: texts, windows, items)."""
+        raise NotImplementedError
+
+    def stored_arrays(self, encoded: Any) -> dict[str, np.ndarray]:
+        """``encoded`` as flat arrays for the disk token cache (``diskcache``)."""
+        return encoded.arrays()
+
+    def restored(self, arrays: dict[str, np.ndarray], examples: Any, key: str | None) -> Any:
+        """The inverse of :meth:`stored_arrays`."""
+        raise NotImplementedError
+
+    def tokens_problem(self, arrays: Any, examples: Any, vocab_size: int, token_types: bool) -> str | None:
+        """What keeps stored token arrays from being the tokens of ``examples``, or None."""
+        raise NotImplementedError
+
+    def num_labels(self, prepared: Any) -> int:
+        """The size of the head the model gets (1 for regression and multiple choice)."""
+        return prepared.num_labels
+
+    def train_labels(self, examples: Any) -> np.ndarray:
+        """One label per row of ``examples`` (sentence, item): what subsampling stratifies and curves count."""
+        return examples.labels
+
+    # ---- the model, batches and loss ----------------------------------------------------------
+
+    def host_batch(self, data: Any, indices: np.ndarray, pad_id: int, pin: bool, with_labels: bool) -> dict[str, Any]:
+        """Rows ``indices`` of ``data`` as a padded batch of CPU tensors, ``labels`` included when asked."""
+        raise NotImplementedError
+
+    def loss(self, logits: Any, labels: Any) -> Any:
+        """The training loss of one batch's logits."""
+        raise NotImplementedError
+
+    # ---- outputs and metrics -----------------------------------------------------------------
+
+    def row_outputs(self, logits: Any, batch: dict[str, Any]) -> list[np.ndarray]:
+        """One array per row of the batch from its logits (probabilities, predicted ids, ...)."""
+        raise NotImplementedError
+
+    def gather(self, data: Any, rows: list[np.ndarray]) -> np.ndarray:
+        """The per-example outputs (the ``PER_EXAMPLE`` array stored beside records) from all rows' arrays."""
+        return np.stack(rows) if rows else np.empty((0, 1), dtype=np.float32)
+
+    def stored_labels(self, data: Any) -> np.ndarray:
+        """The labels stored beside the outputs, one entry per example, in the form the metrics read."""
+        return data.labels
+
+    def score(self, metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
+              ) -> tuple[float, dict[str, float]]:
+        """(case score, per-metric scores) from stored labels and outputs: the statistics recompute the same."""
+        from flexharness.rules import metrics
+
+        return metrics.score_outputs(metric_names, labels, outputs)
+
+    def majority_score(self, prepared: Any, metric_names: tuple[str, ...]) -> float:
+        """The score of a model that learnt only the label prior: the floor a failed run does not beat."""
+        raise NotImplementedError
