@@ -40,7 +40,7 @@ def read(split, columns: Columns = Columns()):
 @pytest.mark.parametrize("form", ["jsonl", "parquet", "disk"])
 def test_squad_layout_from_each_format(tmp_path: Path, form: str) -> None:
     questions = read(split_of(tmp_path / f"qa.{form}", ROWS, form))
-    assert questions.texts == (("great",), ("actor", "the actor"), ())
+    assert questions.answers == (("great",), ("actor", "the actor"), ())
     assert questions.starts == ((14,), (4, 0), ())
     assert list(questions.answerable) == [True, True, False]
     picked = questions.take(np.array([2, 0]))
@@ -54,7 +54,7 @@ def test_flat_columns_from_csv_with_gaps(tmp_path: Path) -> None:
     path.write_text("q,c,answer,start\nwhat,the movie was great,great,14\nnone,a plot,,\n", encoding="utf-8")
     split = datasets.load_dataset("csv", data_files=str(path), split="train")
     questions = read(split, Columns("q", "c", None, "answer", "start"))
-    assert questions.texts == (("great",), ()) and questions.starts == ((14,), ())
+    assert questions.answers == (("great",), ()) and questions.starts == ((14,), ())
 
 
 def test_wrong_answer_starts_are_counted_and_refused(tmp_path: Path) -> None:

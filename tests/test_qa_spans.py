@@ -52,12 +52,12 @@ def test_windows_cover_long_contexts_and_label_answers(tokenizer) -> None:
     assert qa_spans.span_mismatches(contexts, texts, starts) == 0
     spans = qa_spans.first_answer_spans(texts, starts)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, spans, max_length=24, doc_stride=6)
-    assert windows.encoded.lengths.max() <= 24
+    assert windows.lengths.max() <= 24
     counts = np.bincount(windows.example, minlength=len(contexts))
     assert counts.min() >= 1 and counts.max() > 3          # the longest contexts need several windows
     assert np.all(np.diff(windows.example) >= 0)
     labelled = np.zeros(len(contexts), dtype=bool)
-    for w, (start, end) in enumerate(windows.encoded.labels):
+    for w, (start, end) in enumerate(windows.labels):
         q = windows.example[w]
         if start == qa_spans.NULL:
             assert end == qa_spans.NULL
@@ -72,10 +72,10 @@ def test_windows_without_the_answer_point_at_null(tokenizer) -> None:
     context = " ".join(["movie"] * 40 + ["great"])
     spans = qa_spans.first_answer_spans([["great"]], [[context.index("great")]])
     windows = qa_spans.encode_windows(tokenizer, ["good"], [context], spans, max_length=16, doc_stride=4)
-    labels = windows.encoded.labels
+    labels = windows.labels
     assert len(labels) > 2 and (labels[:-1] == qa_spans.NULL).all() and labels[-1, 0] > 0
     nothing = qa_spans.first_answer_spans([[]], [[]])
-    assert (qa_spans.encode_windows(tokenizer, ["good"], [context], nothing, 16, 4).encoded.labels == 0).all()
+    assert (qa_spans.encode_windows(tokenizer, ["good"], [context], nothing, 16, 4).labels == 0).all()
 
 
 def test_neighbouring_windows_share_doc_stride_tokens(tokenizer) -> None:
@@ -93,17 +93,17 @@ def test_a_window_too_small_for_question_and_stride_is_a_clear_error(tokenizer) 
 def test_arrays_round_trip(tokenizer) -> None:
     questions, contexts, texts, starts = generated(8, seed=3)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 24, 6)
-    back = qa_spans.Windows.from_arrays(windows.arrays(), key="k")
+    back = qa_spans.Windows.restored(windows.arrays(), windows, key="k")
     assert np.array_equal(back.offsets, windows.offsets) and np.array_equal(back.example, windows.example)
-    assert np.array_equal(back.encoded.labels, windows.encoded.labels)
-    assert all(np.array_equal(a, b) for a, b in zip(back.encoded.input_ids, windows.encoded.input_ids))
+    assert np.array_equal(back.labels, windows.labels)
+    assert all(np.array_equal(a, b) for a, b in zip(back.input_ids, windows.input_ids))
 
 
 def test_logits_at_the_labels_give_back_the_gold_answers(tokenizer) -> None:
     questions, contexts, texts, starts = generated(40, seed=1)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 24, 6)
-    starts_logits, ends_logits = peaked(windows, windows.encoded.labels)
-    answers = qa_spans.best_answers(starts_logits, ends_logits, windows, contexts, with_null=False)
+    starts_logits, ends_logits = peaked(windows, windows.labels)
+    answers = qa_spans.best_answers(starts_logits, ends_logits, windows, with_null=False)
     assert list(answers.texts) == [t[0] for t in texts]
     assert all(contexts[q][a:b] == answers.texts[q] for q, (a, b) in enumerate(answers.spans))
 
@@ -112,11 +112,11 @@ def test_null_threshold_decides_no_answer(tokenizer) -> None:
     questions, contexts, texts, starts = generated(10, seed=2, max_words=8)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 40, 6)
     assert np.all(np.bincount(windows.example) == 1)
-    s, e = peaked(windows, windows.encoded.labels)
+    s, e = peaked(windows, windows.labels)
     s[:, 0] = e[:, 0] = 4.0     # null score 8 against a span score of 10: diff -2
-    kept = qa_spans.best_answers(s, e, windows, contexts, with_null=True, null_threshold=0.0)
+    kept = qa_spans.best_answers(s, e, windows, with_null=True, null_threshold=0.0)
     assert list(kept.texts) == [t[0] for t in texts] and np.allclose(kept.null_diffs, -2.0)
-    emptied = qa_spans.best_answers(s, e, windows, contexts, with_null=True, null_threshold=-3.0)
+    emptied = qa_spans.best_answers(s, e, windows, with_null=True, null_threshold=-3.0)
     assert set(emptied.texts) == {""} and (emptied.spans == 0).all()
     assert list(emptied.span_texts) == list(kept.texts)
 
@@ -125,8 +125,8 @@ def test_spans_longer_than_max_answer_length_are_not_answers(tokenizer) -> None:
     context = "good movie was great"
     windows = qa_spans.encode_windows(tokenizer, ["film"], [context], None, 16, 2)
     s, e = peaked(windows, np.array([[3, 6]]))   # [CLS] film [SEP] then the whole context: four tokens
-    assert qa_spans.best_answers(s, e, windows, [context], False).texts == (context,)
-    short = qa_spans.best_answers(s, e, windows, [context], False, max_answer_length=3)
+    assert qa_spans.best_answers(s, e, windows, False).texts == (context,)
+    short = qa_spans.best_answers(s, e, windows, False, max_answer_length=3)
     assert short.texts != (context,) and len(short.texts[0].split()) <= 3
 
 
@@ -146,7 +146,7 @@ def reference_postprocess(starts, ends, windows, contexts, with_null, threshold,
     for q, context in enumerate(contexts):
         prelim, null = [], None
         for w in np.flatnonzero(windows.example == q):
-            n = windows.encoded.lengths[w]
+            n = windows.lengths[w]
             s, e, offsets = starts[w, :n], ends[w, :n], windows.offsets[w, :n]
             if null is None or null > s[0] + e[0]:
                 null = s[0] + e[0]
@@ -169,7 +169,7 @@ def test_post_processing_matches_the_reference_loop(tokenizer, with_null: bool) 
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, None, max_length=24, doc_stride=8)
     rng = np.random.default_rng(7)
     starts, ends = (rng.normal(0, 2, windows.offsets.shape[:2]) for _ in range(2))
-    got = qa_spans.best_answers(starts, ends, windows, contexts, with_null, 0.5, n_best=5, max_answer_length=4)
+    got = qa_spans.best_answers(starts, ends, windows, with_null, 0.5, n_best=5, max_answer_length=4)
     assert list(got.texts) == reference_postprocess(starts, ends, windows, contexts, with_null, 0.5, 5, 4)
 
 
@@ -182,6 +182,6 @@ def test_decoder_tokenizers_window_and_label_too(tmp_path: Path, family: str) ->
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_decoder(tmp_path, family))
     questions, contexts, texts, starts = generated(20, seed=5)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 24, 6)
-    s, e = peaked(windows, windows.encoded.labels)
-    answers = qa_spans.best_answers(s, e, windows, contexts, with_null=False)
+    s, e = peaked(windows, windows.labels)
+    answers = qa_spans.best_answers(s, e, windows, with_null=False)
     assert [a.strip() for a in answers.texts] == [t[0] for t in texts]   # byte-level offsets keep a leading blank

@@ -63,8 +63,9 @@ def count(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def prepare(model: Any, config: TrainConfig, device: str) -> Adapted:
-    """Freeze, inject an adapter, or leave everything trainable; memory options apply to each method."""
+def prepare(model: Any, config: TrainConfig, device: str, task_type: str = "SEQ_CLS") -> Adapted:
+    """Freeze, inject an adapter (peft ``TaskType`` ``task_type``), or leave everything trainable; memory
+    options apply to each method."""
     total = count(model)[1]
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -74,7 +75,7 @@ def prepare(model: Any, config: TrainConfig, device: str) -> Adapted:
         for name, param in model.named_parameters():
             param.requires_grad_(name.split(".", 1)[0] in heads)
     elif config.method == "lora":
-        peft_model = _lora(model, config)
+        peft_model = _lora(model, config, task_type)
     adapted = Adapted(model, str(config.method), count(model)[0], total, peft_model,
                       checkpointing=config.gradient_checkpointing)
     if device == "cuda" and config.method != "full":
@@ -82,7 +83,7 @@ def prepare(model: Any, config: TrainConfig, device: str) -> Adapted:
     return adapted
 
 
-def _lora(model: Any, config: TrainConfig) -> Any:
+def _lora(model: Any, config: TrainConfig, task_type: str = "SEQ_CLS") -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     model_type = getattr(model.config, "model_type", "unknown")
@@ -90,7 +91,7 @@ def _lora(model: Any, config: TrainConfig) -> Any:
     if not targets:
         raise TrainingError(f"LoRA has no default target modules for '{model_type}' models; name them with "
                             "'lora_target_modules' under 'train:' (e.g. [q_proj, v_proj])")
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_rank, lora_alpha=config.lora_alpha,
+    lora = LoraConfig(task_type=getattr(TaskType, task_type), r=config.lora_rank, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=list(targets),
                       modules_to_save=head_modules(model), fan_in_fan_out=model_type == "gpt2")
     try:

@@ -17,7 +17,7 @@ collation, so token positions computed here stay valid in a batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,30 +29,51 @@ NULL = 0          # the token position of "no answer in this window"
 NOT_CONTEXT = -1  # offsets of the tokens that are not context (question, special tokens, padding)
 N_BEST = 20
 MAX_ANSWER_LENGTH = 30
+TOKEN_ARRAYS = ("input_ids", "offsets", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How windows are cut and answers chosen: the dataset's keys (docs/suite-format.md), and whether the
+    questions may have no answer (SQuAD v2.0; decided by the training data)."""
+
+    doc_stride: int | None = None        # None: a third of max_length (run_qa's 128 of 384)
+    max_answer_length: int = MAX_ANSWER_LENGTH
+    n_best: int = N_BEST
+    null_threshold: float = 0.0
+    with_null: bool = False
+
+    def stride(self, max_length: int) -> int:
+        return self.doc_stride if self.doc_stride is not None else max_length // 3
 
 
 @dataclass(frozen=True, eq=False)
-class Windows:
-    """Token windows of the questions; ``encoded.labels`` holds (start, end) token positions per window."""
+class Windows(Encoded):
+    """Token windows of the questions; ``labels`` holds the (start, end) token positions of each window."""
 
-    encoded: Encoded
-    example: np.ndarray   # int64 per window: the question it belongs to (windows of a question are adjacent)
-    offsets: np.ndarray   # int32 (windows × longest window × 2): character span per context token, else -1
+    example: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each window's question
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2), np.int32))
+    # ^ int32 (windows × longest window × 2): each context token's characters, -1 for every other token
+    contexts: tuple[str, ...] = ()   # the questions' contexts, which answers are cut from
+    gold: np.ndarray = field(default_factory=lambda: np.zeros(0, str))   # the questions' stored labels
+    settings: Settings = Settings()
 
     @property
     def context(self) -> np.ndarray:
         return self.offsets[:, :, 0] != NOT_CONTEXT
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Flat arrays for the disk cache (``diskcache``)."""
-        return self.encoded.arrays() | {"labels": self.encoded.labels, "example": self.example,
-                                        "context_offsets": self.offsets}
+        """Flat arrays for the disk cache (``diskcache``); the contexts come from the examples."""
+        return super().arrays() | {"positions": self.labels, "example": self.example, "context_offsets": self.offsets}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], key: str | None) -> "Windows":
-        tokens = {k: v for k, v in arrays.items() if k in ("input_ids", "offsets", "token_type_ids")}
-        return cls(Encoded.from_arrays(tokens, arrays["labels"].astype(np.int64), key),
-                   arrays["example"].astype(np.int64), arrays["context_offsets"].astype(np.int32))
+    def restored(cls, arrays: dict[str, np.ndarray], like: "Windows", key: str | None) -> "Windows":
+        """The windows of :meth:`arrays`; ``like`` (built without tokens) gives contexts, labels and settings."""
+        tokens = Encoded.from_arrays({k: arrays[k] for k in TOKEN_ARRAYS if k in arrays},
+                                     arrays["positions"].astype(np.int64), key)
+        return cls(tokens.input_ids, tokens.token_type_ids, tokens.lengths, tokens.labels, key,
+                   arrays["example"].astype(np.int64), arrays["context_offsets"].astype(np.int32), like.contexts,
+                   like.gold, like.settings)
 
 
 def span_mismatches(contexts: Sequence[str], texts: Sequence[Sequence[str]],
@@ -93,7 +114,7 @@ def encode_windows(tokenizer: Any, questions: Sequence[str], contexts: Sequence[
     positions = np.zeros((len(ids), 2), dtype=np.int64)
     if spans is not None:
         positions = answer_positions(offsets, spans[example])
-    return Windows(Encoded(ids, types, lengths, positions), example, offsets)
+    return Windows(ids, types, lengths, positions, None, example, offsets, tuple(contexts))
 
 
 def _check_room(tokenizer: Any, questions: list[str], max_length: int, doc_stride: int) -> None:
@@ -145,16 +166,16 @@ class Answers:
     span_texts: tuple[str, ...]   # the best non-null answer per question, whatever the threshold says
 
 
-def best_answers(start_logits: np.ndarray, end_logits: np.ndarray, windows: Windows, contexts: Sequence[str],
-                 with_null: bool, null_threshold: float = 0.0, n_best: int = N_BEST,
+def best_answers(start_logits: np.ndarray, end_logits: np.ndarray, windows: Windows, with_null: bool, null_threshold: float = 0.0, n_best: int = N_BEST,
                  max_answer_length: int = MAX_ANSWER_LENGTH) -> Answers:
     """Each question's answer from the logits of its windows (windows × longest window, padding ignored)."""
     context = windows.context
     width = context.shape[1]
-    in_window = np.arange(width) < windows.encoded.lengths[:, None]  # padding never competes for the n best
+    in_window = np.arange(width) < windows.lengths[:, None]  # padding never competes for the n best
     starts = np.where(in_window, start_logits[:, :width], -np.inf)
     ends = np.where(in_window, end_logits[:, :width], -np.inf)
     score, start, end = _best_spans(starts, ends, context, n_best, max_answer_length)
+    contexts = windows.contexts
     n = len(contexts)
     best = _best_window(score, windows.example, n)
     null = np.full(n, np.inf)

@@ -215,7 +215,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     rng = np.random.default_rng(seed)
     model.to(device).train()
-    adapted = adapt.prepare(model, config, device)  # method: full, lora or head
+    adapted = adapt.prepare(model, config, device, kind.peft_task_type if kind else "SEQ_CLS")  # full, lora, head
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
     step, seen, start, loss_value = 0, 0, time.perf_counter(), float("nan")
@@ -229,7 +229,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             batch = to_device(host, device)
             labels = batch.pop("labels")
             with autocast(device, precision):
-                logits = model(**batch).logits
+                logits = kind.logits(model(**batch)) if kind else model(**batch).logits
             loss = kind.loss(logits, labels) if kind else loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             loss.backward()
@@ -312,7 +312,7 @@ def _kind_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_i
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             batch = to_device(kind.host_batch(data, indices, pad_id, pin=device == "cuda", with_labels=False), device)
-            for index, row in zip(indices, kind.row_outputs(model(**batch).logits, batch)):
+            for index, row in zip(indices, kind.row_outputs(kind.logits(model(**batch)), batch)):
                 rows[index] = row
     return kind.gather(data, rows)
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+ANSWER_SEPARATOR = "\x1f"   # between a question's gold answers in one stored label
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
 
@@ -112,3 +113,33 @@ def best_null_threshold(scores: np.ndarray, null_diffs: np.ndarray, has_answer: 
 
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
+
+
+def golds_of(label: str) -> list[str]:
+    """A stored label's gold answers (``ANSWER_SEPARATOR`` between them; empty: no answer)."""
+    return label.split(ANSWER_SEPARATOR) if label else []
+
+
+def scored_labels(labels: np.ndarray, predictions: np.ndarray) -> Scored:
+    """:func:`score` of stored labels (one string per question) and predicted answers."""
+    return score([str(p) for p in predictions], [golds_of(str(label)) for label in labels])
+
+
+def _metric(column: str):
+    def compute(labels: np.ndarray, predictions: np.ndarray) -> float:
+        return _mean(getattr(scored_labels(labels, predictions), column))
+
+    return compute
+
+
+METRICS = {"exact_match": _metric("exact"), "squad_f1": _metric("f1")}   # for ``rules.metrics``
+SPLIT_NAMES = {"HasAns_exact": "has_answer_exact", "HasAns_f1": "has_answer_f1", "NoAns_exact": "no_answer_exact",
+               "NoAns_f1": "no_answer_f1"}
+
+
+def split_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """SQuAD v2.0's HasAns / NoAns scores, when the questions hold unanswerable ones (else nothing)."""
+    found = summary(scored_labels(labels, predictions))
+    if "NoAns_total" not in found:
+        return {}
+    return {name: found[key] for key, name in SPLIT_NAMES.items() if key in found}

@@ -18,6 +18,7 @@ from flexharness.spec import Case
 DEFAULT = "sequence_classification"
 BUILT_IN = {
     "sequence_classification": "flexharness.engine.kinds.sequence_classification:SequenceClassification",
+    "extractive_qa": "flexharness.engine.kinds.extractive_qa:ExtractiveQA",
 }
 
 __all__ = ["DEFAULT", "KINDS", "KindRegistry", "KindRegistryError", "TaskKind", "of"]
