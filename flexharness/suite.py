@@ -220,7 +220,7 @@ def expand_methods(cases: tuple[Case, ...], path: str) -> tuple[Case, ...]:
 def _check_kinds(cases: tuple[Case, ...], kinds: Kinds | None, path: str) -> None:
     """Each case's task kind may refuse it (a metric it cannot score, an axis or method it cannot run)."""
     for case in cases:
-        complaint = kinds.get(case.kind).check_case(case) if kinds and case.kind != DEFAULT_KIND else None
+        complaint = kinds.get(case.kind).check_case(case) if kinds else None
         if complaint:
             raise SuiteError(path, case.line, f"{case.axis}.{case.name}", complaint)
 

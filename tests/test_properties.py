@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from flexharness.rules import aggregate as agg
 from flexharness.collect import RESULT_PROPERTY
 from flexharness.errors import SuiteError
-from flexharness.rules.metrics import METRICS
+from flexharness.rules.metrics import CLASSIFICATION, METRICS, REGRESSION
 from flexharness.options import Options
 from flexharness.session import Controller
 from flexharness.axes import load_suite
@@ -56,7 +56,8 @@ def valid_suites(draw: st.DrawFn) -> dict[str, Any]:
             "eval_fraction": st.floats(0.01, 0.99), "label_names": st.just(["negative", "positive"])})))
         datasets[name] = spec
     direction = draw(st.booleans())
-    metrics = sorted(m for m, spec in METRICS.items() if spec.higher_is_better == direction)
+    metrics = sorted(m for m, spec in METRICS.items() if spec.higher_is_better == direction
+                     and spec.kind in (CLASSIFICATION, REGRESSION))   # the metrics of sequence classification
     tasks = []
     for name in draw(st.lists(names, min_size=1, max_size=5, unique=True)):
         task: dict[str, Any] = {"name": name, "dataset": draw(st.sampled_from(dataset_names)),

@@ -133,3 +133,67 @@ def build_tiny_decoder(directory: Path, family: str = "gpt2", hidden: int = 32, 
     AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+TAG_OF = {**{w: "POS" for w in POSITIVE}, **{w: "NEG" for w in NEGATIVE}, **{w: "TOP" for w in TOPICS}}
+
+
+def tagged_rows(n: int, seed: int = 0, long_every: int = 0, scheme: str = "IOB2") -> list[dict]:
+    """Sentences whose tags follow the words: a topic word is a TOP entity, one or two sentiment words in a
+    row a POS or NEG entity, the rest O. Every ``long_every``-th sentence is ~80 words (longer than the tiny
+    model's positions). ``scheme``: IOB2, IOB1 or IOBES tags; ``topic`` is a sentence-level column."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words: list[str] = []
+        for _ in range(rng.randint(20, 26) if long_every and i % long_every == 0 else 1):
+            words += [rng.choice(NEUTRAL) for _ in range(rng.randint(1, 3))]
+            pool = rng.choice([POSITIVE, NEGATIVE, TOPICS])
+            words += [rng.choice(pool) for _ in range(1 if pool is TOPICS else rng.randint(1, 2))]
+            words += [rng.choice(NEUTRAL) for _ in range(rng.randint(0, 2))]
+        rows.append({"tokens": words, "tags": _tags(words, scheme), "topic": TOPICS[i % len(TOPICS)]})
+    return rows
+
+
+def _tags(words: list[str], scheme: str) -> list[str]:
+    types = [TAG_OF.get(w) for w in words]
+    tags = []
+    for i, kind in enumerate(types):
+        if kind is None:
+            tags.append("O")
+            continue
+        starts = i == 0 or types[i - 1] != kind or kind == "TOP"
+        ends = i + 1 == len(types) or types[i + 1] != kind or types[i + 1] == "TOP"
+        prefix = "B" if starts else "I"
+        if scheme == "IOBES":
+            prefix = {(True, True): "S", (True, False): "B", (False, True): "E", (False, False): "I"}[(starts, ends)]
+        elif scheme == "IOB1":
+            prefix = "B" if starts and i > 0 and types[i - 1] == kind else "I"
+        tags.append(f"{prefix}-{kind}")
+    return tags
+
+
+def write_conll(path: Path, rows: list[dict], docstart: bool = True) -> Path:
+    """A CoNLL file: TOKEN POS TAG per line (the tag last), a blank line between sentences."""
+    lines = ["-DOCSTART- -X- O", ""] if docstart else []
+    for row in rows:
+        lines += [f"{word} X {tag}" for word, tag in zip(row["tokens"], row["tags"])] + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def choice_rows(n: int, seed: int = 0, choices: int = 3) -> list[dict]:
+    """Items whose right choice is the one that goes on in the context's positive tone: it holds a positive
+    word, the others a negative one. The label is the right choice's index; ``answer`` holds its text;
+    ``choice0``... the choices as columns."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        sentiment = "positive"
+        same, other = POSITIVE, NEGATIVE
+        right = rng.randrange(choices)
+        options = [f"{rng.choice(NEUTRAL)} {rng.choice(same if j == right else other)}" for j in range(choices)]
+        rows.append({"context": sentence(rng, sentiment), "stem": rng.choice(NEUTRAL), "choices": options,
+                     "label": right, "answer": options[right], **{f"choice{j}": c for j, c in enumerate(options)}})
+    return rows

@@ -63,9 +63,8 @@ def count(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def prepare(model: Any, config: TrainConfig, device: str, task_type: str = "SEQ_CLS") -> Adapted:
-    """Freeze, inject an adapter (peft ``TaskType`` ``task_type``), or leave everything trainable; memory
-    options apply to each method."""
+def prepare(model: Any, config: TrainConfig, device: str) -> Adapted:
+    """Freeze, inject an adapter, or leave everything trainable; memory options apply to each method."""
     total = count(model)[1]
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -75,7 +74,7 @@ def prepare(model: Any, config: TrainConfig, device: str, task_type: str = "SEQ_
         for name, param in model.named_parameters():
             param.requires_grad_(name.split(".", 1)[0] in heads)
     elif config.method == "lora":
-        peft_model = _lora(model, config, task_type)
+        peft_model = _lora(model, config)
     adapted = Adapted(model, str(config.method), count(model)[0], total, peft_model,
                       checkpointing=config.gradient_checkpointing)
     if device == "cuda" and config.method != "full":
@@ -83,7 +82,7 @@ def prepare(model: Any, config: TrainConfig, device: str, task_type: str = "SEQ_
     return adapted
 
 
-def _lora(model: Any, config: TrainConfig, task_type: str = "SEQ_CLS") -> Any:
+def _lora(model: Any, config: TrainConfig) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     model_type = getattr(model.config, "model_type", "unknown")
@@ -91,7 +90,7 @@ def _lora(model: Any, config: TrainConfig, task_type: str = "SEQ_CLS") -> Any:
     if not targets:
         raise TrainingError(f"LoRA has no default target modules for '{model_type}' models; name them with "
                             "'lora_target_modules' under 'train:' (e.g. [q_proj, v_proj])")
-    lora = LoraConfig(task_type=getattr(TaskType, task_type), r=config.lora_rank, lora_alpha=config.lora_alpha,
+    lora = LoraConfig(task_type=_task_type(model, TaskType), r=config.lora_rank, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=list(targets),
                       modules_to_save=head_modules(model), fan_in_fan_out=model_type == "gpt2")
     try:
@@ -99,6 +98,17 @@ def _lora(model: Any, config: TrainConfig, task_type: str = "SEQ_CLS") -> Any:
     except ValueError as exc:
         raise TrainingError(f"LoRA cannot adapt this '{model_type}' model: {exc}; check "
                             f"'lora_target_modules' ({', '.join(targets)})") from None
+
+
+_TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForTokenClassification": "TOKEN_CLS",
+               "ForQuestionAnswering": "QUESTION_ANS"}
+
+
+def _task_type(model: Any, task_types: Any) -> Any:
+    """peft's task type of the model's head class (a task kind's ``model_class``); None for a head peft does not
+    name (multiple choice): a plain adapter, the head trained through ``modules_to_save`` all the same."""
+    found = next((t for suffix, t in _TASK_TYPES.items() if type(model).__name__.endswith(suffix)), None)
+    return getattr(task_types, found) if found else None
 
 
 def _frozen_linears_to_bf16(model: Any) -> tuple:

@@ -215,7 +215,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     rng = np.random.default_rng(seed)
     model.to(device).train()
-    adapted = adapt.prepare(model, config, device, kind.peft_task_type if kind else "SEQ_CLS")  # full, lora, head
+    adapted = adapt.prepare(model, config, device)  # method: full, lora or head
     steps_per_epoch = math.ceil(len(data.lengths) / config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch * config.epochs)
     step, seen, start, loss_value = 0, 0, time.perf_counter(), float("nan")

@@ -6,15 +6,17 @@ that collecting a suite stays cheap.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from flexharness.rules import squad
+from flexharness.rules import squad, tagging
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+TAGGING = "tagging"          # entity-level and token scores of tagged sentences (rules.tagging)
 EXTRACTIVE_QA = "extractive_qa"   # labels: gold answers per question; predictions: answer strings (rules.squad)
 
 
@@ -78,6 +80,7 @@ METRICS: dict[str, Metric] = {
         Metric("pearson", REGRESSION, True, _correlation("pearsonr")),
         Metric("spearman", REGRESSION, True, _correlation("spearmanr")),
         Metric("mse", REGRESSION, False, _mse),
+        *(Metric(name, TAGGING, True, functools.partial(tagging.value, name)) for name in tagging.METRIC_NAMES),
         *(Metric(name, EXTRACTIVE_QA, True, compute) for name, compute in squad.METRICS.items()),
     )
 }

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from flexharness.rules import squad
+from flexharness.rules import squad, tagging
 
 #: The level and power at which the minimum detectable effect is reported.
 ALPHA, POWER = 0.05, 0.8
@@ -219,6 +219,8 @@ def metric_replicates(metric: str, labels: np.ndarray, predictions: np.ndarray, 
     On ``indices = arange(n)[None]`` this equals the metric registry's value on the full split.
     """
     preds, idx = _per_seed(predictions), np.asarray(indices)
+    if metric in tagging.METRIC_NAMES:   # seeds × sentences × words: counts per sentence, summed per resample
+        return tagging.replicates(metric, labels, preds, idx)
     if preds.shape[-1] != len(labels):
         raise ValueError(f"{preds.shape[-1]} predictions per seed for {len(labels)} labels")
     if metric in _FROM_CONFUSION:
@@ -248,7 +250,7 @@ def case_interval(metrics: str | Sequence[str], labels: np.ndarray, predictions:
     """
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     preds = _per_seed(predictions)
-    n_seeds, n = preds.shape
+    n_seeds, n = preds.shape[:2]
     full = np.mean([metric_replicates(m, labels, preds, np.arange(n)[None]) for m in names], axis=0)
     idx = resample_indices(n, n_resamples, key=key, seed=seed)
     per_seed = np.mean([metric_replicates(m, labels, preds, idx) for m in names], axis=0)

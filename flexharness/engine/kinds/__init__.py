@@ -18,6 +18,8 @@ from flexharness.spec import Case
 DEFAULT = "sequence_classification"
 BUILT_IN = {
     "sequence_classification": "flexharness.engine.kinds.sequence_classification:SequenceClassification",
+    "token_classification": "flexharness.engine.kinds.token_classification:TokenClassification",
+    "multiple_choice": "flexharness.engine.kinds.multiple_choice:MultipleChoice",
     "extractive_qa": "flexharness.engine.kinds.extractive_qa:ExtractiveQA",
 }
 

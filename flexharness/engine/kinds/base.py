@@ -28,7 +28,6 @@ class TaskKind:
 
     key: ClassVar[str]                                   # the value of a dataset's ``kind:``
     model_class: ClassVar[str] = "AutoModelForSequenceClassification"   # the transformers class it builds
-    peft_task_type: ClassVar[str] = "SEQ_CLS"            # peft ``TaskType`` of a LoRA adapter on that class
     dataset_keys: ClassVar[tuple[str, ...]] = ()         # dataset keys it reads beside the common ones
     file_formats: ClassVar[dict[str, str]] = {}          # file suffix -> ``format:`` value it reads itself
     metric_kinds: ClassVar[tuple[str, ...]] = ()         # ``rules.metrics.Metric.kind`` values that score it
@@ -40,8 +39,17 @@ class TaskKind:
         return ()
 
     def check_case(self, case: Case) -> str | None:
-        """Why ``case`` cannot run with this kind (its metric, axis or method), or None; said at collection."""
-        return None
+        """Why ``case`` cannot run with this kind (its metric, axis or method), or None; said at collection.
+
+        The default refuses metrics of other kinds."""
+        from flexharness.rules.metrics import METRICS
+
+        wrong = [m for m in case.metrics if METRICS[m].kind not in self.metric_kinds]
+        if not wrong:
+            return None
+        fitting = ", ".join(m for m, spec in METRICS.items() if spec.kind in self.metric_kinds)
+        return (f"metric '{wrong[0]}' does not score a {self.key} task (dataset '{case.dataset.name}' is "
+                f"'kind: {self.key}'); use one of {fitting}")
 
     def refuses(self, case: Case, feature: str) -> str | None:
         """Why a feature an axis needs (``"probe"``, ``"agreement"``, ...) is not defined for this kind, or None."""

@@ -40,7 +40,6 @@ def _at_least(low: int):
 class ExtractiveQA(TaskKind):
     key = "extractive_qa"
     model_class = "AutoModelForQuestionAnswering"
-    peft_task_type = "QUESTION_ANS"
     dataset_keys = KEYS
     metric_kinds = (EXTRACTIVE_QA,)
 
@@ -68,10 +67,9 @@ class ExtractiveQA(TaskKind):
         if written:
             return (f"dataset '{case.dataset.name}' is extractive QA, which reads 'question', 'context' and "
                     f"'answers' (or 'answer_text' + 'answer_start'), not '{written[0]}'")
-        wrong = [m for m in case.metrics if metrics.METRICS[m].kind != EXTRACTIVE_QA]
-        if wrong:
-            known = ", ".join(m.name for m in metrics.METRICS.values() if m.kind == EXTRACTIVE_QA)
-            return f"metric '{wrong[0]}' does not score extractive QA; use {known}"
+        complaint = super().check_case(case)   # metrics of other kinds
+        if complaint:
+            return complaint
         stride = dict(case.dataset.columns).get("doc_stride")
         if stride is not None and stride >= case.train.max_length:
             return f"'doc_stride: {stride}' must be below 'max_length: {case.train.max_length}'"
