@@ -1,0 +1,96 @@
+"""Extractive QA end to end through pytest: the data layouts, the axes it runs on, stored answers, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_squad import official_v2
+from toy import write_csv, write_jsonl
+from toy_qa import flat, qa_rows
+
+TRAIN = "train: {epochs: 4, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], max_length: 32}"
+
+
+@pytest.fixture(scope="module")
+def qa_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same kind of questions as SQuAD v1.1 JSONL, v2.0 Parquet (a third unanswerable) and flat CSV."""
+    import datasets
+
+    root = tmp_path_factory.mktemp("qa")
+    v2 = root / "v2.parquet"
+    datasets.Dataset.from_list(qa_rows(240, seed=1, unanswerable=0.3)).to_parquet(str(v2))
+    return {"v1": write_jsonl(root / "v1.jsonl", qa_rows(240)), "v2": v2,
+            "flat": write_csv(root / "flat.csv", flat(qa_rows(200, seed=2)))}
+
+
+def suite(model: Path, files: dict[str, Path], body: str, train: str = TRAIN, extra: str = "") -> str:
+    return f"""suite: qa
+model: {model}
+{train}
+datasets:
+  v1: {{kind: extractive_qa, files: {{train: {files['v1']}}}, doc_stride: 8}}
+  v2: {{kind: extractive_qa, files: {{train: {files['v2']}}}, doc_stride: 8, null_threshold: 0.0}}
+  flat: {{kind: extractive_qa, files: {{train: {files['flat']}}}, answer_text: answer, answer_start: start}}
+{extra}{body}"""
+
+
+TASKS = """tasks:
+  - {name: squad, dataset: v1, metric: [squad_f1, exact_match]}
+  - {name: squad2, dataset: v2, metric: squad_f1}
+  - {name: flat, dataset: flat, metric: exact_match}
+  - {name: sentiment, dataset: reviews, metric: accuracy}
+stability:
+  tasks: [squad]
+  learning_rates: [3.0e-3, 1.0e-6]
+  seeds: [0]
+efficiency:
+  task: squad
+  sizes: [20, 120]
+  seeds: [0]
+gates:
+  tasks: {p_avg: {min: 0.5}}
+"""
+
+
+def test_qa_tasks_learn_and_store_the_answers_they_are_scored_on(pytester: pytest.Pytester, tiny_model: Path,
+                                                                 qa_files: dict[str, Path], toy_csv: Path) -> None:
+    text = suite(tiny_model, qa_files, TASKS, extra=f"  reviews: {{files: {{train: {toy_csv}}}, label: label}}\n")
+    pytester.makefile(".flex.yaml", qa=text)
+    result = pytester.runpytest("--flex-json=out.json")
+    result.assert_outcomes(passed=9)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    cases = {(c["axis"], c["name"]): c for c in doc["cases"]}
+    squad = cases["tasks", "squad"]
+    assert squad["score"] > 0.9 and squad["interval"]["low"] > 0.8
+    assert cases["tasks", "flat"]["score"] > 0.9
+    v2 = cases["tasks", "squad2"]["metrics"]
+    assert {"has_answer_f1", "no_answer_f1", "has_answer_exact", "no_answer_exact"} <= set(v2)
+    assert cases["tasks", "squad2"]["score"] > 0.7
+    assert cases["stability", "squad@lr=1e-06"]["score"] < cases["stability", "squad@lr=3e-03"]["score"] - 0.3
+    small, large = cases["efficiency", "squad@n=20"], cases["efficiency", "squad@n=120"]
+    assert small["train_examples"] == 20 and large["train_examples"] == 120   # questions, not windows
+    recomputed = _recomputed(pytester.path / "out.predictions.npz")
+    for name in ("squad", "squad2", "flat"):
+        for metric, value in cases["tasks", name]["metrics"].items():
+            if metric in ("exact_match", "squad_f1"):
+                assert recomputed[name][metric] == pytest.approx(value)
+
+
+def _recomputed(path: Path) -> dict[str, dict[str, float]]:
+    """Exact match and F1 of each tasks case from its stored answers and gold answers, by the official rules."""
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    found = {}
+    for number, meta in enumerate(json.loads(str(arrays["index"]))):
+        predicted = arrays[f"{number}/outputs"]
+        if meta["axis"] != "tasks" or predicted.dtype.kind != "U":
+            continue
+        golds = [str(g).split("\x1f") if str(g) else [""] for g in arrays[f"{number}/labels"]]
+        per_question = [[official_v2(g, str(p)) for g in gold] for gold, p in zip(golds, predicted)]
+        found[meta["case"]] = {"exact_match": float(np.mean([max(s[0] for s in q) for q in per_question])),
+                               "squad_f1": float(np.mean([max(s[1] for s in q) for q in per_question]))}
+    return found
