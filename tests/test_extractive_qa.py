@@ -94,3 +94,47 @@ def _recomputed(path: Path) -> dict[str, dict[str, float]]:
         found[meta["case"]] = {"exact_match": float(np.mean([max(s[0] for s in q) for q in per_question])),
                                "squad_f1": float(np.mean([max(s[1] for s in q) for q in per_question]))}
     return found
+
+
+@pytest.mark.parametrize("dataset, body, message", [
+    ("answer: x", "", "datasets.v1.answer: unknown key (did you mean 'answers'?)"),
+    ("answer_text: a, answers: answers", "", "give 'answers' (SQuAD layout) or 'answer_text' and 'answer_start'"),
+    ("answer_start: s", "", "datasets.v1.answer_start: flat answers need both 'answer_text' and 'answer_start'"),
+    ("doc_stride: -1", "", "datasets.v1.doc_stride: must be at least 0"),
+    ("doc_stride: 40", "", "'doc_stride: 40' must be below 'max_length: 32'"),
+    ("text: question", "", "is extractive QA, which reads 'question', 'context' and 'answers'"),
+    ("", "tasks:\n  - {name: q, dataset: v1, metric: accuracy}\n", "metric 'accuracy' does not score a extractive_qa"),
+    ("", "probe:\n  tasks: [q]\n", "probe with extractive QA: a probe fits a classifier on frozen sentence features"),
+    ("", "fusion:\n  task: q\n  methods: [ensemble]\n", "fusion with extractive QA: fusion of extractive QA runs"),
+    ("", "slices: {by: length}\n", "'slices: by: length' is not defined for extractive QA"),
+])
+def test_bad_qa_suites_are_located_errors_at_collection(pytester: pytest.Pytester, qa_files: dict[str, Path],
+                                                        dataset: str, body: str, message: str) -> None:
+    tasks = "" if body.startswith("tasks:") else "tasks:\n  - {name: q, dataset: v1, metric: squad_f1}\n"
+    text = f"""suite: bad
+model: some-model
+{TRAIN}
+datasets:
+  v1: {{kind: extractive_qa, files: {{train: {qa_files['v1']}}}{', ' + dataset if dataset else ''}}}
+{tasks}{body}"""
+    pytester.makefile(".flex.yaml", bad=text)
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret != 0
+    out = result.stdout.str()
+    assert message in out and "Traceback" not in out
+    assert "bad.flex.yaml:" in out
+
+
+def test_answer_starts_that_miss_their_text_fail_the_case_with_a_count(pytester: pytest.Pytester, tiny_model: Path,
+                                                                      tmp_path: Path) -> None:
+    rows = qa_rows(40, seed=3)
+    for row in rows[:3]:
+        row["answers"]["answer_start"] = [row["answers"]["answer_start"][0] + 1]
+    files = {"v1": write_jsonl(tmp_path / "shifted.jsonl", rows), "v2": tmp_path / "x", "flat": tmp_path / "y"}
+    text = suite(tiny_model, files, "tasks:\n  - {name: q, dataset: v1, metric: squad_f1}\n").replace(
+        "  v2:", "  #").replace("  flat:", "  #")
+    pytester.makefile(".flex.yaml", qa=text)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*qa.flex.yaml:5: datasets.v1.kind: split 'train': 3 of 40 answers do not sit where "
+                                 "their answer_start says*"])
