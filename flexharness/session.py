@@ -222,7 +222,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
     split_records = [r["splits"][split] for r in records] if split else records
     return {
         "id": f"{file}::{case.axis}/{case.name}", "suite": case.suite, "model": case.model, "axis": case.axis,
-        "name": case.name, "metric": planned.metric, "higher_is_better": METRICS[planned.metrics[0]].higher_is_better,
+        "name": case.name, "kind": planned.kind, "metric": planned.metric, "higher_is_better": METRICS[planned.metrics[0]].higher_is_better,
         "seeds": dict(case.seed_scores), "score": case.score, "seed_std": case.seed_std, "status": status,
         "cached": bool(records) and all(r.get("cached", False) for r in records),
         "cached_items": sum(1 for r in records if r.get("cached")),

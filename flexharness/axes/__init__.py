@@ -28,6 +28,8 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None, hub
 
 def check_suite(suite: Suite, cache: Any = None) -> None:
     """The collection-time checks of the axes the suite uses (they may read data, not models)."""
+    for case in suite.cases:
+        KINDS.get(case.kind).check_data(case)
     for key in dict.fromkeys(case.axis for case in suite.cases):
         AXES.get(key).check(suite, cache)
     slicing.check(suite)

@@ -198,10 +198,10 @@ def _valid_sizes(found: Any, key: str) -> dict[str, Any] | None:
 
 def _sizes(case: Case) -> dict[str, Any]:
     """Training and evaluation examples the case will see (after hold-out and subsampling)."""
-    from flexharness.engine import data
+    from flexharness.engine import data, kinds
 
     try:
-        found = data.filtered_sizes(case.dataset, case.where, case.label_kind)
+        found = kinds.of(case).filtered_sizes(case.dataset, case.where, case.label_kind)
     except DataError as exc:
         return {"problem": str(exc)}
     held_out = data.hold_out_size(found.train, case.dataset.eval_fraction) if found.eval is None else 0
@@ -258,17 +258,19 @@ def transfer_record(case: Case, own: Any, predict: Callable[[Any], np.ndarray]) 
     ``own`` is the case's prepared data (its label order is the model's); ``predict`` runs the
     fine-tuned model on another prepared dataset's evaluation split.
     """
-    from flexharness.engine import data
+    from flexharness.engine import kinds
     from flexharness.rules import metrics
 
+    kind = kinds.of(case)
     scores, sizes, start = {}, {}, time.perf_counter()
     for target in targets(case):
         try:
-            other = data.prepare(target.dataset, target.where, case.label_kind, case.train.max_train_samples,
+            other = kind.prepare(target.dataset, target.where, case.label_kind, case.train.max_train_samples,
                                  case.train.max_eval_samples)
         except DataError as exc:
             raise DataError(f"transfer target domain '{target.name}': {exc}") from None
-        labels = data.labels_as(other, own.label_names, f"domain '{case.name}'", f"domain '{target.name}'")
+        labels = kind.example_labels(kind.relabelled(other, own.label_names, f"domain '{case.name}'",
+                                                     f"domain '{target.name}'"))
         scores[target.name] = metrics.score(case.metrics, labels, predict(other))[0]
         sizes[target.name] = len(other.eval)
     extra: dict[str, Any] = {"domain": case.name}

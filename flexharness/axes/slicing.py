@@ -41,9 +41,9 @@ def check(suite: Suite) -> None:
 
 def _columns(spec: DatasetSpec) -> list[str]:
     """The columns every split of the source has (a column missing from one split cannot slice its rows)."""
-    from flexharness.engine import data
+    from flexharness.engine import kinds
 
-    source = data.load_source(spec)
+    source = kinds.KINDS.get(spec.kind).load_source(spec)
     found = [set(split.column_names) for split in source.values()]
     return sorted(set.intersection(*found)) if found else []
 
@@ -85,15 +85,15 @@ def add_inputs(directory: Path | None, record: dict[str, Any], case: Case, model
 
 def _values(case: Case, model: str, field: str, trust_remote_code: bool) -> dict[str, tuple[str, np.ndarray]]:
     """Per evaluation split of the case: (examples digest, the field's value per example)."""
-    from flexharness.engine import data, runner
+    from flexharness.engine import kinds, runner
 
-    config = case.train
-    prepared = data.prepare(case.dataset, case.where, case.label_kind, config.max_train_samples, config.max_eval_samples)
+    config, kind = case.train, kinds.of(case)
+    prepared = runner.prepare(case)
     if field == predictions.LENGTHS:
-        encoded = runner.encoded_evals(prepared, model, config.max_length, trust_remote_code)
-        return {split: (runner.examples_digest(examples), np.asarray(tokens.lengths, dtype=np.int64))
+        encoded = runner.encoded_evals(prepared, model, config.max_length, trust_remote_code, kind.key)
+        return {split: (runner.examples_digest(examples), kind.example_lengths(tokens))
                 for (split, examples), (_, tokens) in zip(prepared.evals, encoded)}
-    source = data.load_source(case.dataset)
+    source = kind.load_source(case.dataset)
     found = {}
     for split, examples in prepared.evals:
         origin = split if split in source else case.dataset.train_split   # a held-out split comes from train

@@ -127,18 +127,17 @@ def _apply_heads(model: Any, params: dict[str, Any], ctx: Context) -> Compressed
 
 def _importance_batches(ctx: Context):
     import numpy as np
-    import torch
 
     data = ctx.inputs.train
     order = np.random.default_rng(0).permutation(len(data.lengths))[:IMPORTANCE_EXAMPLES]
-    labels = torch.from_numpy(data.labels)
     for start in range(0, len(order), ctx.config.batch_size):
         indices = order[start:start + ctx.config.batch_size]
-        yield train.collate(data, indices, ctx.inputs.pad_id, ctx.device), labels[indices].to(ctx.device)
+        batch = train.to_device(ctx.inputs.kind.host_batch(data, indices, ctx.inputs.pad_id, False, True), ctx.device)
+        yield batch, batch.pop("labels")
 
 
 def _loss(ctx: Context) -> Callable[[Any, Any], Any]:
-    return lambda logits, labels: train.loss_of(logits, labels, ctx.inputs.regression)
+    return ctx.inputs.kind.loss
 
 
 def _apply_layers(model: Any, params: dict[str, Any], ctx: Context) -> Compressed:
@@ -219,7 +218,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
         raise Unavailable(reason)
     inputs = runner.case_inputs(case, model_ref, trust_remote_code)
     retrains, stats = method.retrains(params), None
-    base = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
+    base = runner.fresh_model(case, inputs, model_ref, seed, trust_remote_code)
     method.check(base)  # before the dense fine-tune: an unsupported architecture fails fast
     try:
         with OutOfMemoryAsFailure(case.train):
@@ -229,7 +228,7 @@ def run_compression_case(case: Case, model_ref: str, seed: int, device_option: s
             if retrains:
                 with surgery.keep_masks(compressed.masks):
                     stats = train.fine_tune(compressed.model, inputs.train, case.train, seed, device, inputs.pad_id,
-                                            inputs.regression, progress)
+                                            inputs.regression, progress, inputs.kind)
             score, per_metric, seconds = runner.evaluate(compressed.model, case, inputs, device)
             facts = {**measure(compressed.model), **compressed.notes}
     finally:
@@ -281,7 +280,7 @@ def _dense(case: Case, model_ref: str, seed: int, device: str, trust_remote_code
     if key in _DENSE:
         _DENSE.move_to_end(key)
         return _DENSE[key], "memo"
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed, trust_remote_code)
+    model = runner.fresh_model(case, inputs, model_ref, seed, trust_remote_code)
     _, reused = runner.fine_tune_kept(model, inputs, case.train, seed, device, progress, kept)
     score, _, seconds = runner.evaluate(model, case, inputs, device)
     dense = Dense(model.to("cpu").eval(), score, _latency_ms(seconds, inputs), measure(model))

@@ -136,7 +136,7 @@ def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float
     outputs = train.predict_outputs(model, inputs.eval, case.train.eval_batch_size, device, inputs.pad_id,
                                     inputs.regression, case.train.precision, inputs.kind)
     seconds = time.perf_counter() - start
-    score, per_metric = inputs.kind.score(case.metrics, inputs.kind.stored_labels(inputs.eval), outputs)
+    score, per_metric = inputs.kind.score(case.metrics, inputs.eval.labels, outputs)
     return score, per_metric, seconds
 
 
@@ -226,9 +226,8 @@ def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[d
     for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
         outputs = train.predict_outputs(model, eval_data, case.train.eval_batch_size, device, inputs.pad_id,
                                         inputs.regression, case.train.precision, inputs.kind)
-        labels = inputs.kind.stored_labels(eval_data)
-        splits[name] = split_entry(case, labels, outputs, examples_digest(examples))
-        per_example[name] = {"labels": labels, "outputs": outputs}
+        splits[name] = split_entry(case, eval_data.labels, outputs, examples_digest(examples))
+        per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
     return splits, per_example
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from flexharness.engine import data, models, runner, train
+from flexharness.engine import data, kinds, models, runner, train
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.engine.weights import load_weights, state_of
 from flexharness.errors import DataError
@@ -58,20 +58,22 @@ def ingredient_data(case: Case, fraction: float) -> data.Prepared:
     cap = case.train
     others = tuple(dict(case.params).get(OTHER_DOMAINS, ()))
     return _held_out(case.dataset, case.where, case.label_kind, cap.max_train_samples, cap.max_eval_samples, fraction,
-                     others)
+                     others, case.kind)
 
 
 @functools.lru_cache(maxsize=8)
 def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train: int | None,
-              max_eval: int | None, fraction: float, others: tuple[Any, ...] = ()) -> data.Prepared:
+              max_eval: int | None, fraction: float, others: tuple[Any, ...] = (),
+              task_kind: str = kinds.DEFAULT) -> data.Prepared:
     """One object per data setting, so the tokenized copy (``runner._encoded``) is shared by every item.
 
     ``others`` hold ``name``, ``dataset`` and ``where`` (the domains axis's members); each is prepared as the
-    domains axis prepares it, and its labels are mapped to this task's label order.
+    domains axis prepares it, and its labels are mapped to this task's label order. ``task_kind`` reads the rows.
     """
-    prepared = data.prepare(spec, where, kind, max_train, max_eval)
+    reader = kinds.KINDS.get(task_kind)
+    prepared = reader.prepare(spec, where, kind, max_train, max_eval)
     rows = prepared.train
-    taken = data.stratified_indices(rows.labels, data.hold_out_size(len(rows), fraction),
+    taken = data.stratified_indices(reader.train_labels(rows), data.hold_out_size(len(rows), fraction),
                                     np.random.default_rng(data.DATA_SEED), stratify=kind != metrics.REGRESSION)
     kept = np.ones(len(rows), dtype=bool)
     kept[taken] = False
@@ -81,11 +83,11 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
     evals = [prepared.evals[0], (HELD_OUT, rows.take(taken))]
     for domain in others:
         try:
-            other = data.prepare(domain.dataset, domain.where, kind, max_train, max_eval)
+            other = reader.prepare(domain.dataset, domain.where, kind, max_train, max_eval)
         except DataError as exc:
             raise DataError(f"other domain '{domain.name}': {exc}") from None
-        labels = data.labels_as(other, prepared.label_names, "the fusion task", f"domain '{domain.name}'")
-        evals.append((domain_split(domain.name), data.Examples(other.eval.texts, labels)))
+        evals.append((domain_split(domain.name), reader.relabelled(other, prepared.label_names, "the fusion task",
+                                                                   f"domain '{domain.name}'")))
     return data.Prepared(rows.take(np.flatnonzero(kept)), tuple(evals), prepared.label_names)
 
 
@@ -99,12 +101,11 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
     """
     inputs = runner.case_inputs(case, model_ref, trust_remote_code, ingredient_data(case, fraction))
     device = models.resolve_device(device_option)
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, seed if head_seed is None else head_seed,
-                               trust_remote_code)
+    model = runner.fresh_model(case, inputs, model_ref, seed if head_seed is None else head_seed, trust_remote_code)
     try:
         with OutOfMemoryAsFailure(case.train):
             stats = train.fine_tune(model, inputs.train, case.train, seed, device, inputs.pad_id, inputs.regression,
-                                    progress)
+                                    progress, inputs.kind)
             splits, per_example = runner.score_splits(model, case, inputs, device)
         weights = state_of(model)
     finally:
@@ -140,8 +141,7 @@ def ensemble(case: Case, ingredients: Sequence[Ingredient]) -> tuple[dict[str, A
     splits, per_example = {}, {}
     for split in ingredients[0].arrays:
         labels, digest = _labels(ingredients, split)
-        outputs = np.mean(np.stack([i.arrays[split]["outputs"].astype(np.float64) for i in ingredients]), axis=0)
-        outputs = outputs.astype(np.float32)
+        outputs = kinds.of(case).ensemble([i.arrays[split]["outputs"] for i in ingredients])
         splits[split] = runner.split_entry(case, labels, outputs, digest)
         per_example[split] = {"labels": labels, "outputs": outputs}
     return splits, per_example
@@ -163,13 +163,14 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
     if damaged:
         raise DataError(f"cannot read the weights of {len(damaged)} run(s) ({damaged[0]}); delete them, or run "
                         "with --cache-clear, and they are trained again")
-    model = models.fresh_model(model_ref, inputs.prepared.num_labels, 0, trust_remote_code)
+    model = runner.fresh_model(case, inputs, model_ref, 0, trust_remote_code)
     try:
         def held_out_score(seeds: Sequence[int]) -> float:
             model.load_state_dict(average([states[s] for s in seeds]))
-            outputs = train.predict_outputs(model, inputs.evals[1][1], case.train.eval_batch_size, device,
-                                            inputs.pad_id, inputs.regression)
-            return metrics.score(case.metrics, inputs.evals[1][1].labels, metrics.predictions_from_outputs(outputs))[0]
+            held = inputs.evals[1][1]
+            outputs = train.predict_outputs(model, held, case.train.eval_batch_size, device, inputs.pad_id,
+                                            inputs.regression, kind=inputs.kind)
+            return inputs.kind.score(case.metrics, held.labels, outputs)[0]
 
         used = [i.seed for i in ingredients]
         if greedy:

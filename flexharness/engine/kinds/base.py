@@ -10,7 +10,7 @@ the reports name no kind; a kind reaches them through one line in
 ``flexharness.engine.kinds`` (``KINDS``), and suites name it with ``kind:``.
 
 Collection-time methods (``read_dataset``, ``check_case``) read plain data and
-must not import torch; run-time methods import it lazily.
+must not import torch (``check_data`` may read the data); run-time methods import it lazily.
 """
 
 from __future__ import annotations
@@ -51,11 +51,30 @@ class TaskKind:
         return (f"metric '{wrong[0]}' does not score a {self.key} task (dataset '{case.dataset.name}' is "
                 f"'kind: {self.key}'); use one of {fitting}")
 
-    def refuses(self, case: Case, feature: str) -> str | None:
-        """Why a feature an axis needs (``"probe"``, ``"agreement"``, ...) is not defined for this kind, or None."""
-        return None
+    def check_data(self, case: Case) -> None:
+        """Collection-time checks that read the data (columns, tags, choices): raise a located ``DataError``."""
 
     # ---- data: rows -> examples -> token ids ----------------------------------------------------
+
+    def load_source(self, spec: DatasetSpec) -> Any:
+        """The dataset's raw ``datasets.DatasetDict`` (slices read its other columns)."""
+        from flexharness.engine import data
+
+        return data.load_source(spec)
+
+    def filtered_sizes(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str) -> Any:
+        """Rows ``where`` keeps, before hold-out and subsampling, as ``data.FilteredSizes`` (the domains axis)."""
+        from flexharness.engine import data
+
+        prepared = self.prepare(spec, where, label_kind, None, None)
+        held_out = prepared.eval_split not in self.load_source(spec)
+        train = len(prepared.train) + (len(prepared.eval) if held_out else 0)
+        return data.FilteredSizes(train, None if held_out else min(len(e) for _, e in prepared.evals), 2)
+
+    def relabelled(self, other: Any, label_names: tuple[str, ...] | None, source: str, target: str) -> Any:
+        """``other``'s evaluation examples labelled as a model trained with ``label_names`` reads them (a model
+        of ``source``, e.g. "domain 'a'", scored on ``target``); a ``DataError`` when it cannot."""
+        return other.eval
 
     def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
                 max_train: int | None, max_eval: int | None) -> Any:
@@ -72,7 +91,8 @@ class TaskKind:
         return {}
 
     def stored_arrays(self, encoded: Any) -> dict[str, np.ndarray]:
-        """``encoded`` as flat arrays for the disk token cache (``diskcache``)."""
+        """``encoded`` as flat arrays for the disk token cache (``diskcache``); ``Encoded.labels`` hold the labels
+        as the metrics read them (a tagger's tag codes per word)."""
         return encoded.arrays()
 
     def restored(self, arrays: dict[str, np.ndarray], examples: Any, key: str | None) -> Any:
@@ -90,6 +110,14 @@ class TaskKind:
     def train_labels(self, examples: Any) -> np.ndarray:
         """One label per row of ``examples`` (sentence, item): what subsampling stratifies and curves count."""
         return examples.labels
+
+    def example_labels(self, examples: Any) -> np.ndarray:
+        """The labels of ``examples`` as the metrics read them (what ``Encoded.labels`` holds after encoding)."""
+        return examples.labels
+
+    def example_lengths(self, encoded: Any) -> np.ndarray:
+        """Tokens per example (a sentence's windows, an item's choices together): slices by length."""
+        return np.asarray(encoded.lengths, dtype=np.int64)
 
     # ---- the model, batches and loss ----------------------------------------------------------
 
@@ -115,9 +143,9 @@ class TaskKind:
         """The per-example outputs (the ``PER_EXAMPLE`` array stored beside records) from all rows' arrays."""
         return np.stack(rows) if rows else np.empty((0, 1), dtype=np.float32)
 
-    def stored_labels(self, data: Any) -> np.ndarray:
-        """The labels stored beside the outputs, one entry per example, in the form the metrics read."""
-        return data.labels
+    def ensemble(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """One output ensemble of several runs' stored outputs: the mean of their probabilities (or values)."""
+        return np.mean(np.stack([o.astype(np.float64) for o in outputs]), axis=0).astype(np.float32)
 
     def score(self, metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
               ) -> tuple[float, dict[str, float]]:

@@ -74,7 +74,13 @@ class MultipleChoice(TaskKind):
         if wrong:
             return (f"metric '{wrong[0]}' does not score a multiple_choice task (dataset '{case.dataset.name}'); "
                     f"use {', '.join(SCORES)}")
+        if case.axis == "probe":
+            return ("the probe axis fits a linear probe on one text's pooled features: it is not defined for "
+                    "multiple choice, whose items are several texts; probe sequence classification tasks only")
         return None
+
+    def check_data(self, case: Case) -> None:
+        _prepare(case.dataset, case.where, case.train.max_train_samples, case.train.max_eval_samples)
 
     def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
                 max_train: int | None, max_eval: int | None) -> data.Prepared:

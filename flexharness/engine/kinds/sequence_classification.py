@@ -36,6 +36,13 @@ class SequenceClassification(TaskKind):
     def tokens_problem(self, arrays: Any, examples: data.Examples, vocab_size: int, token_types: bool) -> str | None:
         return data.tokens_problem(arrays, len(examples), vocab_size, token_types)
 
+    def filtered_sizes(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str) -> data.FilteredSizes:
+        return data.filtered_sizes(spec, where, label_kind)
+
+    def relabelled(self, other: data.Prepared, label_names: tuple[str, ...] | None, source: str, target: str
+                   ) -> data.Examples:
+        return data.Examples(other.eval.texts, data.labels_as(other, label_names, source, target), other.eval.rows)
+
     def host_batch(self, encoded: data.Encoded, indices: np.ndarray, pad_id: int, pin: bool,
                    with_labels: bool) -> dict[str, Any]:
         from flexharness.engine import train

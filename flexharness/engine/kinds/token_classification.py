@@ -47,16 +47,46 @@ class TokenClassification(TaskKind):
                 ("tags", reader.typed("tags", str, DEFAULTS["tags"])), ("tag_scheme", scheme),
                 ("conll_tag_column", column))
 
-    def refuses(self, case: Case, feature: str) -> str | None:
-        reasons = {
-            "probe": "a linear probe on pooled sentence features is not defined for tagging (it scores one "
-                     "label per text); the probe axis needs sequence classification tasks",
-            "agreement": "'by: agreement' ranks examples that are right or wrong; a tagged sentence is partly "
-                         "right: slice it 'by: length' or by a column",
-            "ensemble": "output ensembles average class probabilities, and a tagger stores its predicted tags; "
-                        "use 'method: soup' (weight averaging) for token classification",
-        }
-        return reasons.get(feature)
+    def check_case(self, case: Case) -> str | None:
+        complaint = super().check_case(case)
+        if complaint:
+            return complaint
+        if case.axis == "probe":
+            return ("the probe axis fits a linear probe on pooled sentence features, one label per text: it is not "
+                    "defined for tagging; probe sequence classification tasks only")
+        if case.slices and case.slices.by == "agreement":
+            return ("'slices: {by: agreement}' ranks examples that are right or wrong, and a tagged sentence is "
+                    "partly right; slice it 'by: length' or by a column")
+        return None
+
+    def check_data(self, case: Case) -> None:
+        _prepare(case.dataset, case.where, case.train.max_train_samples, case.train.max_eval_samples)
+
+    def load_source(self, spec: DatasetSpec) -> Any:
+        return _source(spec, _columns(spec))
+
+    def relabelled(self, other: data.Prepared, label_names: tuple[str, ...] | None, source: str, target: str
+                   ) -> tagged.TaggedExamples:
+        if other.label_names != label_names:   # counts only: tag names come from the data
+            raise DataError(f"{target} has other tags than {source} ({len(other.label_names or ())} and "
+                            f"{len(label_names or ())}); set 'label_names' on the datasets so that all share one "
+                            "tag list")
+        return other.eval
+
+    def example_labels(self, examples: tagged.TaggedExamples) -> np.ndarray:
+        return tagged.word_labels(examples)
+
+    def example_lengths(self, encoded: tagged.Windows) -> np.ndarray:
+        return np.bincount(encoded.sentence, weights=encoded.lengths, minlength=len(encoded.labels)).astype(np.int64)
+
+    def ensemble(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """A vote per word (stored outputs are tags, not probabilities); a tie goes to the lowest tag code."""
+        stacked = np.stack(outputs)
+        codes = np.unique(stacked[stacked != tagging.PAD])
+        if not codes.size:
+            return stacked[0]
+        votes = np.stack([(stacked == code).sum(axis=0) for code in codes])
+        return np.where(stacked[0] == tagging.PAD, tagging.PAD, codes[votes.argmax(axis=0)])
 
     def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
                 max_train: int | None, max_eval: int | None) -> data.Prepared:
