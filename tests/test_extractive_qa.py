@@ -105,8 +105,7 @@ def _recomputed(path: Path) -> dict[str, dict[str, float]]:
     ("text: question", "", "is extractive QA, which reads 'question', 'context' and 'answers'"),
     ("", "tasks:\n  - {name: q, dataset: v1, metric: accuracy}\n", "metric 'accuracy' does not score a extractive_qa"),
     ("", "probe:\n  tasks: [q]\n", "probe with extractive QA: a probe fits a classifier on frozen sentence features"),
-    ("", "fusion:\n  task: q\n  methods: [ensemble]\n", "fusion with extractive QA: fusion of extractive QA runs"),
-    ("", "slices: {by: length}\n", "'slices: by: length' is not defined for extractive QA"),
+    ("", "slices: {by: agreement}\n", "'slices: by: agreement' is not defined for extractive QA"),
 ])
 def test_bad_qa_suites_are_located_errors_at_collection(pytester: pytest.Pytester, qa_files: dict[str, Path],
                                                         dataset: str, body: str, message: str) -> None:
@@ -125,7 +124,7 @@ datasets:
     assert "bad.flex.yaml:" in out
 
 
-def test_answer_starts_that_miss_their_text_fail_the_case_with_a_count(pytester: pytest.Pytester, tiny_model: Path,
+def test_answer_starts_that_miss_their_text_are_counted_at_collection(pytester: pytest.Pytester, tiny_model: Path,
                                                                       tmp_path: Path) -> None:
     rows = qa_rows(40, seed=3)
     for row in rows[:3]:
@@ -134,7 +133,49 @@ def test_answer_starts_that_miss_their_text_fail_the_case_with_a_count(pytester:
     text = suite(tiny_model, files, "tasks:\n  - {name: q, dataset: v1, metric: squad_f1}\n").replace(
         "  v2:", "  #").replace("  flat:", "  #")
     pytester.makefile(".flex.yaml", qa=text)
-    result = pytester.runpytest()
-    result.assert_outcomes(failed=1)
+    result = pytester.runpytest("--collect-only")
+    assert result.ret != 0
     result.stdout.fnmatch_lines(["*qa.flex.yaml:5: datasets.v1.kind: split 'train': 3 of 40 answers do not sit where "
                                  "their answer_start says*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+AXES = """tasks:
+  - {name: squad, dataset: v1, metric: squad_f1}
+domains:
+  dataset: v1
+  metric: squad_f1
+  members:
+    first: {where: {topic: [movie, film, the, was, a, plot, actor, show]}}
+    second: {where: {topic: [really, quite, it, and, flight, phone, car, game]}}
+  transfer: true
+compression:
+  task: squad
+  methods:
+    - {method: magnitude, sparsity: [0.5]}
+    - {method: heads, fraction: 0.5}
+    - {method: layers, keep: 1}
+    - {method: int8}
+fusion:
+  task: squad
+  methods: [ensemble, uniform_soup]
+  runs: 2
+slices: {by: length, bins: 2}
+"""
+
+
+def test_qa_on_domains_compression_and_fusion(pytester: pytest.Pytester, tiny_model: Path,
+                                              qa_files: dict[str, Path]) -> None:
+    pytester.makefile(".flex.yaml", qa=suite(tiny_model, qa_files, AXES))
+    result = pytester.runpytest("--flex-json=out.json")
+    result.assert_outcomes(passed=9)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    cases = {(c["axis"], c["name"]): c for c in doc["cases"]}
+    assert {c["kind"] for c in doc["cases"]} == {"extractive_qa"}
+    transfer = {(t["source"], t["target"]): t["score"] for t in doc["transfer"]}
+    assert transfer["first", "second"] > 0.8 and transfer["second", "first"] > 0.8   # the answers are alike
+    compressed = {name: c for (axis, name), c in cases.items() if axis == "compression"}
+    assert len(compressed) == 4 and all(c["score"] is not None for c in compressed.values())
+    assert cases["fusion", "squad-ensemble"]["score"] > 0.8 and cases["fusion", "squad-uniform_soup"]["score"] > 0.5
+    sliced = cases["tasks", "squad"]["slices"]
+    assert sliced and len(sliced["slices"]) == 2

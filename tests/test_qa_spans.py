@@ -57,7 +57,7 @@ def test_windows_cover_long_contexts_and_label_answers(tokenizer) -> None:
     assert counts.min() >= 1 and counts.max() > 3          # the longest contexts need several windows
     assert np.all(np.diff(windows.example) >= 0)
     labelled = np.zeros(len(contexts), dtype=bool)
-    for w, (start, end) in enumerate(windows.labels):
+    for w, (start, end) in enumerate(windows.positions):
         q = windows.example[w]
         if start == qa_spans.NULL:
             assert end == qa_spans.NULL
@@ -72,10 +72,10 @@ def test_windows_without_the_answer_point_at_null(tokenizer) -> None:
     context = " ".join(["movie"] * 40 + ["great"])
     spans = qa_spans.first_answer_spans([["great"]], [[context.index("great")]])
     windows = qa_spans.encode_windows(tokenizer, ["good"], [context], spans, max_length=16, doc_stride=4)
-    labels = windows.labels
+    labels = windows.positions
     assert len(labels) > 2 and (labels[:-1] == qa_spans.NULL).all() and labels[-1, 0] > 0
     nothing = qa_spans.first_answer_spans([[]], [[]])
-    assert (qa_spans.encode_windows(tokenizer, ["good"], [context], nothing, 16, 4).labels == 0).all()
+    assert (qa_spans.encode_windows(tokenizer, ["good"], [context], nothing, 16, 4).positions == 0).all()
 
 
 def test_neighbouring_windows_share_doc_stride_tokens(tokenizer) -> None:
@@ -95,14 +95,14 @@ def test_arrays_round_trip(tokenizer) -> None:
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 24, 6)
     back = qa_spans.Windows.restored(windows.arrays(), windows, key="k")
     assert np.array_equal(back.offsets, windows.offsets) and np.array_equal(back.example, windows.example)
-    assert np.array_equal(back.labels, windows.labels)
+    assert np.array_equal(back.positions, windows.positions)
     assert all(np.array_equal(a, b) for a, b in zip(back.input_ids, windows.input_ids))
 
 
 def test_logits_at_the_labels_give_back_the_gold_answers(tokenizer) -> None:
     questions, contexts, texts, starts = generated(40, seed=1)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 24, 6)
-    starts_logits, ends_logits = peaked(windows, windows.labels)
+    starts_logits, ends_logits = peaked(windows, windows.positions)
     answers = qa_spans.best_answers(starts_logits, ends_logits, windows, with_null=False)
     assert list(answers.texts) == [t[0] for t in texts]
     assert all(contexts[q][a:b] == answers.texts[q] for q, (a, b) in enumerate(answers.spans))
@@ -112,7 +112,7 @@ def test_null_threshold_decides_no_answer(tokenizer) -> None:
     questions, contexts, texts, starts = generated(10, seed=2, max_words=8)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 40, 6)
     assert np.all(np.bincount(windows.example) == 1)
-    s, e = peaked(windows, windows.labels)
+    s, e = peaked(windows, windows.positions)
     s[:, 0] = e[:, 0] = 4.0     # null score 8 against a span score of 10: diff -2
     kept = qa_spans.best_answers(s, e, windows, with_null=True, null_threshold=0.0)
     assert list(kept.texts) == [t[0] for t in texts] and np.allclose(kept.null_diffs, -2.0)
@@ -182,6 +182,6 @@ def test_decoder_tokenizers_window_and_label_too(tmp_path: Path, family: str) ->
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_decoder(tmp_path, family))
     questions, contexts, texts, starts = generated(20, seed=5)
     windows = qa_spans.encode_windows(tokenizer, questions, contexts, qa_spans.first_answer_spans(texts, starts), 24, 6)
-    s, e = peaked(windows, windows.labels)
+    s, e = peaked(windows, windows.positions)
     answers = qa_spans.best_answers(s, e, windows, with_null=False)
     assert [a.strip() for a in answers.texts] == [t[0] for t in texts]   # byte-level offsets keep a leading blank

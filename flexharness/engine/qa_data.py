@@ -74,12 +74,11 @@ class Questions(Examples):
         spans = first_answer_spans(self.answers, self.starts)
         found = encode_windows(tokenizer, self.questions, self.contexts, spans, max_length,
                                self.settings.stride(max_length))
-        return replace(found, gold=self.labels, settings=self.settings)
+        return replace(found, labels=self.labels, settings=self.settings)
 
     def without_tokens(self) -> Windows:
         """Windows that hold only what the token arrays do not (contexts, labels, settings): for ``restored``."""
-        return Windows((), None, np.zeros(0, np.int64), np.zeros((0, 2), np.int64), contexts=self.contexts,
-                       gold=self.labels, settings=self.settings)
+        return Windows((), None, np.zeros(0, np.int64), self.labels, contexts=self.contexts, settings=self.settings)
 
     @property
     def answerable(self) -> np.ndarray:

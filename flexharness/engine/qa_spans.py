@@ -49,13 +49,14 @@ class Settings:
 
 @dataclass(frozen=True, eq=False)
 class Windows(Encoded):
-    """Token windows of the questions; ``labels`` holds the (start, end) token positions of each window."""
+    """Token windows of the questions. ``labels`` are the questions' gold answers as the metrics read them (one
+    per question, ``qa_data.gold_labels``); ``positions`` the (start, end) token positions each window trains on."""
 
     example: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each window's question
     offsets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2), np.int32))
     # ^ int32 (windows × longest window × 2): each context token's characters, -1 for every other token
     contexts: tuple[str, ...] = ()   # the questions' contexts, which answers are cut from
-    gold: np.ndarray = field(default_factory=lambda: np.zeros(0, str))   # the questions' stored labels
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     settings: Settings = Settings()
 
     @property
@@ -64,16 +65,16 @@ class Windows(Encoded):
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for the disk cache (``diskcache``); the contexts come from the examples."""
-        return super().arrays() | {"positions": self.labels, "example": self.example, "context_offsets": self.offsets}
+        return super().arrays() | {"positions": self.positions, "example": self.example,
+                                   "context_offsets": self.offsets}
 
     @classmethod
     def restored(cls, arrays: dict[str, np.ndarray], like: "Windows", key: str | None) -> "Windows":
-        """The windows of :meth:`arrays`; ``like`` (built without tokens) gives contexts, labels and settings."""
-        tokens = Encoded.from_arrays({k: arrays[k] for k in TOKEN_ARRAYS if k in arrays},
-                                     arrays["positions"].astype(np.int64), key)
-        return cls(tokens.input_ids, tokens.token_type_ids, tokens.lengths, tokens.labels, key,
+        """The windows of :meth:`arrays`; ``like`` (built without tokens) gives labels, contexts and settings."""
+        tokens = Encoded.from_arrays({k: arrays[k] for k in TOKEN_ARRAYS if k in arrays}, like.labels, key)
+        return cls(tokens.input_ids, tokens.token_type_ids, tokens.lengths, like.labels, key,
                    arrays["example"].astype(np.int64), arrays["context_offsets"].astype(np.int32), like.contexts,
-                   like.gold, like.settings)
+                   arrays["positions"].astype(np.int64), like.settings)
 
 
 def span_mismatches(contexts: Sequence[str], texts: Sequence[Sequence[str]],
@@ -114,7 +115,7 @@ def encode_windows(tokenizer: Any, questions: Sequence[str], contexts: Sequence[
     positions = np.zeros((len(ids), 2), dtype=np.int64)
     if spans is not None:
         positions = answer_positions(offsets, spans[example])
-    return Windows(ids, types, lengths, positions, None, example, offsets, tuple(contexts))
+    return Windows(ids, types, lengths, np.zeros(len(contexts)), None, example, offsets, tuple(contexts), positions)
 
 
 def _check_room(tokenizer: Any, questions: list[str], max_length: int, doc_stride: int) -> None:

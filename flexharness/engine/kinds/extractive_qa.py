@@ -6,11 +6,13 @@ Rows are questions (``engine.qa_data``: SQuAD layout or flat columns, every
 loss is the mean of the start and end cross-entropies. The stored per-example
 outputs are the predicted answer strings, one per question, and the stored
 labels the gold answers, so intervals, paired tests and regression gates
-resample questions and recompute exact match and F1 (``rules.squad``).
+resample questions and recompute exact match and F1 (``rules.squad``); an
+output ensemble (fusion) is a vote over the runs' answers. docs/kinds.md.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from flexharness.engine import qa_data, qa_spans
 from flexharness.engine.kinds.base import TaskKind
 from flexharness.rules import metrics
 from flexharness.rules.metrics import EXTRACTIVE_QA
-from flexharness.rules.squad import split_scores
+from flexharness.rules.squad import normalize_answer, split_scores
 from flexharness.schema import Reader
 from flexharness.spec import Case, DatasetSpec, Filter
 
@@ -28,8 +30,6 @@ KEYS = ("question", "context", "answers", "answer_text", "answer_start", "doc_st
 FOREIGN_KEYS = ("text", "label", "label_names")   # sequence classification's columns, which QA does not read
 REFUSED_AXES = {
     "probe": "a probe fits a classifier on frozen sentence features; for answer spans no probe is defined",
-    "fusion": "fusion of extractive QA runs (averaging start and end logits before post-processing) is not "
-              "built yet",
 }
 
 
@@ -75,15 +75,20 @@ class ExtractiveQA(TaskKind):
             return f"'doc_stride: {stride}' must be below 'max_length: {case.train.max_length}'"
         if case.axis in REFUSED_AXES:
             return f"{case.axis} with extractive QA: {REFUSED_AXES[case.axis]}"
-        if case.slices and case.slices.by in ("length", "agreement"):
-            return (f"'slices: by: {case.slices.by}' is not defined for extractive QA (a question is several "
-                    "windows, and right or wrong is a matter of degree); slice by a column of the data")
+        if case.slices and case.slices.by == "agreement":
+            return ("'slices: by: agreement' is not defined for extractive QA (right or wrong is a matter of "
+                    "degree: F1); slice by length or by a column of the data")
         return None
 
     def refuses(self, case: Case, feature: str) -> str | None:
         return REFUSED_AXES.get(feature)
 
     # ---- data ---------------------------------------------------------------------------------------
+
+    def check_data(self, case: Case) -> None:
+        """Columns, types and every answer_start, read at collection (a located ``DataError``)."""
+        self.prepare(case.dataset, case.where, case.label_kind, case.train.max_train_samples,
+                     case.train.max_eval_samples)
 
     def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
                 max_train: int | None, max_eval: int | None) -> Any:
@@ -121,6 +126,10 @@ class ExtractiveQA(TaskKind):
 
         return data.tokens_problem(ids, windows, vocab_size, token_types)
 
+    def example_lengths(self, encoded: qa_spans.Windows) -> np.ndarray:
+        """Tokens of all a question's windows together."""
+        return np.bincount(encoded.example, weights=encoded.lengths, minlength=len(encoded.contexts)).astype(np.int64)
+
     def num_labels(self, prepared: Any) -> int:
         return 2   # a start and an end logit per token
 
@@ -133,7 +142,7 @@ class ExtractiveQA(TaskKind):
                    with_labels: bool) -> dict[str, Any]:
         from flexharness.engine import train
 
-        return train.host_batch(data, indices, pad_id, pin, data.labels if with_labels else None)
+        return train.host_batch(data, indices, pad_id, pin, data.positions if with_labels else None)
 
     def logits(self, output: Any) -> Any:
         import torch
@@ -162,14 +171,21 @@ class ExtractiveQA(TaskKind):
                                         settings.null_threshold, settings.n_best, settings.max_answer_length)
         return qa_data.text_array(answers.texts)
 
-    def stored_labels(self, data: qa_spans.Windows) -> np.ndarray:
-        return data.gold
-
     def score(self, metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
               ) -> tuple[float, dict[str, float]]:
         """The named metrics make the score; SQuAD v2.0's HasAns / NoAns scores are reported beside them."""
         score, per_metric = metrics.score_outputs(metric_names, labels, outputs)
         return score, per_metric | split_scores(labels, outputs)
+
+    def ensemble(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """A vote per question over the runs' answers, compared after SQuAD normalisation; a tie goes to the
+        earliest run. (Stored outputs are answer strings, so the runs' start and end logits are not averaged.)"""
+        voted = []
+        for answers in zip(*outputs):
+            normal = [normalize_answer(str(a)) if str(a) else None for a in answers]
+            counts = collections.Counter(normal)
+            voted.append(str(answers[max(range(len(normal)), key=lambda i: (counts[normal[i]], -i))]))
+        return qa_data.text_array(voted)
 
     def majority_score(self, prepared: Any, metric_names: tuple[str, ...]) -> float:
         """The score of answering nothing: the share of unanswerable questions (0 on SQuAD v1.1 data)."""
