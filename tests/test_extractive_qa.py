@@ -179,3 +179,20 @@ def test_qa_on_domains_compression_and_fusion(pytester: pytest.Pytester, tiny_mo
     assert cases["fusion", "squad-ensemble"]["score"] > 0.8 and cases["fusion", "squad-uniform_soup"]["score"] > 0.5
     sliced = cases["tasks", "squad"]["slices"]
     assert sliced and len(sliced["slices"]) == 2
+
+
+@pytest.mark.parametrize("family", ["gpt2"])
+def test_decoder_lms_answer_with_their_qa_head_and_every_method(pytester: pytest.Pytester, tmp_path: Path,
+                                                                qa_files: dict[str, Path], family: str) -> None:
+    from toy import build_tiny_decoder
+
+    model = build_tiny_decoder(tmp_path / family, family)
+    body = ("tasks:\n  - {name: squad, dataset: v1, metric: squad_f1,"
+            " train: {epochs: 6, learning_rate: 5.0e-3, method: [full, lora, head]}}\n")
+    pytester.makefile(".flex.yaml", qa=suite(model, qa_files, body))
+    result = pytester.runpytest("--flex-json=out.json")
+    result.assert_outcomes(passed=3)
+    cases = {c["name"]: c for c in json.loads((pytester.path / "out.json").read_text())["cases"]}
+    assert cases["squad-full"]["score"] > 0.6
+    full, lora, head = (cases[f"squad-{m}"]["trainable_params"] for m in ("full", "lora", "head"))
+    assert head < lora < full
