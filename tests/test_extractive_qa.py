@@ -196,3 +196,14 @@ def test_decoder_lms_answer_with_their_qa_head_and_every_method(pytester: pytest
     assert cases["squad-full"]["score"] > 0.6
     full, lora, head = (cases[f"squad-{m}"]["trainable_params"] for m in ("full", "lora", "head"))
     assert head < lora < full
+
+
+def test_squad_suite_collects_offline_without_torch(pytester: pytest.Pytester) -> None:
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "suites" / "squad.flex.yaml", pytester.path)
+    pytester.makeconftest("import sys\ndef pytest_collection_finish(session):\n"
+                          "    print('TORCH-IMPORTED' if 'torch' in sys.modules else 'TORCH-ABSENT')\n")
+    result = pytester.runpytest_subprocess("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["squad.flex.yaml::tasks/squad[[]seed0]", "squad.flex.yaml::tasks/squad_v2[[]seed0]",
+                                 "TORCH-ABSENT", "2 tests collected*"])

@@ -24,6 +24,7 @@ from flexharness.rules.metrics import EXTRACTIVE_QA
 from flexharness.rules.squad import normalize_answer, split_scores
 from flexharness.schema import Reader
 from flexharness.spec import Case, DatasetSpec, Filter
+from flexharness.suite import local_hub
 
 KEYS = ("question", "context", "answers", "answer_text", "answer_start", "doc_stride", "max_answer_length",
         "n_best", "null_threshold")
@@ -86,7 +87,13 @@ class ExtractiveQA(TaskKind):
     # ---- data ---------------------------------------------------------------------------------------
 
     def check_data(self, case: Case) -> None:
-        """Columns, types and every answer_start, read at collection (a located ``DataError``)."""
+        """Columns, types and every answer_start, read at collection (a located ``DataError``); a hub dataset
+        without a local copy is read, and checked, when its case runs."""
+        from flexharness.engine import data
+
+        spec, mirror = case.dataset, data.mirror_path(case.dataset)
+        if spec.hub and not local_hub(spec) and not (mirror and mirror.is_dir()):
+            return   # collection stays offline
         self.prepare(case.dataset, case.where, case.label_kind, case.train.max_train_samples,
                      case.train.max_eval_samples)
 
