@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flexharness.cache import case_fingerprint, digest, training_recipe
 from flexharness.engine.kinds import KINDS, KindRegistryError
 from flexharness.results.predictions import read_beside
 from flexharness.spec import Case, DatasetSpec, Filter, TrainConfig
-from toy import choice_rows, tagged_rows, write_conll, write_jsonl
+from toy import choice_rows, sentiment_rows, tagged_rows, write_conll, write_jsonl
 
 
 def _case(**dataset) -> Case:
@@ -132,10 +134,12 @@ efficiency: {{task: ner, sizes: [24, 96], seeds: [0]}}
 
 def test_multiple_choice_runs_on_every_axis_and_its_stored_probabilities_give_its_score(
         pytester: pytest.Pytester, tiny_model: Path) -> None:
-    """Choices as a list column with a stem, as named columns with the label as the choice's text; LoRA,
-    domains with transfer, compression, an ensemble and a greedy soup, a learning curve, agreement slices."""
+    """Choices as a list column with a stem, as named columns with the label as the choice's text, beside a
+    sequence classification task in one P_avg; LoRA, domains with transfer, compression, an ensemble and a
+    greedy soup, a learning curve, a stability grid, agreement slices."""
     write_jsonl(pytester.path / "mc" / "train.jsonl", choice_rows(160))
     write_jsonl(pytester.path / "mc" / "dev.jsonl", choice_rows(48, seed=1))
+    write_jsonl(pytester.path / "reviews.jsonl", sentiment_rows(160))
     pytester.makefile(".flex.yaml", toy=f"""suite: toy
 model: {tiny_model}
 {RECIPE}
@@ -152,8 +156,10 @@ datasets:
     context: context
     choices: [choice0, choice1, choice2]
     label: answer
+  reviews: {{files: {{train: reviews.jsonl}}}}
 tasks:
   - {{name: mc, dataset: mc, metric: accuracy, slices: {{by: agreement, bins: 2}}}}
+  - {{name: polarity, dataset: reviews, metric: accuracy, train: {{seeds: [0]}}}}
   - {{name: named, dataset: named, metric: accuracy, train: {{method: lora, learning_rate: 1.0e-2, seeds: [0]}}}}
 domains:
   dataset: mc
@@ -166,12 +172,17 @@ domains:
 compression: {{task: mc, train: {{seeds: [0]}}, methods: [{{method: magnitude, sparsity: 0.5}}, {{method: int8}}]}}
 fusion: {{task: mc, methods: [ensemble, greedy_soup]}}
 efficiency: {{task: mc, sizes: [16, 96], seeds: [0]}}
+stability: {{tasks: [mc], learning_rates: [3.0e-3, 1.0e-3], seeds: [0]}}
 """)
     result = pytester.runpytest("--flex-json=out.json")
-    result.assert_outcomes(passed=2 + 1 + 2 + 2 + 2 + 2)
+    result.assert_outcomes(passed=2 + 1 + 1 + 2 + 2 + 2 + 2 + 2)
     doc = json.loads((pytester.path / "out.json").read_text())
     cases = {(c["axis"], c["name"]): c for c in doc["cases"]}
-    assert {c["kind"] for c in doc["cases"]} == {"multiple_choice"}
+    assert {c["kind"] for c in doc["cases"] if c["name"] != "polarity"} == {"multiple_choice"}
+    assert cases[("tasks", "polarity")]["kind"] == "sequence_classification"
+    tasks = next(a for a in doc["aggregates"] if a["axis"] == "tasks")
+    assert tasks["n"] == 3 and tasks["p_avg"] == pytest.approx(np.mean(
+        [cases[("tasks", name)]["score"] for name in ("mc", "named", "polarity")]))
     stored = _outputs(pytester.path / "out.json")
     own = [stored[("tasks", "mc", s)] for s in (0, 1)]
     assert all(a["outputs"].shape == (48, 3) and np.allclose(a["outputs"].sum(axis=1), 1, atol=1e-5) for a in own)
@@ -239,3 +250,83 @@ def test_bad_kind_input_is_a_located_error_at_collection(tmp_path: Path, case: s
     message = _check(tmp_path, datasets, f"  - {{name: t, dataset: d, metric: {task}}}\n")
     assert expected in message
     assert "U-X" not in message and "not one of them" not in message   # no value from the data
+
+
+def test_a_decoder_lm_tags_words_and_says_plainly_that_it_has_no_multiple_choice_head(tmp_path: Path) -> None:
+    from flexharness.axes import load_suite
+    from flexharness.engine import runner
+    from flexharness.errors import ModelLoadError
+    from toy import build_tiny_decoder
+
+    model = build_tiny_decoder(tmp_path / "gpt2", "gpt2")
+    write_jsonl(tmp_path / "t.jsonl", tagged_rows(120))
+    write_jsonl(tmp_path / "m.jsonl", choice_rows(20))
+    path = tmp_path / "s.flex.yaml"
+    path.write_text(f"suite: d\nmodel: {model}\n{RECIPE.replace('seeds: [0, 1]', 'seeds: [0]')}\ndatasets:\n"
+                    "  ner: {kind: token_classification, files: {train: t.jsonl}}\n"
+                    "  mc: {kind: multiple_choice, files: {train: m.jsonl}, context: context, choices: choices}\n"
+                    "tasks:\n  - {name: ner, dataset: ner, metric: entity_f1}\n"
+                    "  - {name: mc, dataset: mc, metric: accuracy}\n")
+    ner, mc = load_suite(path).cases
+    record = runner.run_case(ner, str(model), 0)
+    assert record["score"] > record["majority_score"] + 0.2
+    with pytest.raises(ModelLoadError, match="no AutoModelForMultipleChoice for its architecture"):
+        runner.run_case(mc, str(model), 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.sampled_from(["IOB2", "IOBES"]))
+def test_entity_scores_are_seqeval_s_and_a_resample_is_the_score_of_the_resampled_sentences(seed: int,
+                                                                                            scheme: str) -> None:
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2, IOBES
+
+    from flexharness.rules import tagging
+
+    names = ["O", *(f"{p}-{t}" for t in ("LOC", "PER") for p in ("BIES" if scheme == "IOBES" else "BI"))]
+    codes, _ = tagging.parse_tags(names, scheme)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 8, size=12)
+    labels = np.full((12, 8), tagging.PAD)
+    predictions = np.full((12, 8), tagging.PAD)
+    for row, n in enumerate(lengths):
+        labels[row, :n] = codes[rng.integers(0, len(codes), n)]
+        predictions[row, :n] = np.where(rng.random(n) < 0.6, labels[row, :n], codes[rng.integers(0, len(codes), n)])
+    gold, found = [tagging._strings(r) for r in labels], [tagging._strings(r) for r in predictions]
+    strict = {"mode": "strict", "scheme": IOBES if scheme == "IOBES" else IOB2}
+    expected = {"entity_f1": f1_score(gold, found), "entity_precision": precision_score(gold, found),
+                "entity_recall": recall_score(gold, found), "token_accuracy": accuracy_score(gold, found),
+                "entity_macro_f1": f1_score(gold, found, average="macro"),
+                "entity_f1_strict": f1_score(gold, found, **strict)}
+    if any(c in "ES" for tags in gold for c in (t[0] for t in tags if t != "O")) or scheme == "IOB2":
+        for metric, value in expected.items():
+            assert tagging.value(metric, labels, predictions) == pytest.approx(value)
+    draw = rng.integers(0, 12, size=(3, 12))
+    replicates = tagging.replicates("entity_f1", labels, predictions, draw)
+    assert replicates[:, 0] == pytest.approx([tagging.value("entity_f1", labels[d], predictions[d]) for d in draw])
+
+
+def test_windows_round_trip_through_the_token_cache_arrays(tiny_model: Path) -> None:
+    from flexharness.engine import models
+    from flexharness.engine.kinds import tagged
+    from flexharness.rules import tagging
+
+    rows = tagged_rows(10, long_every=3)
+    names = sorted({t for r in rows for t in r["tags"]})
+    codes, _ = tagging.parse_tags(names, "IOB2")
+    classes = np.unique(np.concatenate([[0], codes]))
+    examples = tagged.tagged([tuple(r["tokens"]) for r in rows],
+                             [codes[[names.index(t) for t in r["tags"]]] for r in rows], np.arange(10), classes)
+    tokenizer = models.load_tokenizer(str(tiny_model))
+    windows = tagged.encode(examples, tokenizer, 16)
+    assert windows.lengths.max() <= 16 and len(windows.lengths) > len(rows)       # long sentences are cut
+    assert sum(int((w >= 0).sum()) for w in windows.token_words) == sum(len(r["tokens"]) for r in rows)
+    arrays = windows.arrays()
+    assert tagged.problem(arrays, examples, len(tokenizer), True) is None
+    back = tagged.restored(arrays, examples, "k")
+    assert all(np.array_equal(a, b) for a, b in zip(back.token_labels, windows.token_labels))
+    assert np.array_equal(back.labels, tagged.word_labels(examples))
+    perfect = [np.where(t >= 0, t, 0) for t in windows.token_labels]              # the gold class per position
+    assert np.array_equal(tagged.gather(back, perfect), back.labels)
+    arrays["sentence"] = arrays["sentence"] + 100
+    assert tagged.problem(arrays, examples, len(tokenizer), True) == "windows of sentences that do not exist"

@@ -75,6 +75,11 @@ def _load_error(ref: str, exc: Exception) -> ModelLoadError:
         return ModelLoadError(f"model '{ref}' ships its own Python code, which flexharness does not run unless "
                               "you pass --flex-trust-remote-code; do that only for a model whose code you trust")
     reason = first_line(exc, type(exc).__name__).rstrip(".")
+    if "Unrecognized configuration class" in reason and "AutoModelFor" in reason:
+        head = reason[reason.index("AutoModelFor"):].split()[0].rstrip(".")
+        return ModelLoadError(f"model '{ref}': transformers has no {head} for its architecture, so it cannot run "
+                              "this task kind; pick a model whose architecture has that head (for multiple choice: "
+                              "an encoder such as BERT, RoBERTa or MiniLM)")
     if Path(resolve_model(ref)).is_dir():
         return ModelLoadError(f"cannot load model '{ref}': {reason}. Check that the folder holds a model and "
                               "its tokenizer saved with save_pretrained() and that no file is damaged")
