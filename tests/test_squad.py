@@ -138,3 +138,18 @@ def test_best_threshold_is_the_best_of_all_thresholds(rows: list) -> None:
     assert best == pytest.approx(mean_at(threshold))
     for t in list(diffs) + [float(np.min(diffs, initial=0)) - 1]:
         assert mean_at(t) <= best + 1e-9
+
+
+def test_bootstrap_of_qa_metrics_resamples_questions() -> None:
+    from flexharness.rules import stats
+
+    labels = np.array(["Denver Broncos", "", "Carolina Panthers\x1fPanthers", "x"])
+    runs = np.array([["Broncos", "", "Panthers", "y"], ["Denver Broncos", "z", "Panthers", "x"]])
+    for metric, column in (("squad_f1", "f1"), ("exact_match", "exact")):
+        interval = stats.case_interval(metric, labels, runs, key="k", n_resamples=200)
+        per_seed = [getattr(squad.scored_labels(labels, row), column).mean() for row in runs]
+        assert interval.estimate == pytest.approx(np.mean(per_seed))
+        assert interval.low <= interval.estimate <= interval.high
+        one = stats.metric_replicates(metric, labels, runs, np.array([[0, 0, 0, 0]]))
+        assert one[0].tolist() == pytest.approx([getattr(squad.scored_labels(labels[[0]], r[[0]]), column)[0]
+                                                 for r in runs])
