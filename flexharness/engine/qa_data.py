@@ -3,7 +3,7 @@
 Two layouts are read. SQuAD's: one column of answers, each row a mapping
 ``{text: [...], answer_start: [...]}`` (empty lists: no answer, SQuAD v2.0).
 Flat: one column of answer text and one of its start character, one answer per
-row (an empty or missing text, or a start of -1, is no answer). Every answer's
+row (an empty or missing text is no answer). Every answer's
 ``answer_start`` must point at its text in the context; the ones that do not
 are counted and refused, never trained on. Messages name columns and counts,
 never a value of the data.

@@ -13,7 +13,7 @@ output ensemble (fusion) is a vote over the runs' answers. docs/kinds.md.
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ REFUSED_AXES = {
 }
 
 
-def _at_least(low: int):
+def _at_least(low: int) -> Callable[[int], str | None]:
     return lambda v: None if v >= low else f"must be at least {low}"
 
 
@@ -80,9 +80,6 @@ class ExtractiveQA(TaskKind):
             return ("'slices: by: agreement' is not defined for extractive QA (right or wrong is a matter of "
                     "degree: F1); slice by length or by a column of the data")
         return None
-
-    def refuses(self, case: Case, feature: str) -> str | None:
-        return REFUSED_AXES.get(feature)
 
     # ---- data ---------------------------------------------------------------------------------------
 
