@@ -102,6 +102,8 @@ def _recomputed(path: Path) -> dict[str, dict[str, float]]:
     ("answer_start: s", "", "datasets.v1.answer_start: flat answers need both 'answer_text' and 'answer_start'"),
     ("doc_stride: -1", "", "datasets.v1.doc_stride: must be at least 0"),
     ("doc_stride: 40", "", "'doc_stride: 40' must be below 'max_length: 32'"),
+    ("null_threshold: .nan", "", "datasets.v1.null_threshold: expected a finite number"),
+    ("n_best: 0", "", "datasets.v1.n_best: must be at least 1"),
     ("text: question", "", "is extractive QA, which reads 'question', 'context' and 'answers'"),
     ("", "tasks:\n  - {name: q, dataset: v1, metric: accuracy}\n", "metric 'accuracy' does not score a extractive_qa"),
     ("", "probe:\n  tasks: [q]\n", "probe with extractive QA: a probe fits a classifier on frozen sentence features"),
