@@ -9,7 +9,7 @@ from pathlib import Path
 from flexharness.axes import AXES, check_suite, load_suite
 from flexharness.errors import FlexError, SuiteError
 from flexharness.results.io import read_results, unwritable, write_atomic, write_json
-from flexharness.suite import expand
+from flexharness.suite import DEFAULT_KIND, expand
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -72,7 +72,8 @@ def _validate(args: argparse.Namespace) -> int:
         for case in suite.cases:
             scored = f"  -> {', '.join(case.scored_names)}" if len(case.scored_names) > 1 else ""
             direction = "higher is better" if case.higher_is_better else "lower is better"
-            print(f"          {case.axis}/{case.name}: {case.metric} ({case.label_kind}, {direction}), "
+            kind = "" if case.kind == DEFAULT_KIND else f"{case.kind}, "
+            print(f"          {case.axis}/{case.name}: {case.metric} ({kind}{case.label_kind}, {direction}), "
                   f"seeds {list(case.train.seeds)}{scored}")
         print(f"          gates: {', '.join(_gate_names(suite.gates)) or 'none'}")
     return 1 if failed else 0

@@ -330,3 +330,40 @@ def test_windows_round_trip_through_the_token_cache_arrays(tiny_model: Path) -> 
     assert np.array_equal(tagged.gather(back, perfect), back.labels)
     arrays["sentence"] = arrays["sentence"] + 100
     assert tagged.problem(arrays, examples, len(tokenizer), True) == "windows of sentences that do not exist"
+
+
+def test_a_hub_copy_with_tag_ids_reads_the_class_names_and_plain_ids_need_label_names(tmp_path: Path) -> None:
+    """The conll2003 suite on a --flex-data-dir copy (tags as ClassLabel ids); plain ids need label_names."""
+    import datasets
+
+    from flexharness.axes import check_suite, load_suite
+    from flexharness.engine import runner
+    from flexharness.errors import DataError
+    from flexharness.rules import tagging
+
+    names = ["O", "B-POS", "I-POS", "B-NEG", "I-NEG", "B-TOP", "I-TOP"]
+    labelled = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+
+    def columns(rows: list[dict]) -> dict[str, list]:
+        return {"tokens": [r["tokens"] for r in rows], "ner_tags": [[names.index(t) for t in r["tags"]] for r in rows]}
+
+    rows = tagged_rows(30)
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(columns(rows), features=labelled),
+                          "validation": datasets.Dataset.from_dict(columns(tagged_rows(6, seed=5)), features=labelled)
+                          }).save_to_disk(str(tmp_path / "mirror" / "eriktks" / "conll2003" / "default"))
+    suite = load_suite(Path(__file__).parents[1] / "suites" / "conll2003.flex.yaml", hub_mirror=str(tmp_path / "mirror"))
+    check_suite(suite)
+    prepared = runner.prepare(suite.cases[0])
+    assert prepared.label_names == tuple(names) and prepared.eval_split == "validation"
+    codes, _ = tagging.parse_tags(names, "IOB2")
+    assert np.array_equal(prepared.train.tags[0], codes[[names.index(t) for t in rows[0]["tags"]]])
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(columns(rows))}).save_to_disk(str(tmp_path / "ids"))
+    path = tmp_path / "ids.flex.yaml"
+    path.write_text("suite: ids\ndatasets:\n  d: {kind: token_classification, disk: ids, tags: ner_tags}\n"
+                    "tasks:\n  - {name: t, dataset: d, metric: entity_f1}\n")
+    with pytest.raises(DataError, match="holds tag ids, not tag names; list the names in id order"):
+        check_suite(load_suite(path))
+    path.write_text(path.read_text().replace("tags: ner_tags}", f"tags: ner_tags, label_names: {names}}}"))
+    check_suite(load_suite(path))

@@ -23,6 +23,15 @@ from flexharness.schema import Reader
 from flexharness.spec import Case, DatasetSpec, Filter
 
 
+def local(spec: DatasetSpec) -> bool:
+    """Whether reading the dataset needs no hub: files, a ``save_to_disk`` folder, a ``--flex-data-dir`` copy."""
+    from flexharness.engine import data
+    from flexharness.suite import local_hub
+
+    return not spec.hub or local_hub(spec) is not None or data.mirror_path(spec) is not None and \
+        data.mirror_path(spec).is_dir()
+
+
 class TaskKind:
     """One task kind: its suite keys, data, model class, batches, loss, outputs and metrics."""
 
@@ -52,7 +61,8 @@ class TaskKind:
                 f"'kind: {self.key}'); use one of {fitting}")
 
     def check_data(self, case: Case) -> None:
-        """Collection-time checks that read the data (columns, tags, choices): raise a located ``DataError``."""
+        """Collection-time checks that read the data (columns, tags, choices): raise a located ``DataError``.
+        Only for data on this machine (:func:`local`): a hub dataset is read, and fails, at run time."""
 
     # ---- data: rows -> examples -> token ids ----------------------------------------------------
 

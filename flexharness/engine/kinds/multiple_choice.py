@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from flexharness.engine import data
-from flexharness.engine.kinds.base import TaskKind
+from flexharness.engine.kinds.base import TaskKind, local
 from flexharness.errors import DataError
 from flexharness.rules import curves, metrics
 from flexharness.schema import Reader
@@ -80,7 +80,8 @@ class MultipleChoice(TaskKind):
         return None
 
     def check_data(self, case: Case) -> None:
-        _prepare(case.dataset, case.where, case.train.max_train_samples, case.train.max_eval_samples)
+        if local(case.dataset):
+            _prepare(case.dataset, case.where, case.train.max_train_samples, case.train.max_eval_samples)
 
     def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
                 max_train: int | None, max_eval: int | None) -> data.Prepared:

@@ -15,7 +15,7 @@ import numpy as np
 
 from flexharness.engine import data
 from flexharness.engine.kinds import conll, tagged
-from flexharness.engine.kinds.base import TaskKind
+from flexharness.engine.kinds.base import TaskKind, local
 from flexharness.errors import DataError
 from flexharness.rules import metrics, tagging
 from flexharness.schema import Reader, did_you_mean
@@ -60,7 +60,8 @@ class TokenClassification(TaskKind):
         return None
 
     def check_data(self, case: Case) -> None:
-        _prepare(case.dataset, case.where, case.train.max_train_samples, case.train.max_eval_samples)
+        if local(case.dataset):
+            _prepare(case.dataset, case.where, case.train.max_train_samples, case.train.max_eval_samples)
 
     def load_source(self, spec: DatasetSpec) -> Any:
         return _source(spec, _columns(spec))
