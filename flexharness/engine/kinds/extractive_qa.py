@@ -18,13 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from flexharness.engine import qa_data, qa_spans
-from flexharness.engine.kinds.base import TaskKind
+from flexharness.engine.kinds.base import TaskKind, local
 from flexharness.rules import metrics
 from flexharness.rules.metrics import EXTRACTIVE_QA
 from flexharness.rules.squad import normalize_answer, split_scores
 from flexharness.schema import Reader
 from flexharness.spec import Case, DatasetSpec, Filter
-from flexharness.suite import local_hub
 
 KEYS = ("question", "context", "answers", "answer_text", "answer_start", "doc_stride", "max_answer_length",
         "n_best", "null_threshold")
@@ -86,13 +85,9 @@ class ExtractiveQA(TaskKind):
     def check_data(self, case: Case) -> None:
         """Columns, types and every answer_start, read at collection (a located ``DataError``); a hub dataset
         without a local copy is read, and checked, when its case runs."""
-        from flexharness.engine import data
-
-        spec, mirror = case.dataset, data.mirror_path(case.dataset)
-        if spec.hub and not local_hub(spec) and not (mirror and mirror.is_dir()):
-            return   # collection stays offline
-        self.prepare(case.dataset, case.where, case.label_kind, case.train.max_train_samples,
-                     case.train.max_eval_samples)
+        if local(case.dataset):
+            self.prepare(case.dataset, case.where, case.label_kind, case.train.max_train_samples,
+                         case.train.max_eval_samples)
 
     def prepare(self, spec: DatasetSpec, where: tuple[Filter, ...], label_kind: str,
                 max_train: int | None, max_eval: int | None) -> Any:
