@@ -89,22 +89,6 @@ def test_score_refuses_mismatched_lengths() -> None:
         squad.score(["a", "b"], [["a"]])
 
 
-def test_best_null_threshold_by_hand() -> None:
-    # two answerable questions (best non-null scores 1 and 0.5) and one unanswerable (0)
-    scores = np.array([1.0, 0.5, 0.0])
-    diffs = np.array([-2.0, 3.0, 1.0])
-    has = np.array([True, True, False])
-    # keeping answers with diff <= t: t < -2 → 1/3; t = -2 → 2/3; t = 1 → 1/3; t = 3 → 1.5/3
-    best, threshold = squad.best_null_threshold(scores, diffs, has)
-    assert best == pytest.approx(2 / 3) and threshold == -2.0
-
-
-def test_best_null_threshold_does_not_split_equal_diffs() -> None:
-    best, threshold = squad.best_null_threshold(np.array([1.0, 0.0]), np.array([0.5, 0.5]),
-                                                np.array([True, False]))
-    assert threshold < 0.5 and best == pytest.approx(0.5)
-
-
 text = st.lists(st.sampled_from(list("ab t,.!é") + ["an", " a ", "The", "the", "\t"]), max_size=8).map("".join)
 
 
@@ -124,20 +108,6 @@ def test_properties(prediction: str, answers: list[str]) -> None:
 def test_a_gold_answer_scores_one(answers: list[str], pick: int) -> None:
     counted = [a for a in answers if squad.normalize_answer(a)] or answers  # the others count as no answer
     assert squad.question_scores(counted[pick % len(counted)], answers) == (1.0, 1.0)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1), st.floats(-5, 5), st.booleans()), max_size=12))
-def test_best_threshold_is_the_best_of_all_thresholds(rows: list) -> None:
-    scores, diffs, has = (np.array(c) for c in zip(*rows)) if rows else (np.zeros(0),) * 3
-    best, threshold = squad.best_null_threshold(scores, diffs, has.astype(bool))
-
-    def mean_at(t: float) -> float:
-        return float(np.mean(np.where(diffs <= t, scores, np.where(has.astype(bool), 0.0, 1.0)))) if rows else 0.0
-
-    assert best == pytest.approx(mean_at(threshold))
-    for t in list(diffs) + [float(np.min(diffs, initial=0)) - 1]:
-        assert mean_at(t) <= best + 1e-9
 
 
 def test_bootstrap_of_qa_metrics_resamples_questions() -> None:

@@ -91,26 +91,6 @@ def summary(scored: Scored) -> dict[str, float]:
     return out
 
 
-def best_null_threshold(scores: np.ndarray, null_diffs: np.ndarray, has_answer: np.ndarray) -> tuple[float, float]:
-    """The v2.0 script's ``find_best_thresh``: the null-score threshold that maximises the mean score.
-
-    ``scores`` are each question's score when its best non-null answer is kept, ``null_diffs`` its null
-    score minus that answer's score; a question answers empty when its diff exceeds the threshold.
-    Returns (best mean score, threshold). Chosen on the data it is scored on, so it is optimistic.
-    """
-    if len(scores) == 0:
-        return 0.0, 0.0
-    empty_right = np.where(has_answer, 0.0, 1.0)
-    order = np.argsort(null_diffs, kind="stable")
-    diffs = null_diffs[order]
-    # cut k keeps the answers of the k smallest diffs; a threshold cannot split equal diffs
-    total = empty_right.sum() + np.concatenate([[0.0], np.cumsum(scores[order] - empty_right[order])])
-    total[1:-1][diffs[:-1] == diffs[1:]] = -np.inf
-    best = int(np.argmax(total))
-    threshold = float(diffs[best - 1]) if best else float(diffs[0]) - 1.0
-    return float(total[best] / len(scores)), threshold
-
-
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
 
