@@ -16,7 +16,7 @@ import collections
 import re
 import string
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def scored_labels(labels: np.ndarray, predictions: np.ndarray) -> Scored:
     return score([str(p) for p in predictions], [golds_of(str(label)) for label in labels])
 
 
-def _metric(column: str):
+def _metric(column: str) -> Callable[[np.ndarray, np.ndarray], float]:
     def compute(labels: np.ndarray, predictions: np.ndarray) -> float:
         return _mean(getattr(scored_labels(labels, predictions), column))
 
