@@ -367,3 +367,15 @@ def test_a_hub_copy_with_tag_ids_reads_the_class_names_and_plain_ids_need_label_
         check_suite(load_suite(path))
     path.write_text(path.read_text().replace("tags: ner_tags}", f"tags: ner_tags, label_names: {names}}}"))
     check_suite(load_suite(path))
+
+
+def test_domains_of_different_kinds_are_refused_at_collection(tmp_path: Path) -> None:
+    """Both kinds score accuracy, so the metric does not tell; the transfer targets' kinds do."""
+    write_jsonl(tmp_path / "r.jsonl", sentiment_rows(40))
+    write_jsonl(tmp_path / "m.jsonl", choice_rows(12))
+    message = _check(tmp_path, "  d: {files: {train: r.jsonl}}\n"
+                               "  m: {kind: multiple_choice, files: {train: m.jsonl}, context: context, choices: choices}\n",
+                     "  - {name: t, dataset: d, metric: accuracy}\n"
+                     "domains:\n  metric: accuracy\n  transfer: true\n  members:\n    a: {dataset: d}\n"
+                     "    b: {dataset: m}\n")
+    assert "dataset 'm' is 'kind: multiple_choice', and this case's model is a sequence_classification model" in message
