@@ -197,8 +197,11 @@ def loss_of(logits: Any, labels: Any, regression: bool) -> Any:
 
 
 def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device: str, pad_id: int,
-              regression: bool, progress: ProgressFn | None = None) -> TrainStats:
+              regression: bool, progress: ProgressFn | None = None,
+              forward: Callable[[Any, dict[str, Any]], Any] | None = None) -> TrainStats:
     """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss.
+
+    ``forward(model, batch) -> logits`` replaces the model's own call (``compiled.bucketed_forward``).
 
     Losses stay on the device and are checked every ``LOSS_CHECK_STEPS`` steps (and at the end); the
     error names the first step whose loss was not finite. ``progress`` sees the loss of the last check.
@@ -225,7 +228,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             batch = to_device(host, device)
             labels = batch.pop("labels")
             with autocast(device, precision):
-                logits = model(**batch).logits
+                logits = forward(model, batch) if forward else model(**batch).logits
             loss = loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             loss.backward()
