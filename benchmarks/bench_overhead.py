@@ -5,10 +5,10 @@ Run (about 3 minutes on 2 CPU cores):
     python benchmarks/bench_overhead.py
 
 Prints, each against a reference measured in the same run:
-  - a one-case suite (one seed, --train-samples tweets, half as many to evaluate) run cold in a fresh folder: its wall time, the training
-    time its results JSON records, and the rest (the overhead: start-up, imports, data, tokenization,
-    evaluation, reports); then the same command again, warm (every record from the result cache), as a
-    share of the cold run;
+  - a one-case suite (one seed, --train-samples tweets, half as many to evaluate) run cold in a fresh
+    folder: its wall time, the training time its results JSON records, and the rest (the overhead:
+    start-up, imports, data, tokenization, evaluation, reports); then the same command again, warm
+    (every record from the result cache), as a share of the cold run;
   - `pytest --collect-only` on a generated suite of 200 cases, against pytest collecting one
     plain test file (pytest's own start-up), and whether torch was imported;
   - the set-up of one case's model after the first (a deep copy of the in-memory pretrained
