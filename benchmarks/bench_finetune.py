@@ -216,6 +216,10 @@ def report(runs: dict[str, list[dict]], seeds: list[int], tokens: int, peaks: di
         speedup = seconds[FLEX] / seconds[FLEX_BF16]
         print(f"bf16 over fp32: {speedup:.2f}x faster; macro-F1 gap {gap:.4f} "
               f"{'within' if gap <= noise else 'OUTSIDE'} the larger seed std {noise:.4f}")
+        holds = speedup >= train.CPU_BF16_MIN_SPEEDUP and gap <= noise
+        print(f"the rule for 'precision: auto' to take bf16 on this CPU (>= {train.CPU_BF16_MIN_SPEEDUP}x, gap "
+              f"within seed noise): {'holds' if holds else 'does not hold'} here; auto on CPU is "
+              f"{train.resolve_precision('auto', 'cpu', warn=False)} (docs/speed.md)")
     print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at the fp32 peak that is {flops / peaks['fp32'] / 1e9:.1f} s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -42,6 +42,15 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch, asked: str, devic
     assert train.resolve_precision(asked, device) == used
 
 
+@pytest.mark.parametrize("measured, native, used", [(True, True, "bf16"), (True, False, "fp32"),
+                                                     (False, True, "fp32")])
+def test_auto_takes_bf16_on_a_cpu_only_where_the_measured_rule_held_and_the_cpu_has_it(
+        monkeypatch: pytest.MonkeyPatch, measured: bool, native: bool, used: str) -> None:
+    monkeypatch.setattr(train, "CPU_AUTO_BF16", measured)
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    assert train.resolve_precision("auto", "cpu") == used
+
+
 def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(RuntimeWarning, match=r"no native bf16 instructions .*running in fp32") as caught:

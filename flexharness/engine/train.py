@@ -33,6 +33,8 @@ LENGTH_GROUP_BATCHES = 50  # how many batches share one sort-by-length window
 LOSS_CHECK_STEPS = 20      # steps between non-finite checks of the loss (one host sync each)
 PREFETCH_BATCHES = 2       # batches a CUDA run prepares ahead, in pinned memory
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 matmuls
+CPU_BF16_MIN_SPEEDUP = 1.5  # bf16 over fp32 in bench_finetune.py before `auto` may take bf16 on a CPU
+CPU_AUTO_BF16 = False       # measured on an avx512_bf16 CPU: below that speed-up (docs/speed.md)
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str, warn: bool = True) -> str:
-    """The precision a case really runs in: ``auto`` is bf16 on CUDA and fp32 on CPU (README, Speed).
+    """The precision a case really runs in: ``auto`` is bf16 on CUDA; on a CPU it is bf16 only where
+    ``CPU_AUTO_BF16`` records that ``bench_finetune.py`` showed the rule to hold, else fp32 (docs/speed.md).
 
     ``bf16`` on a CPU without native bf16 instructions falls back to fp32, with a warning when ``warn``
     (training warns; evaluation and records, which follow it, do not repeat it).
     """
     if precision == "auto":
-        return "bf16" if device == "cuda" else "fp32"
+        native = device == "cpu" and CPU_AUTO_BF16 and cpu_has_native_bf16()
+        return "bf16" if device == "cuda" or native else "fp32"
     if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
         if warn:
             warnings.warn("precision bf16: this CPU has no native bf16 instructions (avx512_bf16 or amx_bf16), "
