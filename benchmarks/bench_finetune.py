@@ -23,6 +23,13 @@ Beside (a), on the same data, recipe and seeds (interleaved with it), it runs th
 at --adapter-lr (fewer, fresh parameters want a larger rate), and prints each method's seconds per
 epoch, that time as a ratio of (a)'s from the same run, and its trainable parameters (--skip-methods: none).
 
+With --compile it also runs, interleaved with (a),
+  (g) flexharness with its forward pass under torch.compile (engine/compiled.py: one compilation per
+      process reused by every seed's fresh model, batch widths bucketed to multiples of 16),
+and reports the compile time apart: the first seed's run minus the mean of the later ones (the later
+seeds reuse the graphs), the steady-state speed-up over (a), and how many cases of this size a suite
+needs before compiling pays for itself.
+
 FLOP count of one training pass over the real (unpadded) tokens, per example of length L:
     6 * N * L            (forward + backward of every weight matrix outside the embeddings;
                           N = non-embedding parameters of the encoder and head)
@@ -44,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flexharness.engine import data, models, train  # noqa: E402
+from flexharness.engine import compiled, data, models, train  # noqa: E402
 from flexharness.rules import metrics  # noqa: E402
 from flexharness.suite.spec import DatasetSpec, TrainConfig  # noqa: E402
 
@@ -76,13 +83,14 @@ def training_flops(model, lengths: np.ndarray, epochs: int) -> float:
 
 
 def flexharness_run(args, seed: int, prepared, train_enc, eval_enc, pad_id: int, precision: str = "fp32",
-                    method: str = "full") -> dict:
+                    method: str = "full", compile_forward: bool = False) -> dict:
     config = TrainConfig(epochs=args.epochs, learning_rate=args.lr if method == "full" else args.adapter_lr,
                          batch_size=args.batch_size, max_length=args.max_length, seeds=(seed,), precision=precision,
                          method=method)
     model = models.fresh_model(args.model, prepared.num_labels, seed)
     start = time.perf_counter()
-    stats = train.fine_tune(model, train_enc, config, seed, "cpu", pad_id, regression=False)
+    forward = compiled.bucketed_forward(pad_id, args.max_length) if compile_forward else None
+    stats = train.fine_tune(model, train_enc, config, seed, "cpu", pad_id, regression=False, compiled=forward)
     seconds = time.perf_counter() - start
     predictions = train.predict(model, eval_enc, 128, "cpu", pad_id, regression=False, precision=precision)
     return {"seconds": seconds, "score": metrics.METRICS["macro_f1"].compute(eval_enc.labels, predictions),
@@ -131,6 +139,7 @@ def main() -> None:
     parser.add_argument("--skip-trainer", action="store_true", help="time only flexharness and the peak")
     parser.add_argument("--skip-bf16", action="store_true", help="no bf16 run even on a CPU with native bf16")
     parser.add_argument("--skip-methods", action="store_true", help="no lora and head runs (e) and (f)")
+    parser.add_argument("--compile", action="store_true", help="also run (g): (a) under torch.compile")
     parser.add_argument("--adapter-lr", type=float, default=1e-3, help="learning rate of (e) lora and (f) head")
     parser.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp"))
     args = parser.parse_args()
@@ -156,6 +165,9 @@ def main() -> None:
     for seed in seeds:  # interleaved, so that a slow spell of the machine hits every run alike
         runs.setdefault(FLEX, []).append(
             flexharness_run(args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id))
+        if args.compile:
+            runs.setdefault(FLEX_COMPILED, []).append(flexharness_run(
+                args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id, compile_forward=True))
         if bf16:
             runs.setdefault(FLEX_BF16, []).append(
                 flexharness_run(args, seed, prepared, train_enc, eval_enc, tokenizer.pad_token_id, "bf16"))
@@ -166,12 +178,15 @@ def main() -> None:
             methods.setdefault(name, []).append(flexharness_run(args, seed, prepared, train_enc, eval_enc,
                                                                 tokenizer.pad_token_id, method=method))
     print(f"fp32 matmul peak after the runs: {matmul_peak():.1f} GFLOP/s (the machine's noise)")
+    compiled_runs = runs.pop(FLEX_COMPILED, None)
     report(runs, seeds, tokens, peaks)
+    if compiled_runs:
+        report_compile(runs[FLEX], compiled_runs)
     if methods:
         report_methods(runs[FLEX], methods, args.epochs)
 
 
-FLEX, FLEX_BF16 = "(a) flexharness", "(d) flexharness bf16"
+FLEX, FLEX_BF16, FLEX_COMPILED = "(a) flexharness", "(d) flexharness bf16", "(g) flexharness compiled"
 METHODS = {"(e) flexharness lora": "lora", "(f) flexharness head": "head"}
 
 
@@ -198,10 +213,35 @@ def report(runs: dict[str, list[dict]], seeds: list[int], tokens: int, peaks: di
     if FLEX_BF16 in runs:
         gap = abs(np.mean([r["score"] for r in runs[FLEX_BF16]]) - np.mean([r["score"] for r in runs[FLEX]]))
         noise = max(np.std([r["score"] for r in runs[name]]) for name in (FLEX, FLEX_BF16))
-        print(f"bf16 over fp32: {seconds[FLEX] / seconds[FLEX_BF16]:.2f}x faster; macro-F1 gap {gap:.4f} "
+        speedup = seconds[FLEX] / seconds[FLEX_BF16]
+        print(f"bf16 over fp32: {speedup:.2f}x faster; macro-F1 gap {gap:.4f} "
               f"{'within' if gap <= noise else 'OUTSIDE'} the larger seed std {noise:.4f}")
+        holds = speedup >= train.CPU_BF16_MIN_SPEEDUP and gap <= noise
+        print(f"the rule for 'precision: auto' to take bf16 on this CPU (>= {train.CPU_BF16_MIN_SPEEDUP}x, gap "
+              f"within seed noise): {'holds' if holds else 'does not hold'} here; auto on CPU is "
+              f"{train.resolve_precision('auto', 'cpu', warn=False)} (docs/speed.md)")
     print(f"FLOPs on real tokens: {flops / 1e12:.3f} TFLOP; at the fp32 peak that is {flops / peaks['fp32'] / 1e9:.1f} s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def report_compile(eager: list[dict], compiled_runs: list[dict]) -> None:
+    """Compile time apart from the steps, and where compiling pays over a suite of such cases."""
+    first, later = compiled_runs[0]["seconds"], [r["seconds"] for r in compiled_runs[1:]]
+    eager_s = float(np.mean([r["seconds"] for r in eager]))
+    per_seed = ", ".join(f"{r['seconds']:.1f}" for r in compiled_runs)
+    print(f"\n(g) compiled, per seed: {per_seed} s; (a) eager mean "
+          f"{eager_s:.1f} s; macro-F1 {np.mean([r['score'] for r in compiled_runs]):.4f} "
+          f"± {np.std([r['score'] for r in compiled_runs]):.4f}")
+    if not later:
+        print("(g) needs two seeds or more to tell compile time from steps")
+        return
+    steady = float(np.mean(later))
+    compile_s = first - steady
+    print(f"compile time (first seed minus the later ones): {compile_s:.1f} s; steady-state speed-up over (a): "
+          f"{eager_s / steady:.2f}x")
+    saved = eager_s - steady
+    print(f"compiling pays from {compile_s / saved:.1f} cases of this size on" if saved > 0 else
+          "compiling never pays here: a compiled case is no faster than an eager one")
 
 
 def report_methods(full: list[dict], methods: dict[str, list[dict]], epochs: int) -> None:

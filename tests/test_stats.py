@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-from flexharness.rules import stats
+from flexharness.rules import metrics, stats
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -59,6 +59,14 @@ def test_classification_metrics_match_sklearn_on_every_resample(seed, n, k, n_se
     got = stats.metric_replicates(metric, y, p, idx)
     want = [[reference(metric, y[row], p[s][row]) for s in range(n_seeds)] for row in idx]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 40), k=st.integers(1, 5),
+       metric=st.sampled_from(CLASSIFICATION + ["f1"]))
+def test_the_metric_registry_matches_sklearn(seed, n, k, metric):
+    y, p = classification_data(seed, n, min(k, 2) if metric == "f1" else k, 1)
+    assert metrics.METRICS[metric].compute(y, p[0]) == pytest.approx(reference(metric, y, p[0]), abs=1e-12)
 
 
 @pytest.mark.parametrize("metric", CLASSIFICATION + ["f1"])

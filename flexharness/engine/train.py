@@ -33,6 +33,8 @@ LENGTH_GROUP_BATCHES = 50  # how many batches share one sort-by-length window
 LOSS_CHECK_STEPS = 20      # steps between non-finite checks of the loss (one host sync each)
 PREFETCH_BATCHES = 2       # batches a CUDA run prepares ahead, in pinned memory
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 matmuls
+CPU_BF16_MIN_SPEEDUP = 1.5  # bf16 over fp32 in bench_finetune.py before `auto` may take bf16 on a CPU
+CPU_AUTO_BF16 = False       # measured on an avx512_bf16 CPU: below that speed-up (docs/speed.md)
 
 
 @dataclass(frozen=True)
@@ -150,13 +152,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str, warn: bool = True) -> str:
-    """The precision a case really runs in: ``auto`` is bf16 on CUDA and fp32 on CPU (README, Speed).
+    """The precision a case really runs in: ``auto`` is bf16 on CUDA; on a CPU it is bf16 only where
+    ``CPU_AUTO_BF16`` records that ``bench_finetune.py`` showed the rule to hold, else fp32 (docs/speed.md).
 
     ``bf16`` on a CPU without native bf16 instructions falls back to fp32, with a warning when ``warn``
     (training warns; evaluation and records, which follow it, do not repeat it).
     """
     if precision == "auto":
-        return "bf16" if device == "cuda" else "fp32"
+        native = device == "cpu" and CPU_AUTO_BF16 and cpu_has_native_bf16()
+        return "bf16" if device == "cuda" or native else "fp32"
     if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
         if warn:
             warnings.warn("precision bf16: this CPU has no native bf16 instructions (avx512_bf16 or amx_bf16), "
@@ -200,8 +204,10 @@ def loss_of(logits: Any, labels: Any, regression: bool) -> Any:
 
 def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device: str, pad_id: int,
               regression: bool, progress: ProgressFn | None = None, kind: Any = None,
-              parallel: Any = None) -> TrainStats:
+              parallel: Any = None, compiled: Callable[[Any, dict[str, Any]], Any] | None = None) -> TrainStats:
     """Train ``model`` in place; raises :class:`TrainingError` on a non-finite loss.
+
+    ``compiled(model, batch) -> logits`` replaces the model's own call (``engine.compiled.bucketed_forward``).
 
     Losses stay on the device and are checked every ``LOSS_CHECK_STEPS`` steps (and at the end); the
     error names the first step whose loss was not finite. ``progress`` sees the loss of the last check, and in
@@ -241,7 +247,10 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             batch = to_device(host, device)
             labels = batch.pop("labels")
             with autocast(device, precision):
-                logits = kind.logits(forward(**batch)) if kind else forward(**batch).logits
+                if compiled is not None:
+                    logits = compiled(model, batch)
+                else:
+                    logits = kind.logits(forward(**batch)) if kind else forward(**batch).logits
             loss = kind.loss(logits, labels) if kind else loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             (loss * weight if parallel else loss).backward()

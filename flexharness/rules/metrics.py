@@ -1,7 +1,8 @@
 """Metric registry: name → scoring function, direction and the kind of task it needs.
 
-scikit-learn and scipy do the arithmetic; they are imported on first use so
-that collecting a suite stays cheap.
+Classification metrics come from the confusion counts (``stats``' numpy, checked
+against scikit-learn in the tests); scipy does the correlations and is imported
+on first use, so that collecting a suite stays cheap.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from flexharness.rules import squad, tagging
+from flexharness.rules import squad, stats, tagging
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -28,30 +29,13 @@ class Metric:
     compute: Callable[[np.ndarray, np.ndarray], float]
 
 
-def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import accuracy_score
+def _from_confusion(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A classification metric from the confusion counts (``stats``' vectorised numpy): importing
+    scikit-learn for four sums cost more than the rest of a one-case run's scoring."""
+    def compute(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return float(stats.metric_replicates(name, y_true, y_pred, np.arange(len(y_true))[None])[0, 0])
 
-    return float(accuracy_score(y_true, y_pred))
-
-
-def _f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    if max(int(y_true.max(initial=0)), int(y_pred.max(initial=0))) > 1:
-        raise ValueError("metric 'f1' is binary (label id 1 is positive); use 'macro_f1' for more than two labels")
-    return float(f1_score(y_true, y_pred, pos_label=1, average="binary", zero_division=0))
-
-
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
-
-
-def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import matthews_corrcoef
-
-    return float(matthews_corrcoef(y_true, y_pred))
+    return compute
 
 
 def _correlation(fn_name: str) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -73,10 +57,10 @@ def _mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("accuracy", CLASSIFICATION, True, _accuracy),
-        Metric("f1", CLASSIFICATION, True, _f1),
-        Metric("macro_f1", CLASSIFICATION, True, _macro_f1),
-        Metric("mcc", CLASSIFICATION, True, _mcc),
+        Metric("accuracy", CLASSIFICATION, True, _from_confusion("accuracy")),
+        Metric("f1", CLASSIFICATION, True, _from_confusion("f1")),
+        Metric("macro_f1", CLASSIFICATION, True, _from_confusion("macro_f1")),
+        Metric("mcc", CLASSIFICATION, True, _from_confusion("mcc")),
         Metric("pearson", REGRESSION, True, _correlation("pearsonr")),
         Metric("spearman", REGRESSION, True, _correlation("spearmanr")),
         Metric("mse", REGRESSION, False, _mse),
