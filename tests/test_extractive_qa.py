@@ -106,7 +106,7 @@ def _recomputed(path: Path) -> dict[str, dict[str, float]]:
     ("n_best: 0", "", "datasets.v1.n_best: must be at least 1"),
     ("text: question", "", "is extractive QA, which reads 'question', 'context' and 'answers'"),
     ("", "tasks:\n  - {name: q, dataset: v1, metric: accuracy}\n", "metric 'accuracy' does not score a extractive_qa"),
-    ("", "probe:\n  tasks: [q]\n", "probe with extractive QA: a probe fits a classifier on frozen sentence features"),
+    ("", "probe:\n  tasks: [q]\n", "task 'q' is extractive_qa: a probe fits a classifier on frozen sentence features"),
     ("", "slices: {by: agreement}\n", "'slices: by: agreement' is not defined for extractive QA"),
 ])
 def test_bad_qa_suites_are_located_errors_at_collection(pytester: pytest.Pytester, qa_files: dict[str, Path],

@@ -21,7 +21,7 @@ import numpy as np
 from flexharness.axes import probe_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import read_tasks
-from flexharness.engine import features, runner
+from flexharness.engine import features, kinds, runner
 from flexharness.errors import DataError
 from flexharness.rules import metrics, prescreen
 from flexharness.suite.reader import SuiteContext, read_train
@@ -49,6 +49,10 @@ class ProbeAxis(Axis):
         layers = _layers(reader)
         cases = []
         for task in tasks:
+            refusal = kinds.of(task).no_probe
+            if refusal:
+                raise reader.error("tasks", f"task '{task.name}' is {task.kind}: {refusal}; probe sequence "
+                                            "classification tasks only")
             config = read_train(reader.child("train"), task.train)
             if not reader.child("train").has("seeds"):
                 config = replace(config, seeds=config.seeds[:1])  # deterministic given its seed: one is enough

@@ -40,6 +40,8 @@ class TaskKind:
     dataset_keys: ClassVar[tuple[str, ...]] = ()         # dataset keys it reads beside the common ones
     file_formats: ClassVar[dict[str, str]] = {}          # file suffix -> ``format:`` value it reads itself
     metric_kinds: ClassVar[tuple[str, ...]] = ()         # ``rules.metrics.Metric.kind`` values that score it
+    no_probe: ClassVar[str | None] = None                # why a linear probe on frozen pooled features is not
+                                                         # defined for this kind (the probe axis refuses it)
 
     # ---- the suite: read at collection, plain data only --------------------------------------------
 

@@ -28,9 +28,6 @@ from flexharness.suite.spec import Case, DatasetSpec, Filter
 KEYS = ("question", "context", "answers", "answer_text", "answer_start", "doc_stride", "max_answer_length",
         "n_best", "null_threshold")
 FOREIGN_KEYS = ("text", "label", "label_names")   # sequence classification's columns, which QA does not read
-REFUSED_AXES = {
-    "probe": "a probe fits a classifier on frozen sentence features; for answer spans no probe is defined",
-}
 
 
 def _at_least(low: int) -> Callable[[int], str | None]:
@@ -39,6 +36,7 @@ def _at_least(low: int) -> Callable[[int], str | None]:
 
 class ExtractiveQA(TaskKind):
     key = "extractive_qa"
+    no_probe = "a probe fits a classifier on frozen sentence features; for answer spans no probe is defined"
     model_class = "AutoModelForQuestionAnswering"
     dataset_keys = KEYS
     metric_kinds = (EXTRACTIVE_QA,)
@@ -73,8 +71,6 @@ class ExtractiveQA(TaskKind):
         stride = dict(case.dataset.columns).get("doc_stride")
         if stride is not None and stride >= case.train.max_length:
             return f"'doc_stride: {stride}' must be below 'max_length: {case.train.max_length}'"
-        if case.axis in REFUSED_AXES:
-            return f"{case.axis} with extractive QA: {REFUSED_AXES[case.axis]}"
         if case.slices and case.slices.by == "agreement":
             return ("'slices: by: agreement' is not defined for extractive QA (right or wrong is a matter of "
                     "degree: F1); slice by length or by a column of the data")

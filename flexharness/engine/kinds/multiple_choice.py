@@ -51,6 +51,8 @@ class Encoded(data.Encoded):
 
 class MultipleChoice(TaskKind):
     key = "multiple_choice"
+    no_probe = ("a linear probe reads one text's pooled features: it is not defined for multiple choice, whose "
+                "items are several texts")
     model_class = "AutoModelForMultipleChoice"
     dataset_keys = ("context", "question", "choices")
     metric_kinds = (metrics.CLASSIFICATION,)
@@ -74,9 +76,6 @@ class MultipleChoice(TaskKind):
         if wrong:
             return (f"metric '{wrong[0]}' does not score a multiple_choice task (dataset '{case.dataset.name}'); "
                     f"use {', '.join(SCORES)}")
-        if case.axis == "probe":
-            return ("the probe axis fits a linear probe on one text's pooled features: it is not defined for "
-                    "multiple choice, whose items are several texts; probe sequence classification tasks only")
         return None
 
     def check_data(self, case: Case) -> None:

@@ -26,6 +26,8 @@ DEFAULTS = {"tokens": "tokens", "tags": "tags", "tag_scheme": "IOB2", "conll_tag
 
 class TokenClassification(TaskKind):
     key = "token_classification"
+    no_probe = ("a linear probe on pooled sentence features has one label per text: it is not defined for "
+                "tagging")
     model_class = "AutoModelForTokenClassification"
     dataset_keys = tuple(DEFAULTS)
     file_formats = {".conll": "conll"}
@@ -51,9 +53,6 @@ class TokenClassification(TaskKind):
         complaint = super().check_case(case)
         if complaint:
             return complaint
-        if case.axis == "probe":
-            return ("the probe axis fits a linear probe on pooled sentence features, one label per text: it is not "
-                    "defined for tagging; probe sequence classification tasks only")
         if case.slices and case.slices.by == "agreement":
             return ("'slices: {by: agreement}' ranks examples that are right or wrong, and a tagged sentence is "
                     "partly right; slice it 'by: length' or by a column")
