@@ -116,7 +116,8 @@ def _apply_heads(model: Any, params: dict[str, Any], ctx: Context) -> Compressed
     """Importance from the fine-tuned dense model on training batches; heads leave the pretrained copy."""
     scorer = copy.deepcopy(ctx.dense_model).to(ctx.device)
     try:
-        importance = [t.cpu() for t in surgery.head_importance(scorer, _importance_batches(ctx), _loss(ctx))]
+        importance = [t.cpu() for t in surgery.head_importance(scorer, _importance_batches(ctx), _loss(ctx),
+                                                               ctx.inputs.kind.logits)]
     finally:
         del scorer
     chosen = surgery.choose_heads(importance, params["fraction"])

@@ -58,7 +58,8 @@ def _tokenized(case_data: data_mod.Prepared, model_ref: str, max_length: int, tr
     for name, examples in splits:
         key = diskcache.key_of({"kind": "tokens", "format": 1, "data": examples_digest(examples),
                                 "tokenizer": identity, "max_length": max_length,
-                                **({"task_kind": kind_key} if kind_key != kinds.DEFAULT else {})})
+                                **({"task_kind": kind_key} if kind_key != kinds.DEFAULT else {}),
+                                **kind.encoding_inputs(examples)})
         fetched = diskcache.fetch(
             "tokens", key, lambda: kind.stored_arrays(kind.encode(examples, tokenizer, max_length)),
             lambda arrays: kind.tokens_problem(arrays, examples, len(tokenizer), token_types),

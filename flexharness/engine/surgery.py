@@ -136,12 +136,13 @@ def _heads(layer: Any, spec: Layout) -> tuple[int, int]:
     return layer.get_submodule(spec.projections[0]).out_features // size, size
 
 
-def head_importance(model: Any, batches: Iterator[tuple[dict, Any]], loss_fn: Any) -> list[Any]:
+def head_importance(model: Any, batches: Iterator[tuple[dict, Any]], loss_fn: Any,
+                    logits_of: Any = lambda output: output.logits) -> list[Any]:
     """Per layer, |∂L/∂ξ_h| summed over batches (Michel et al. 2019), L2-normalised within each layer.
 
     ξ is a mask of ones multiplied into each head's output just before the
     attention output projection; its gradient says how much the loss depends
-    on each head.
+    on each head. ``logits_of`` reads what ``loss_fn`` takes from the model's output (a task kind's logits).
     """
     import torch
 
@@ -158,7 +159,7 @@ def head_importance(model: Any, batches: Iterator[tuple[dict, Any]], loss_fn: An
     model.eval()
     try:
         for batch, labels in batches:
-            grads = torch.autograd.grad(loss_fn(model(**batch).logits, labels), masks)
+            grads = torch.autograd.grad(loss_fn(logits_of(model(**batch)), labels), masks)
             for total, grad in zip(totals, grads):
                 total += grad.abs().detach()
     finally:

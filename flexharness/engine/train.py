@@ -241,7 +241,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
             batch = to_device(host, device)
             labels = batch.pop("labels")
             with autocast(device, precision):
-                logits = forward(**batch).logits
+                logits = kind.logits(forward(**batch)) if kind else forward(**batch).logits
             loss = kind.loss(logits, labels) if kind else loss_of(logits, labels, regression)
             pending.append((loss.detach(), step + 1, epoch + 1, scheduler.get_last_lr()[0]))
             (loss * weight if parallel else loss).backward()
@@ -329,7 +329,7 @@ def _kind_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_i
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             batch = to_device(kind.host_batch(data, indices, pad_id, pin=device == "cuda", with_labels=False), device)
-            for index, row in zip(indices, kind.row_outputs(model(**batch).logits, batch)):
+            for index, row in zip(indices, kind.row_outputs(kind.logits(model(**batch)), batch)):
                 rows[index] = row
     return kind.gather(data, rows)
 

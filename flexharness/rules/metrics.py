@@ -12,11 +12,12 @@ from typing import Callable
 
 import numpy as np
 
-from flexharness.rules import tagging
+from flexharness.rules import squad, tagging
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TAGGING = "tagging"          # entity-level and token scores of tagged sentences (rules.tagging)
+EXTRACTIVE_QA = "extractive_qa"   # labels: gold answers per question; predictions: answer strings (rules.squad)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ METRICS: dict[str, Metric] = {
         Metric("spearman", REGRESSION, True, _correlation("spearmanr")),
         Metric("mse", REGRESSION, False, _mse),
         *(Metric(name, TAGGING, True, functools.partial(tagging.value, name)) for name in tagging.METRIC_NAMES),
+        *(Metric(name, EXTRACTIVE_QA, True, compute) for name, compute in squad.METRICS.items()),
     )
 }
 
@@ -100,7 +102,7 @@ def score(metric_names: tuple[str, ...], y_true: np.ndarray, y_pred: np.ndarray)
 def predictions_from_outputs(outputs: np.ndarray) -> np.ndarray:
     """Class ids from probabilities (examples × labels); the values themselves for regression (examples × 1);
     integer outputs are predictions already (a tagger's tag ids per word)."""
-    if outputs.dtype.kind in "iu":
+    if outputs.dtype.kind in "iuU":   # ids, or answer strings (extractive QA)
         return outputs
     return outputs[:, 0] if outputs.shape[1] == 1 else outputs.argmax(-1)
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from flexharness.rules import tagging
+from flexharness.rules import squad, tagging
 
 #: The level and power at which the minimum detectable effect is reported.
 ALPHA, POWER = 0.05, 0.8
@@ -185,6 +185,16 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(constant, 0.0, np.clip(r, -1.0, 1.0))
 
 
+def _question_scores(column: str, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """SQuAD exact match or F1 of every question (seeds × questions) from stored labels and answers."""
+    return np.stack([getattr(squad.scored_labels(labels, row), column) for row in predictions])
+
+
+def _squad_metric(column: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Extractive QA: each question scored once per seed, then the mean over each resample's questions."""
+    return lambda y, p, idx: _gather(_question_scores(column, y[0], p), idx).mean(-1)
+
+
 _FROM_CONFUSION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "accuracy": _accuracy, "f1": _binary_f1, "macro_f1": _macro_f1, "mcc": _mcc,
 }
@@ -192,6 +202,7 @@ _FROM_VALUES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarra
     "pearson": lambda y, p, idx: _pearson(_gather(y, idx), _gather(p, idx)),
     "spearman": lambda y, p, idx: _pearson(_ranks(y, idx), _ranks(p, idx)),  # constant values, constant ranks
     "mse": lambda y, p, idx: ((_gather(y, idx) - _gather(p, idx)) ** 2).mean(-1),
+    "exact_match": _squad_metric("exact"), "squad_f1": _squad_metric("f1"),
 }
 METRIC_NAMES = tuple(_FROM_CONFUSION) + tuple(_FROM_VALUES)
 

@@ -20,6 +20,7 @@ BUILT_IN = {
     "sequence_classification": "flexharness.engine.kinds.sequence_classification:SequenceClassification",
     "token_classification": "flexharness.engine.kinds.token_classification:TokenClassification",
     "multiple_choice": "flexharness.engine.kinds.multiple_choice:MultipleChoice",
+    "extractive_qa": "flexharness.engine.kinds.extractive_qa:ExtractiveQA",
 }
 
 __all__ = ["DEFAULT", "KINDS", "KindRegistry", "KindRegistryError", "TaskKind", "of"]

@@ -95,6 +95,11 @@ class TaskKind:
         """Token ids of ``examples`` (an ``Encoded`` whose rows are what batches hold: texts, windows, items)."""
         raise NotImplementedError
 
+    def encoding_inputs(self, examples: Any) -> dict[str, Any]:
+        """What decides :meth:`encode`'s result beside the rows, tokenizer and ``max_length`` (a doc stride):
+        part of the disk token cache's key when not empty."""
+        return {}
+
     def stored_arrays(self, encoded: Any) -> dict[str, np.ndarray]:
         """``encoded`` as flat arrays for the disk token cache (``diskcache``); ``Encoded.labels`` hold the labels
         as the metrics read them (a tagger's tag codes per word)."""
@@ -129,6 +134,10 @@ class TaskKind:
     def host_batch(self, data: Any, indices: np.ndarray, pad_id: int, pin: bool, with_labels: bool) -> dict[str, Any]:
         """Rows ``indices`` of ``data`` as a padded batch of CPU tensors, ``labels`` included when asked."""
         raise NotImplementedError
+
+    def logits(self, output: Any) -> Any:
+        """What :meth:`loss` and :meth:`row_outputs` read from a model's output (``output.logits`` for most heads)."""
+        return output.logits
 
     def loss(self, logits: Any, labels: Any) -> Any:
         """The training loss of one batch's logits."""
