@@ -20,11 +20,12 @@ import numpy as np
 PAD = -100
 GOLD_SEPARATOR = "\x1f"
 TOLERANCE = 1e-9
+PUNCTUATION = frozenset(string.punctuation)
 
 
 def normalize(text: str) -> str:
     """The SQuAD script's normalize_answer: lower case, no punctuation, no articles, one space."""
-    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+    text = "".join(c for c in text.lower() if c not in PUNCTUATION)
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
