@@ -35,7 +35,7 @@ COLLECTION_ERRORS = [
     ("duplicate-key", "    metric: accuracy", "    metric: accuracy\n    metric: f1",
      "12: metric: duplicate key (first defined on line 11); remove one of them"),
     ("unknown-key", "epochs: 1,", "epoch: 1,",
-     "3: train.epoch: unknown key (did you mean 'epochs'?); allowed here: batch_size, epochs, *"),
+     "3: train.epoch: unknown key (did you mean 'epochs'?); allowed here: batch_size, devices, epochs, *"),
     ("unknown-task-key", "    metric: accuracy", "    metric: accuracy\n    wher: {label: [positive]}",
      "12: tasks[[]0].wher: unknown key (did you mean 'where'?); allowed here: dataset, metric, name, slices, train, where"),
     ("wrong-type", "epochs: 1,", "epochs: two,", "3: train.epochs: expected an integer, got str 'two'"),

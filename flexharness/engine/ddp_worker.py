@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from flexharness.engine import train
+from flexharness.engine.kinds import KINDS
 from flexharness.engine.distributed import ERROR_PREFIX, JOB, STATS, TRAINED, Parallel
 
 
@@ -35,7 +36,8 @@ def train_share(work: Path, rank: int) -> None:
     try:
         model = job["model"]
         stats = train.fine_tune(model, job["data"], job["config"], job["seed"], job["device"], job["pad_id"],
-                                job["regression"], kind=job.get("kind"), parallel=parallel)
+                                job["regression"], kind=KINDS.get(job["kind"]) if job.get("kind") else None,
+                                parallel=parallel)
         state = parallel.full_state(model)
         if parallel.rank == 0:
             torch.save(state, work / TRAINED)

@@ -94,7 +94,7 @@ def fine_tune_parallel(model: Any, data: Any, config: Any, seed: int, device: st
     with tempfile.TemporaryDirectory(prefix="flexharness-ddp-") as folder:
         work = Path(folder)
         torch.save({"model": model.cpu(), "data": data, "config": config, "seed": seed, "device": device,
-                    "pad_id": pad_id, "regression": regression, "kind": kind}, work / JOB)
+                    "pad_id": pad_id, "regression": regression, "kind": kind.key if kind else None}, work / JOB)
         _launch(work, config.devices, device)
         model.load_state_dict(torch.load(work / TRAINED, map_location="cpu"))
         return json.loads((work / STATS).read_text(encoding="utf-8"))
