@@ -149,6 +149,7 @@ class CaseItem(pytest.Item):
         try:
             with diskcache.using(arrays):
                 record = cache.cached_run(store, planned, self.nodeid, device, compute, outputs)
+                AXES.get(planned.case.axis).check_record(planned.case, record)
                 slicing.add_inputs(outputs, record, planned.case, planned.model, options.trust_remote_code)
         except Unavailable as exc:
             pytest.skip(str(exc))

@@ -10,6 +10,7 @@ fine-tuning starts.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from flexharness.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "slices", "gates")
 SEED_LIMIT = 2 ** 32
+MAX_ITEMS = 10_000   # items (model x case x seed, and fusion's runs) one suite may plan; a large real suite plans hundreds
 
 
 _TRAIN_CHECKS = {
@@ -84,12 +86,45 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     for axis in axes:
         if top.raw(axis.key) is not None:
             cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
+            check_expansion(top, axis.key, item_count(cases), "items (cases x seeds) up to this section")
     cases = _default_slices(cases, read_slices(top, "slices"), str(path))
-    cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path))
+    cases = tuple(_apply_overrides(c, overrides or {}, str(path)) for c in cases)
+    check_expansion(top, None, item_count(cases, methods=True), "items once method lists are expanded")
+    cases = expand_methods(cases, str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
         model=_model(top, path.parent), cases=cases, gates=read_gates(top.child("gates"), cases, axes),
     )
+
+
+def check_expansion(reader: Reader, key: str | None, count: int, what: str) -> int:
+    """The one bound on what a suite makes the harness build, checked on the count before anything is built:
+    a few written numbers multiply (a grid, ``runs: 1000000000``, models x cases) into more than memory holds."""
+    if count > MAX_ITEMS:
+        raise reader.error(key, f"expands to {count:,} {what}, more than the {MAX_ITEMS:,} a suite may plan; "
+                                "write fewer values, or split it into several suites")
+    return count
+
+
+def item_count(cases: Sequence[Case], methods: bool = False) -> int:
+    """Items the cases plan for one model (an item combining several seeds counts each run it trains);
+    ``methods``: a task's method list counts once per method."""
+    return sum(len(c.train.seeds) * (len(c.train.method) if methods and not isinstance(c.train.method, str) else 1)
+               for c in cases)
+
+
+def read_seeds(reader: Reader, key: str = "seeds") -> tuple[int, ...]:
+    """The one seed reader: an integer or a non-empty list of distinct integers from 0 to 2**32 - 1."""
+    seeds = reader.raw(key)
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise reader.error(key, "expected a non-empty list of non-negative integers, e.g. [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise reader.error(key, "seeds must be distinct")
+    if max(seeds) >= SEED_LIMIT:
+        raise reader.error(key, f"seeds must be below 2**32 = {SEED_LIMIT} (numpy's seeding limit)")
+    return tuple(seeds)
 
 
 SLICE_KEYS = ("by", "bins")
@@ -142,16 +177,7 @@ def read_train(reader: Reader, base: TrainConfig) -> TrainConfig:
         if value is not None:
             values[key] = value
     if reader.has("seeds"):
-        seeds = reader.raw("seeds")
-        seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-        if not isinstance(seeds, list) or not seeds or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise reader.error("seeds", "expected a non-empty list of non-negative integers, e.g. [0, 1, 2]")
-        if len(set(seeds)) != len(seeds):
-            raise reader.error("seeds", "seeds must be distinct")
-        if max(seeds) >= SEED_LIMIT:
-            raise reader.error("seeds", f"seeds must be below 2**32 = {SEED_LIMIT} (numpy's seeding limit)")
-        values["seeds"] = tuple(seeds)
+        values["seeds"] = read_seeds(reader)
     if reader.has("method"):
         values["method"] = _methods(reader)
     if reader.has("lora_target_modules"):
@@ -357,8 +383,29 @@ def read_filters(reader: Reader) -> tuple[Filter, ...]:
     return tuple(filters)
 
 
-def _apply_overrides(case: Case, overrides: Mapping[str, Any]) -> Case:
-    return replace(case, train=replace(case.train, **overrides)) if overrides else case
+SETTING = "setting"     # a case param: the (train field, value) pairs its name and record say it trained with
+TRAIN_ROWS = "size"     # a case param: the exact number of training rows it trains on (a learning-curve point)
+OPTION_OF = {"seeds": "--flex-seeds", "epochs": "--flex-epochs", "max_train_samples": "--flex-max-train-samples",
+             "precision": "--flex-precision", "method": "--flex-method"}
+
+
+def _apply_overrides(case: Case, overrides: Mapping[str, Any], path: str) -> Case:
+    """The command line's train keys on a case; refused where they would change what the case is named for."""
+    if not overrides:
+        return case
+    params = dict(case.params)
+    for field, value in dict(params.get(SETTING) or ()).items():
+        if field in overrides and overrides[field] != value:
+            raise SuiteError(path, case.line, f"{case.axis}/{case.name}",
+                             f"{OPTION_OF[field]} {overrides[field]} replaces {field}: {value}, which this case is "
+                             f"named for: the settings of a grid over '{field}' would all train alike and be "
+                             "recorded as what they were not; drop the option, or the grid dimension")
+    cap, rows = overrides.get("max_train_samples"), params.get(TRAIN_ROWS)
+    if cap is not None and rows is not None and cap < rows:
+        raise SuiteError(path, case.line, f"{case.axis}/{case.name}",
+                         f"--flex-max-train-samples {cap} keeps fewer training examples than the {rows} this "
+                         "learning-curve point is named for; drop the option, raise it, or drop the size")
+    return replace(case, train=replace(case.train, **overrides))
 
 
 def check_max_length(suite: Suite, models: Sequence[str]) -> None:
@@ -395,6 +442,11 @@ def _written(data: Any, prefix: str, name: str) -> list[tuple[str, int, Any]]:
 
 def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:
     """Items in a stable order; the model appears in the id only when several are evaluated."""
+    count = len(models) * item_count(suite.cases)
+    if count > MAX_ITEMS:
+        raise SuiteError(suite.path, None, "model", f"{len(models)} models x {item_count(suite.cases):,} items "
+                                                    f"expand to {count:,} items, more than the {MAX_ITEMS:,} a "
+                                                    "suite may plan; evaluate fewer models per run")
     labels = _unique_labels(models)
     return [
         Planned(f"{case.axis}/{case.name}[{labels[model] + '-' if len(models) > 1 else ''}{_seed_label(case, seed)}]",

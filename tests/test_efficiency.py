@@ -126,7 +126,7 @@ def test_default_seeds_are_more_for_small_sizes(suite_text, tmp_path: Path) -> N
     ("{task: polarity, sizes: [16, 32], target: 1.5}", "efficiency.target: must be in (0, 1]*"),
     ("{task: polarity, tasks: [polarity], sizes: [16, 32]}", "efficiency.tasks: give either 'task' or 'tasks'*"),
     ("{task: polarity, size: [16, 32]}", "*efficiency.size*did you mean 'sizes'*"),
-    ("{task: polarity, sizes: [16, 32], seeds: [0, 0]}", "efficiency.seeds: expected a non-empty list of distinct*"),
+    ("{task: polarity, sizes: [16, 32], seeds: [0, 0]}", "efficiency.seeds: seeds must be distinct*"),
 ])
 def test_section_errors_name_file_line_and_key(suite_text, tmp_path: Path, section: str, expected: str) -> None:
     path = tmp_path / "toy.flex.yaml"

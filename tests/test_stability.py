@@ -177,7 +177,7 @@ def test_the_cache_key_is_the_tasks_key_exactly_when_the_recipe_matches(suite_te
     ("stability: {tasks: [polarity], batch_sizes: [16, 1.5]}\n",
      "toy.flex.yaml:10: stability.batch_sizes: expected an integer, got float 1.5"),
     ("stability: {tasks: [polarity], seeds: [0, 0]}\n",
-     "toy.flex.yaml:10: stability.seeds: expected a non-empty list of distinct non-negative integers"),
+     "toy.flex.yaml:10: stability.seeds: seeds must be distinct"),
     ("stability: {tasks: [polarity], margin: -0.1}\n", "toy.flex.yaml:10: stability.margin: must be 0 or more"),
     ("stability: {tasks: [polarity]}\ngates:\n  stability: {failure_rate: {min: 0.1}}\n",
      "toy.flex.yaml:12: gates.stability.failure_rate.min: failure_rate is a worst-case bound: it takes only 'max'"),

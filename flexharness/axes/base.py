@@ -80,6 +80,10 @@ class Axis:
         """Fine-tune (or not) and score one (case, model, seed); the record needs ``score``."""
         raise NotImplementedError
 
+    def check_record(self, case: Case, record: Mapping[str, Any]) -> None:
+        """Raise a ``FlexError`` when a record, fresh or reused from the cache (perhaps another axis's, see
+        :meth:`cache_case`), did not measure what ``case`` names: a verdict never depends on the cache."""
+
     def trains(self, case: Case) -> Case | None:
         """The case whose plain fine-tune an item of ``case`` runs and can keep the weights of, when
         ``RunContext.keep_weights`` asks (``cache.training_recipe`` tells two such fine-tunes apart), or None."""

@@ -24,7 +24,7 @@ from flexharness.rules import curves
 from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_tasks, read_train
+from flexharness.suite import TRAIN_ROWS, SuiteContext, check_expansion, read_seeds, read_tasks, read_train
 
 SECTION_KEYS = ("task", "tasks", "sizes", "seeds", "target", "train")
 SMALL = 128                    # sizes up to this many examples get the larger default seed list
@@ -44,7 +44,9 @@ class EfficiencyAxis(Axis):
         reader.only(SECTION_KEYS)
         tasks = _tasks(reader, context.cases)
         sizes = _sizes(reader)
-        seeds = _seeds(reader)
+        seeds = read_seeds(reader) if reader.has("seeds") else None
+        check_expansion(reader, None, len(tasks) * len(sizes) * len(seeds or SMALL_SEEDS),
+                        "items (tasks x sizes x seeds)")
         target = reader.typed("target", float, 0.9, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
         cases = []
         for task in tasks:
@@ -58,7 +60,7 @@ class EfficiencyAxis(Axis):
                 size_seeds = seeds or (SMALL_SEEDS if size <= SMALL else LARGE_SEEDS)
                 cases.append(replace(task, axis=self.key, name=f"{task.name}@n={size}", dataset=dataset,
                                      train=replace(train, seeds=size_seeds), line=reader.line_of("sizes"),
-                                     params=(("task", task.name), ("size", size), ("target", target),
+                                     params=(("task", task.name), (TRAIN_ROWS, size), ("target", target),
                                              ("task_dataset", task.dataset))))
         return tuple(cases)
 
@@ -73,17 +75,21 @@ class EfficiencyAxis(Axis):
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         from flexharness.engine import runner
 
-        size = dict(case.params)["size"]
+        size = dict(case.params)[TRAIN_ROWS]
 
         def rows(labels: np.ndarray) -> np.ndarray:
             if size > len(labels):
-                raise DataError(f"size {size} is larger than the {len(labels)} training examples task "
-                                f"'{dict(case.params)['task']}' has after its filters; drop the size or add data",
-                                case.dataset.origin, case.line, "efficiency.sizes")
+                raise _too_few(case, len(labels))
             return curves.nested_subsets(labels, [size], DATA_SEED)[size]
 
         return runner.run_case(self.cache_case(case), model, seed, context.device_option,
                                context.trust_remote_code, context.progress, train_rows=rows)
+
+    def check_record(self, case: Case, record: Mapping[str, Any]) -> None:
+        """A point of the curve is the size it names: a record (the tasks item's, say) trained on fewer rows fails."""
+        found = record.get("train_examples")
+        if isinstance(found, int) and found != dict(case.params)[TRAIN_ROWS]:
+            raise _too_few(case, found)
 
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         params = dict(case.params)
@@ -109,6 +115,13 @@ class EfficiencyAxis(Axis):
         return stats.plots(doc, directory)
 
 
+def _too_few(case: Case, available: int) -> DataError:
+    params = dict(case.params)
+    return DataError(f"size {params[TRAIN_ROWS]} is larger than the {available} training examples task "
+                     f"'{params['task']}' has (after its filters and max_train_samples); drop the size or add data",
+                     case.dataset.origin, case.line, "efficiency.sizes")
+
+
 def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
     """The named cases of the tasks axis (``task:`` or ``tasks:``, a name or a list), in the order given."""
     if reader.has("task") and reader.has("tasks"):
@@ -127,16 +140,3 @@ def _sizes(reader: Reader) -> tuple[int, ...]:
         raise reader.error("sizes", "expected a list of at least two distinct positive integers, "
                                     "e.g. [32, 128, 512, 2048]")
     return tuple(sorted(raw))
-
-
-def _seeds(reader: Reader) -> tuple[int, ...] | None:
-    """One seed list for every size; None: the defaults (5 seeds up to SMALL examples, 3 above)."""
-    if not reader.has("seeds"):
-        return None
-    seeds = reader.raw("seeds")
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 32 for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise reader.error("seeds", "expected a non-empty list of distinct non-negative integers, e.g. [0, 1, 2]")
-    return tuple(seeds)

@@ -24,7 +24,7 @@ from flexharness.results import predictions
 from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader, did_you_mean, open_fraction
 from flexharness.spec import Case, DatasetSpec, Planned
-from flexharness.suite import COMBINES_SEEDS, SuiteContext, read_tasks, read_train
+from flexharness.suite import COMBINES_SEEDS, SuiteContext, check_expansion, read_seeds, read_tasks, read_train
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "train")
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
@@ -46,12 +46,14 @@ class FusionAxis(Axis):
         held_out = reader.typed("held_out", float, 0.1, check=open_fraction)
         shared = reader.typed("shared_head", bool, True)
         runs = _runs(reader)
+        check_expansion(reader, "runs" if runs else None,
+                        len(tasks) * (len(methods) + (len(runs) if runs else 0)), "items (tasks x (methods + runs))")
         line = reader.line_of("methods") if reader.has("methods") else reader.line
         domains = [Domain(c.name, c.dataset, c.where, c.line) for c in context.cases if c.axis == "domains"]
         cases = []
         for task in tasks:
             train = read_train(reader.child("train"), task.train)
-            train = replace(train, seeds=runs) if runs else train
+            train = replace(train, seeds=tuple(runs)) if runs else train
             dataset = replace(task.dataset, eval_splits=task.dataset.eval_splits[:1])  # the task's first split
             others = tuple(d for d in domains if (d.dataset, d.where) != (task.dataset, task.where))
             params = ((COMBINES_SEEDS, True), ("task", task.name), ("held_out", held_out), ("shared_head", shared),
@@ -154,16 +156,14 @@ def _methods(reader: Reader) -> tuple[str, ...]:
     return methods
 
 
-def _runs(reader: Reader) -> tuple[int, ...] | None:
-    """``runs: 5`` (seeds 0–4) or ``runs: [0, 3, 7]``; None: the task's seeds."""
+def _runs(reader: Reader) -> range | tuple[int, ...] | None:
+    """``runs: 5`` (seeds 0–4, counted before they are built) or ``runs: [0, 3, 7]``; None: the task's seeds."""
     raw = reader.raw("runs")
     if raw is None:
         return None
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
-        return tuple(range(raw))
-    if isinstance(raw, list) and raw and len(set(raw)) == len(raw) and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
-        return tuple(raw)
-    raise reader.error("runs", "expected a number of runs (seeds 0, 1, ...), e.g. 5, or a list of distinct "
-                               "non-negative seeds, e.g. [0, 1, 2]")
-
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 1:
+            raise reader.error("runs", "expected a number of runs (seeds 0, 1, ...), e.g. 5, or a list of distinct "
+                                       "non-negative seeds, e.g. [0, 1, 2]")
+        return range(check_expansion(reader, "runs", raw, "runs"))
+    return read_seeds(reader, "runs")

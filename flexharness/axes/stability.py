@@ -10,6 +10,7 @@ the results document alone, so ``flexharness merge`` decides what one run decide
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,7 +20,7 @@ from flexharness.axes.base import Axis, RunContext, Scored
 from flexharness.rules.aggregate import GateResult
 from flexharness.schema import Reader, non_negative
 from flexharness.spec import Case
-from flexharness.suite import SuiteContext, read_tasks
+from flexharness.suite import SETTING, SuiteContext, check_expansion, read_seeds, read_tasks
 
 SECTION_KEYS = ("tasks", "learning_rates", "batch_sizes", "epochs", "seeds", "margin")
 GRID = (("learning_rates", "learning_rate", "lr", float), ("batch_sizes", "batch_size", "bs", int),
@@ -40,15 +41,17 @@ class StabilityAxis(Axis):
         tasks = read_tasks(reader, context.cases)
         grid = [(field, label, values) for key, field, label, kind in GRID
                 if (values := _values(reader, key, kind)) is not None]
-        seeds = _seeds(reader)
+        seeds = read_seeds(reader) if reader.has("seeds") else DEFAULT_SEEDS
         margin = reader.typed("margin", float, 0.0, check=non_negative)
+        check_expansion(reader, None, math.prod([len(tasks), len(seeds), *(len(v) for _, _, v in grid)]),
+                        "items (tasks x settings x seeds)")
         cases = []
         for task in tasks:
             for setting in _settings(grid):
                 train = replace(task.train, seeds=seeds, **{field: value for field, _, value in setting})
                 name = f"{task.name}@{','.join(f'{label}={_label(value)}' for _, label, value in setting)}" \
                     if setting else f"{task.name}@recipe"
-                params = (("task", task.name), ("setting", tuple((f, v) for f, _, v in setting)),
+                params = (("task", task.name), (SETTING, tuple((f, v) for f, _, v in setting)),
                           ("margin", margin), ("task_dataset", task.dataset))
                 cases.append(replace(task, axis=self.key, name=name, train=train, line=reader.line, params=params,
                                      dataset=replace(task.dataset, eval_splits=task.dataset.eval_splits[:1])))
@@ -109,17 +112,6 @@ def _values(reader: Reader, key: str, kind: type) -> tuple[Any, ...] | None:
     if len(set(labels)) != len(labels):
         raise reader.error(key, f"values must be distinct (as case names write them: {', '.join(labels)})")
     return tuple(values)
-
-
-def _seeds(reader: Reader) -> tuple[int, ...]:
-    if not reader.has("seeds"):
-        return DEFAULT_SEEDS
-    seeds = reader.raw("seeds")
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise reader.error("seeds", "expected a non-empty list of distinct non-negative integers, e.g. [0, 1, 2, 3, 4]")
-    return tuple(seeds)
 
 
 def _settings(grid: list[tuple[str, str, tuple[Any, ...]]]) -> list[tuple[tuple[str, str, Any], ...]]:

@@ -1,0 +1,114 @@
+"""Issue 29, reliability round 3: each class of hostile input is refused or measured at its root.
+
+Expansions counted before they are built; gates that measure what they name (curve points of their size,
+command-line caps that would collapse a grid, one meaning of min/max); no data value in any output; output
+file names from one function; a hold-out that keeps copies on one side; the seed validator, names and
+Markdown escaping.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from flexharness.axes import load_suite
+from flexharness.axes import efficiency_stats
+from flexharness.errors import SuiteError
+from flexharness.suite import MAX_ITEMS, expand
+
+TRAIN = ("train: {epochs: 1, learning_rate: 3.0e-3, batch_size: 16, warmup_ratio: 0.0, seeds: [0], "
+         "max_train_samples: 64, max_eval_samples: 32}")
+TASKS = "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy}\n"
+
+
+def refusal(path: Path, overrides: dict | None = None) -> str:
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, overrides)
+    return str(info.value)
+
+
+# --- 1. every expansion counted before it is built ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, count", [
+    ("stability: {tasks: [polarity], learning_rates: [" + ", ".join(f"{i + 1}.0e-5" for i in range(100))
+     + "], batch_sizes: [" + ", ".join(str(i + 1) for i in range(100)) + "], epochs: ["
+     + ", ".join(str(i + 1) for i in range(100)) + "]}\n", "stability", 5_000_000),
+    ("fusion: {runs: 1000000000}\n", "fusion.runs", 1_000_000_000),
+    ("efficiency: {task: polarity, sizes: [" + ", ".join(str(i + 1) for i in range(3000)) + "], seeds: [0, 1, 2, 3, 4]}\n",
+     "efficiency", 15_000),
+    ("tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy, train: {seeds: ["
+     + ", ".join(str(i) for i in range(MAX_ITEMS + 1)) + "]}}\n", "tasks", MAX_ITEMS + 1),
+])
+def test_every_expansion_is_counted_before_it_is_built(suite_text, tmp_path: Path, section: str, key: str,
+                                                       count: int) -> None:
+    body = section if section.startswith("tasks:") else TASKS + section
+    path = tmp_path / "big.flex.yaml"
+    path.write_text(suite_text(body, TRAIN))
+    start = time.process_time()
+    message = refusal(path)
+    assert time.process_time() - start < 30   # a bound on the harness, not a timing claim: it never builds them
+    assert message.startswith(f"{path}:") and f": {key}: expands to {count:,} " in message, message
+    assert f"more than the {MAX_ITEMS:,} a suite may plan" in message
+
+
+def test_models_times_items_are_counted_before_the_items_are_built(suite_text, tmp_path: Path) -> None:
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TASKS.replace("}", ", train: {seeds: [" + ", ".join(map(str, range(5000)))
+                                                  + "]}}"), TRAIN))
+    suite = load_suite(path)
+    assert len(expand(suite, ("a",))) == 5000
+    with pytest.raises(SuiteError, match=r"toy.flex.yaml: model: 3 models x 5,000 items expand to 15,000 items"):
+        expand(suite, ("a", "b", "c"))
+
+
+# --- 2. gates measure what they name ----------------------------------------------------------------------
+
+
+def test_a_command_line_cap_that_collapses_a_grid_is_refused(suite_text, tmp_path: Path) -> None:
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TASKS + "stability: {tasks: [polarity], epochs: [1, 3]}\n", TRAIN))
+    message = refusal(path, {"epochs": 1})
+    assert ": stability/polarity@ep=3: --flex-epochs 1 replaces epochs: 3, which this case is named for" in message
+    assert {c.train.epochs for c in load_suite(path, {"seeds": (0,)}).cases if c.axis == "stability"} == {1, 3}
+    path.write_text(suite_text(TASKS + "efficiency: {task: polarity, sizes: [16, 64], seeds: [0]}\n", TRAIN))
+    assert "--flex-max-train-samples 32 keeps fewer training examples than the 64 this learning-curve point" \
+        in refusal(path, {"max_train_samples": 32})
+
+
+def test_a_curve_point_larger_than_the_data_fails_with_and_without_the_cache(
+        pytester: pytest.Pytester, tiny_model: Path, tmp_path: Path) -> None:
+    from toy import sentiment_rows, write_csv
+
+    csv = write_csv(tmp_path / "few.csv", sentiment_rows(80))   # 64 training rows after the 0.2 hold-out
+    train = TRAIN.replace("max_train_samples: 64", "max_train_samples: 96")
+    pytester.makefile(".flex.yaml", toy=f"suite: toy\nmodel: {tiny_model}\n{train}\ndatasets:\n  reviews:\n"
+                                        f"    files: {{train: {csv}}}\n{TASKS}"
+                                        "efficiency: {task: polarity, sizes: [16, 96], seeds: [0]}\n")
+    expected = ["*efficiency/polarity@n=96*size 96 is larger than the 64 training examples task 'polarity' has "
+                "(after its filters and max_train_samples)*"]
+    fresh = pytester.runpytest("--flex-no-cache", "-k", "efficiency")
+    fresh.assert_outcomes(passed=1, failed=1)
+    fresh.stdout.fnmatch_lines(expected)
+    cached = pytester.runpytest()     # the tasks item runs first; the last point shares its record
+    cached.assert_outcomes(passed=2, failed=1)
+    cached.stdout.fnmatch_lines(expected)
+
+
+def test_min_means_the_same_in_the_metrics_direction_for_aulc_as_for_p_avg() -> None:
+    def summary(aulc: float, hib: bool) -> dict:
+        return {"suite": "s", "model": "m", "task": "t", "aulc": aulc, "missing": [], "curve": [{}, {}],
+                "higher_is_better": hib}
+
+    def verdict(aulc: float, hib: bool, bound: str, threshold: float) -> bool:
+        found = efficiency_stats.gates([summary(aulc, hib)], {"s": {"efficiency": {"aulc": {bound: threshold}}}})
+        return found[0].passed
+
+    assert verdict(0.5, True, "min", 0.4) and not verdict(0.3, True, "min", 0.4)
+    assert verdict(0.005, False, "min", 0.01) and not verdict(0.05, False, "min", 0.01)   # a ceiling on mse
+    assert verdict(0.005, False, "max", 0.01) and not verdict(0.05, False, "max", 0.01)
+    message = efficiency_stats.gates([summary(0.05, False)], {"s": {"efficiency": {"aulc": {"min": 0.01}}}})[0]
+    assert "required <= 0.01 (lower is better): FAILED" in message.message
