@@ -232,6 +232,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "metrics": _mean_metrics(split_records),
         "train_examples": records[0]["train_examples"] if records else None,
         "eval_examples": split_records[0]["eval_examples"] if records else None,
+        "held_out_copies": records[0].get("held_out_copies") if records else None,
         "train_method": str(planned.train.method),  # full | lora | head, and the parameters it trained
         "trainable_params": records[0].get("trainable_params") if records else None,
         "total_params": records[0].get("total_params") if records else None,

@@ -112,3 +112,25 @@ def test_min_means_the_same_in_the_metrics_direction_for_aulc_as_for_p_avg() -> 
     assert verdict(0.005, False, "max", 0.01) and not verdict(0.05, False, "max", 0.01)
     message = efficiency_stats.gates([summary(0.05, False)], {"s": {"efficiency": {"aulc": {"min": 0.01}}}})[0]
     assert "required <= 0.01 (lower is better): FAILED" in message.message
+
+
+# --- 5. a hold-out the harness makes keeps copies on one side ---------------------------------------------
+
+
+def test_a_hold_out_keeps_every_group_of_repeated_texts_on_one_side_and_counts_them(tmp_path: Path) -> None:
+    from flexharness.engine import data
+    from flexharness.spec import DatasetSpec
+    from toy import sentiment_rows, write_csv
+
+    rows = sentiment_rows(60)
+    respelt = [{**row, "text": "  " + row["text"].upper().replace(" ", "   ")} for row in rows]   # same after normalising
+    write_csv(tmp_path / "twice.csv", rows + respelt + rows[:20])
+    spec = DatasetSpec(name="doubled", base_dir=str(tmp_path), files=(("train", "twice.csv"),), eval_fraction=0.3)
+    prepared = data.prepare(spec, (), "classification", None, None)   # the overlap check does not refuse it
+    train_texts = {data.text_key(row) for row in zip(*prepared.train.texts)}
+    eval_texts = [data.text_key(row) for row in zip(*prepared.eval.texts)]
+    assert eval_texts and not any(text in train_texts for text in eval_texts)
+    distinct = len({data.text_key((row["text"],)) for row in rows})
+    assert prepared.held_out_copies == len(rows) * 2 + 20 - distinct
+    assert len(prepared.train) + len(prepared.eval) == 140
+    assert 0.15 < len(prepared.eval) / 140 < 0.45

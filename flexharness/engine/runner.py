@@ -236,7 +236,8 @@ def example_counts(inputs: Inputs) -> dict[str, Any]:
     """How many examples, and how they were tokenized (``tokenize``: computed, disk or memory, seconds)."""
     prepared = inputs.prepared
     return {"train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
-            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels, "tokenize": inputs.tokenize}
+            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels, "tokenize": inputs.tokenize,
+            **({"held_out_copies": prepared.held_out_copies} if prepared.held_out_copies is not None else {})}
 
 
 def train_fields(stats: train.TrainStats) -> dict[str, Any]:

@@ -70,15 +70,11 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
     domains axis prepares it, and its labels are mapped to this task's label order.
     """
     prepared = data.prepare(spec, where, kind, max_train, max_eval)
-    rows = prepared.train
-    taken = data.stratified_indices(rows.labels, data.hold_out_size(len(rows), fraction),
-                                    np.random.default_rng(data.DATA_SEED), stratify=kind != metrics.REGRESSION)
-    kept = np.ones(len(rows), dtype=bool)
-    kept[taken] = False
-    if kept.sum() < max(2, prepared.num_labels):
-        raise DataError(f"only {int(kept.sum())} training examples are left after holding out {fraction:g} for "
+    rest, taken, _ = data.hold_out(prepared.train, fraction, kind)
+    if len(rest) < max(2, prepared.num_labels):
+        raise DataError(f"only {len(rest)} training examples are left after holding out {fraction:g} for "
                         "greedy soup; lower 'fusion.held_out' or add data", *spec.locate())
-    evals = [prepared.evals[0], (HELD_OUT, rows.take(taken))]
+    evals = [prepared.evals[0], (HELD_OUT, taken)]
     for domain in others:
         try:
             other = data.prepare(domain.dataset, domain.where, kind, max_train, max_eval)
@@ -86,7 +82,7 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
             raise DataError(f"other domain '{domain.name}': {exc}") from None
         labels = data.labels_as(other, prepared.label_names, "the fusion task", f"domain '{domain.name}'")
         evals.append((domain_split(domain.name), data.Examples(other.eval.texts, labels)))
-    return data.Prepared(rows.take(np.flatnonzero(kept)), tuple(evals), prepared.label_names)
+    return data.Prepared(rest, tuple(evals), prepared.label_names, prepared.held_out_copies)
 
 
 def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | None, fraction: float,
