@@ -192,7 +192,9 @@ class Controller:
         suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
                    "cases": [scored for c in suite.cases for scored in c.scored_ids],
                    "models": list(suite_models(suite, self.options)), "gates": specs[name],
-                   "slices": {scored: {"by": c.slices.by, "bins": c.slices.bins}
+                   "slices": {scored: {"by": c.slices.by, "bins": c.slices.bins,
+                                       **({"values": list(c.slices.values)} if c.slices.values else {}),
+                                       **({"edges": list(c.slices.edges)} if c.slices.edges else {})}
                               for c in suite.cases if c.slices for scored in c.scored_ids},
                    "prescreen": {"top": self.options.prescreen_top, "by": self.options.prescreen_by},
                    "items": sorted(nodeid for nodeid, state in self.items.items() if state.suite.name == name)}

@@ -21,7 +21,8 @@ from flexharness.gatespec import GatedAxis, read_gates
 from flexharness.names import model_label
 from flexharness.resources import path_problem, position_limit, resolve_path, suite_relative
 from flexharness.rules.metrics import METRICS, REGRESSION
-from flexharness.schema import (Reader, did_you_mean, fraction, non_negative, open_fraction,
+from flexharness.rules.slices import AGREEMENT, LENGTH, RESERVED_SLICES
+from flexharness.schema import (Reader, coerce, did_you_mean, display_name, fraction, non_negative, open_fraction,
                                 positive)
 from flexharness.spec import (FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, SliceSpec, Suite,
                               TrainConfig)
@@ -127,12 +128,13 @@ def read_seeds(reader: Reader, key: str = "seeds") -> tuple[int, ...]:
     return tuple(seeds)
 
 
-SLICE_KEYS = ("by", "bins")
+SLICE_KEYS = ("by", "bins", "values", "edges")
 SLICE_BINS_LIMIT = 20
 
 
 def read_slices(reader: Reader, name: str) -> SliceSpec | None:
-    """``slices: {by: length | agreement | COLUMN, bins: N}`` under ``name`` of ``reader``, or None."""
+    """``slices: {by: length | agreement, bins: N}`` or ``{by: COLUMN, values: [...] | edges: [...]}`` under
+    ``name`` of ``reader``, or None."""
     if reader.raw(name) is None:
         return None
     section = reader.child(name)
@@ -140,7 +142,45 @@ def read_slices(reader: Reader, name: str) -> SliceSpec | None:
     by = section.typed("by", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
     bins = section.typed("bins", int, 3, check=lambda v: None if 2 <= v <= SLICE_BINS_LIMIT
                          else f"must be from 2 to {SLICE_BINS_LIMIT}")
-    return SliceSpec(by, bins, reader.key(name), reader.line_of(name))
+    values, edges = _slice_values(section), _slice_edges(section)
+    if by in (LENGTH, AGREEMENT):
+        if values is not None or edges is not None:
+            raise section.error("values" if values is not None else "edges",
+                                f"'by: {by}' names its own slices; 'values' and 'edges' are for a column")
+    elif (values is None) == (edges is None):
+        raise section.error("by", f"slicing by column '{by}' needs the slices named in the suite: 'values: [a, b]' "
+                                  "(rows with other values go to 'other') or, for numbers, 'edges: [0.5, 0.8]'; "
+                                  "a slice is never named by a value read from the data")
+    return SliceSpec(by, bins, values, edges, reader.key(name), reader.line_of(name))
+
+
+def _slice_values(section: Reader) -> tuple[Any, ...] | None:
+    raw = section.raw("values")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, (str, int, float, bool)) for v in raw):
+        raise section.error("values", "expected a non-empty list of values of the column, e.g. [airline, apple]")
+    names = [str(v) for v in raw]
+    if len(raw) > SLICE_BINS_LIMIT or len(set(names)) != len(names) or set(names) & set(RESERVED_SLICES):
+        raise section.error("values", f"expected at most {SLICE_BINS_LIMIT} distinct values, none named "
+                                      f"{' or '.join(map(repr, RESERVED_SLICES))}")
+    for value in names:
+        complaint = display_name(value)
+        if complaint:
+            raise section.error("values", complaint)
+    return tuple(raw)
+
+
+def _slice_edges(section: Reader) -> tuple[float, ...] | None:
+    if section.raw("edges") is None:
+        return None
+    raw = section.raw("edges")
+    edges = [coerce(v, float) for v in raw] if isinstance(raw, list) else []
+    if not edges or len(edges) >= SLICE_BINS_LIMIT or any(not isinstance(e, float) for e in edges) \
+            or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise section.error("edges", f"expected an ascending list of at most {SLICE_BINS_LIMIT - 1} distinct finite "
+                                     "numbers, e.g. [0.5, 0.8]")
+    return tuple(edges)
 
 
 def _default_slices(cases: tuple[Case, ...], default: SliceSpec | None, path: str) -> tuple[Case, ...]:

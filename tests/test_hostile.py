@@ -134,3 +134,47 @@ def test_a_hold_out_keeps_every_group_of_repeated_texts_on_one_side_and_counts_t
     assert prepared.held_out_copies == len(rows) * 2 + 20 - distinct
     assert len(prepared.train) + len(prepared.eval) == 140
     assert 0.15 < len(prepared.eval) / 140 < 0.45
+
+
+# --- 3. no data value in any output -------------------------------------------------------------------------
+
+
+def _mailed(tmp_path: Path) -> Path:
+    from toy import sentiment_rows, write_csv
+
+    rows = [{**row, "email": f"person{i % 7}@secret.example"} for i, row in enumerate(sentiment_rows(120))]
+    rows[0]["email"] = "vip@secret.example"
+    return write_csv(tmp_path / "mailed.csv", rows)
+
+
+def test_column_slices_name_only_what_the_suite_names_in_every_output(
+        pytester: pytest.Pytester, tiny_model: Path, tmp_path: Path) -> None:
+    csv = _mailed(tmp_path)
+    suite = (f"suite: toy\nmodel: {tiny_model}\n{TRAIN}\ndatasets:\n  reviews:\n    files: {{train: {csv}}}\n"
+             "tasks:\n  - {name: polarity, dataset: reviews, metric: accuracy,\n"
+             "     slices: {by: email, values: [person1@secret.example, nobody]}}\n"
+             "gates:\n  slices:\n    tasks/polarity: {other: {min: 0.0}}\n")
+    pytester.makefile(".flex.yaml", toy=suite)
+    result = pytester.runpytest("--flex-json=out.json", "--flex-report-dir=report")
+    result.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    names = [s["name"] for s in doc["cases"][0]["slices"]["slices"]]
+    assert names == ["person1@secret.example", "nobody", "other"]
+    outputs = [result.stdout.str(), (pytester.path / "out.json").read_text()]
+    outputs += [p.read_bytes().decode("latin-1") for p in pytester.path.rglob("*") if p.is_file()
+                and p.suffix in (".md", ".html", ".npz", ".json", ".xml")]
+    for text in outputs:
+        assert "vip@secret.example" not in text and "person3@secret.example" not in text
+    refused = suite.replace(", values: [person1@secret.example, nobody]", "")
+    pytester.makefile(".flex.yaml", toy=refused)
+    again = pytester.runpytest("--collect-only")
+    again.stdout.fnmatch_lines(["*slices.by: slicing by column 'email' needs the slices named in the suite*"])
+    assert "secret.example" not in again.stdout.str()
+
+
+def test_a_reader_librarys_reason_loses_what_it_quotes_from_the_file() -> None:
+    from flexharness.engine.data import unquoted
+
+    assert unquoted("CSV conversion error to int64: invalid value 'hunter2' in row 3") == \
+        "CSV conversion error to int64: invalid value '…' in row 3"
+    assert "token=abc" not in unquoted('JSON parse error: "token=abc" is not valid')

@@ -144,8 +144,13 @@ def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
     if isinstance(cause, UnicodeDecodeError) or "invalid utf8" in reason.lower().replace("-", ""):
         return (f"cannot decode the data as {spec.encoding or 'utf-8'} ({reason}); "
                 "set 'encoding' to the files' encoding, e.g. 'encoding: latin-1'")
-    return (f"cannot read the data: {type(cause).__name__}: {short_repr(reason, 160)[1:-1]}; "
+    return (f"cannot read the data: {type(cause).__name__}: {short_repr(unquoted(reason), 160)[1:-1]}; "
             f"check that the files are valid {spec.format or 'CSV, JSON or Parquet'}")
+
+
+def unquoted(reason: str) -> str:
+    """A reader library's reason with what it quotes from the file (a cell, a line: data) left out."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'…'", reason)
 
 
 @functools.lru_cache(maxsize=32)

@@ -198,7 +198,8 @@ def train_subset(case: Case, train_rows: TrainRows) -> tuple[data_mod.Prepared, 
     prepared = data_mod.prepare(case.dataset, case.where, case.kind, config.max_train_samples,
                                 config.max_eval_samples)
     indices = np.asarray(train_rows(prepared.train.labels), dtype=np.int64)
-    return data_mod.Prepared(prepared.train.take(indices), prepared.evals, prepared.label_names), indices
+    return data_mod.Prepared(prepared.train.take(indices), prepared.evals, prepared.label_names,
+                            prepared.held_out_copies), indices
 
 
 def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[dict[str, Any], dict[str, Any]]:

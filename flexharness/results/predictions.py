@@ -16,7 +16,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,9 +25,10 @@ FIELDS = ("labels", "outputs")     # always there; "lengths" and column fields (
 LENGTHS = "lengths"
 
 
-def column_field(column: str) -> str:
-    """The field of one column's values: the name hex-encoded, so that any column name is a safe array name."""
-    return "column:" + column.encode("utf-8", "surrogatepass").hex()
+def column_field(column: str, names: Sequence[str] = ()) -> str:
+    """The field of one column's slice names (under the slices ``names`` a suite gives): hex-encoded, so that any
+    column name is a safe array name, and new names in the suite are a new field."""
+    return "column:" + "\x00".join((column, *names)).encode("utf-8", "surrogatepass").hex()
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
