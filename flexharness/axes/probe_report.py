@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from flexharness.files import output_name
 from flexharness.names import model_label
 from flexharness.results import plots as plot_helpers
 from flexharness.rules.aggregate import mean
@@ -215,10 +216,10 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     written = []
     for suite in dict.fromkeys(e["suite"] for e in doc.get("probes") or [] if e["layers"]):
         entries = [e for e in doc["probes"] if e["suite"] == suite and e["layers"]]
-        written.append(_layer_plot(suite, entries, directory / plot_helpers.file_name("probe", "layers", suite)))
+        written.append(_layer_plot(suite, entries, directory / output_name("probe", "layers", suite)))
         tuned = [e for e in entries if e["finetuned"] is not None]
         if tuned:
-            path = directory / plot_helpers.file_name("probe", "prescreen", suite)
+            path = directory / output_name("probe", "prescreen", suite)
             written.append(_prescreen_plot(suite, tuned, path))
     return written
 
@@ -235,7 +236,7 @@ def _layer_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) -> Pat
     ax.set_title(f"probe per layer: {suite}")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plot_helpers.save(fig, path)
     plt.close(fig)
     return path
 
@@ -253,6 +254,6 @@ def _prescreen_plot(suite: str, entries: list[Mapping[str, Any]], path: Path) ->
         ax.set_ylabel("fine-tuned score")
     fig.suptitle(f"pre-screen against fine-tuning: {suite}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plot_helpers.save(fig, path)
     plt.close(fig)
     return path

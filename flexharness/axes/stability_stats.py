@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from flexharness.files import output_name
 from flexharness.names import model_label
 from flexharness.results import plots as plotting
 from flexharness.rules import curves
@@ -194,7 +195,7 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for s in doc.get("stability", []):
         tasks.setdefault((s["suite"], s["task"]), []).append(s)
-    return [_plot(members, directory / plotting.file_name("stability", suite, task))
+    return [_plot(members, directory / output_name("stability", suite, task))
             for (suite, task), members in tasks.items()]
 
 
@@ -220,7 +221,7 @@ def _plot(members: list[Mapping[str, Any]], path: Path) -> Path:
     right.set_title("expected best score (Dodge et al. 2019)", fontsize=10)
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plotting.save(fig, path)
     plt.close(fig)
     return path
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots
 from flexharness.rules.aggregate import GateResult, mean
 
@@ -228,7 +229,8 @@ def markdown_lines(doc: dict[str, Any]) -> list[str]:
 
 def heatmaps(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, model) transfer matrix."""
-    return [_heatmap(doc, s, directory / plots.file_name("transfer", s["suite"], model_label(s["model"])))
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return [_heatmap(doc, s, directory / output_name("transfer", s["suite"], labels.get(s["model"], s["model"])))
             for s in doc.get("transfer_summary", [])]
 
 
@@ -256,6 +258,6 @@ def _heatmap(doc: Mapping[str, Any], summary: Mapping[str, Any], path: Path) -> 
                  f"{'-' if gap is None else f'{gap:.3f}'}", fontsize=10)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plots.save(fig, path)
     plt.close(fig)
     return path

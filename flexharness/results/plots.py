@@ -9,10 +9,10 @@ labels, never as text over the data, so they cannot overlap.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from flexharness.files import output_name, replace_atomically
 from flexharness.names import model_label
 
 PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
@@ -32,8 +32,14 @@ def pyplot() -> Any:
 
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save(fig, path, bbox_inches="tight")
     plt.close(fig)
+    return path
+
+
+def save(fig: Any, path: Path, **options: Any) -> Path:
+    """Write a figure as PNG, whole or not at all, and never through a link already at ``path``."""
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, **options))
     return path
 
 
@@ -191,9 +197,6 @@ def _bar_legend(fig: Any, ax: Any, palette: Mapping[str, str], kinds: set[str]) 
     ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=2, fontsize=8, frameon=False)
 
 
-def file_name(*parts: str) -> str:
-    """A PNG file name from parts, with anything odd in them replaced."""
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts) + ".png"
 
 
 def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
@@ -202,5 +205,5 @@ def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
     if not doc["cases"]:
         return []
     suites = dict.fromkeys(a["suite"] for a in doc["aggregates"] if a["p_avg"] is not None)
-    written = [flexibility_map(doc, suite, directory / file_name("flexibility", suite)) for suite in suites]
+    written = [flexibility_map(doc, suite, directory / output_name("flexibility", suite)) for suite in suites]
     return written + [case_scores(doc, directory / "cases.png")]
