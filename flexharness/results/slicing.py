@@ -66,8 +66,7 @@ def _case_slices(doc: Mapping[str, Any], case: Mapping[str, Any], spec: Mapping[
                              "recombined": None, "slices": []}
     runs = _runs(case, outputs.get(_key(case)))
     if runs is None:
-        return {**entry, "note": "no per-example outputs that reproduce the case score (an old cache entry, a "
-                                 "failed seed, or a score that is not the metric of the outputs)"}
+        return {**entry, "note": f"no per-example outputs that reproduce the case score ({_why_no_runs(case)})"}
     labels = np.asarray(runs[0]["labels"])
     found = _slices(doc, case, spec, runs, outputs)
     if isinstance(found, str):
@@ -75,6 +74,16 @@ def _case_slices(doc: Mapping[str, Any], case: Mapping[str, Any], spec: Mapping[
     stacked = np.stack([predictions_from_outputs(np.asarray(run["outputs"])) for run in runs])
     rows = rules.scores(case["metric"].split("+"), labels, stacked, found)
     return {**entry, "recombined": rules.recombined(rows), "slices": rows}
+
+
+def _why_no_runs(case: Mapping[str, Any]) -> str:
+    """The one reason that fits the case: a failed seed, a cache entry from before outputs were kept, or a score
+    that is not the metric of per-example outputs (a probe's best layer, a retention ratio)."""
+    if case["score"] is None or any(value is None for value in case["seeds"].values()):
+        return "a seed has no score"
+    if case.get("cached"):
+        return "its records come from a cache entry that kept no outputs: rerun with --flex-no-cache"
+    return "its score is not the metric of one set of per-example outputs"
 
 
 def _slices(doc: Mapping[str, Any], case: Mapping[str, Any], spec: Mapping[str, Any],
