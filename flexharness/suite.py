@@ -22,8 +22,8 @@ from flexharness.names import model_label
 from flexharness.resources import path_problem, position_limit, resolve_path, suite_relative
 from flexharness.rules.metrics import METRICS, REGRESSION
 from flexharness.rules.slices import AGREEMENT, LENGTH, RESERVED_SLICES
-from flexharness.schema import (Reader, coerce, did_you_mean, display_name, fraction, non_negative, open_fraction,
-                                positive)
+from flexharness.schema import (Reader, coerce, did_you_mean, display_name, fraction, nfc, non_negative,
+                                open_fraction, positive)
 from flexharness.spec import (FILE_FORMATS, PRECISIONS, Case, DatasetSpec, Filter, Planned, SliceSpec, Suite,
                               TrainConfig)
 from flexharness.yamlio import Located, load_yaml
@@ -77,7 +77,8 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     path = Path(path)
     top = Reader(load_yaml(path), str(path))
     top.only((*COMMON_KEYS, *(axis.key for axis in axes)))
-    name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
+    name = nfc(top.typed("suite", str, required=True,
+                         check=lambda v: display_name(v) if v.strip() else "must not be empty"))
     defaults = read_train(top.child("train"), TrainConfig())
     datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub and not local_hub(spec) else spec
                 for key, spec in _datasets(top.child("datasets"), path.parent).items()}

@@ -268,3 +268,27 @@ def test_messages_blame_what_is_wrong(pytester: pytest.Pytester, suite_text, tmp
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--flex-prescreen-only keeps only the items of 'probe:' sections, and the suites "
                                  "collected have none*"])
+
+
+def test_names_are_one_spelling_and_hide_nothing(suite_text, tmp_path: Path) -> None:
+    import unicodedata
+
+    path = tmp_path / "toy.flex.yaml"
+    nfc_name, nfd_name = "café", unicodedata.normalize("NFD", "café")
+    two = (f"tasks:\n  - {{name: {nfc_name}, dataset: reviews, metric: accuracy}}\n"
+           f"  - {{name: {nfd_name}, dataset: reviews, metric: accuracy}}\n")
+    path.write_text(suite_text(two, TRAIN), encoding="utf-8")
+    assert "tasks[1].name: duplicate case name 'café'" in refusal(path)
+    path.write_text(suite_text(TASKS, TRAIN).replace("suite: toy", f"suite: {nfd_name}"), encoding="utf-8")
+    assert load_suite(path).name == nfc_name
+    for bad in ("a\\u202eb", "a\\x00b", "a\\rb", "a\\u200bb"):
+        path.write_text(suite_text(f'tasks:\n  - {{name: "{bad}", dataset: reviews, metric: accuracy}}\n', TRAIN))
+        message = refusal(path)
+        assert "tasks[0].name: must" in message and ("control, bidi or zero-width" in message
+                                                     or "line breaks" in message), message
+        path.write_text(suite_text(TASKS, TRAIN).replace("suite: toy", f'suite: "{bad}"'))
+        assert "suite: must not hold control, bidi or zero-width characters" in refusal(path)
+    for bad in ("a::b", "a[1]", "a\\nb"):
+        path.write_text(suite_text(TASKS + f'compression: {{task: polarity, methods: [{{method: int8, name: "{bad}"}}]}}\n',
+                                   TRAIN))
+        assert "compression.methods[0].name: must be a non-empty name without '::'" in refusal(path)

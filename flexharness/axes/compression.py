@@ -16,7 +16,7 @@ from flexharness.engine import compress
 from flexharness.files import output_name
 from flexharness.names import model_label, model_labels
 from flexharness.results import plots
-from flexharness.schema import Reader, did_you_mean
+from flexharness.schema import Reader, case_name, did_you_mean, nfc
 from flexharness.spec import Case
 from flexharness.suite import SuiteContext, read_train, task_named
 
@@ -108,7 +108,8 @@ def _entries(entry: Reader) -> list[tuple[str, dict[str, Any]]]:
                                     f"known: {', '.join(compress.METHODS)}")
     method = compress.METHODS[name]
     entry.only(("method", "name", *method.keys))
-    custom = entry.typed("name", str)
+    custom = entry.typed("name", str, check=case_name)
+    custom = nfc(custom) if custom else custom
     variants = method.parse(entry)
     result = []
     for params in variants:

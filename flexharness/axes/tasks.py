@@ -6,7 +6,7 @@ from typing import Any
 
 from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner
-from flexharness.schema import Reader, case_name
+from flexharness.schema import Reader, case_name, nfc
 from flexharness.spec import Case
 from flexharness.suite import SuiteContext, dataset_ref, read_filters, read_metrics, read_slices, read_train
 
@@ -24,7 +24,7 @@ class TasksAxis(Axis):
         for index, item in enumerate(items):
             reader = Reader(item, top.path, f"tasks[{index}]", top.line_of("tasks"))
             reader.only(TASK_KEYS)
-            name = reader.typed("name", str, required=True, check=case_name)
+            name = nfc(reader.typed("name", str, required=True, check=case_name))
             if name in seen:
                 raise reader.error("name", f"duplicate case name '{name}' (first on line {seen[name]})")
             seen[name] = reader.line
