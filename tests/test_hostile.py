@@ -292,3 +292,20 @@ def test_names_are_one_spelling_and_hide_nothing(suite_text, tmp_path: Path) -> 
         path.write_text(suite_text(TASKS + f'compression: {{task: polarity, methods: [{{method: int8, name: "{bad}"}}]}}\n',
                                    TRAIN))
         assert "compression.methods[0].name: must be a non-empty name without '::'" in refusal(path)
+
+
+def test_markdown_escapes_names_and_the_html_page_shows_them_as_written(pytester: pytest.Pytester,
+                                                                          suite_text) -> None:
+    import re
+
+    name = "po|la*ri_ty`<b>"
+    tasks = f"tasks:\n  - {{name: '{name}', dataset: reviews, metric: accuracy}}\n"
+    pytester.makefile(".flex.yaml", toy=suite_text(tasks, TRAIN).replace("suite: toy", "suite: 't|oy'"))
+    result = pytester.runpytest("--flex-report-dir=report")
+    result.assert_outcomes(passed=1)
+    summary = (pytester.path / "report" / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if "po" in line and line.startswith("|")]
+    assert rows and all(len(re.findall(r"(?<!\\)\|", line)) == 8 for line in rows if "tasks/" in line), rows
+    assert "po\\|la\\*ri_ty\\`\\<b\\>" in summary
+    page = (pytester.path / "report" / "index.html").read_text()
+    assert "tasks/po|la*ri_ty`&lt;b&gt;" in page and "<b>" not in page.split("<style>")[0] + page.split("</style>")[1]

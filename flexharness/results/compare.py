@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from flexharness.names import model_label
+from flexharness.results.markdown import escape, escaped
 from flexharness.results.slice_report import compare_entries
 from flexharness.rules import stats
 
@@ -204,6 +205,7 @@ def compare_lines(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, 
 
 
 def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> str:
+    a, b, names = escaped(a), escaped(b), (escape(names[0]), escape(names[1]))
     result = compare(a, b)
     cis = any(r["a_interval"] or r["b_interval"] for rows in result.values() for r in rows)
     head = ("| case | A | A 95 % CI | B | B 95 % CI | B − A | verdict |", "|---|---:|---|---:|---|---:|---|") if cis \

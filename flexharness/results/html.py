@@ -18,9 +18,9 @@ from typing import Any, Mapping, Sequence
 
 from flexharness.names import model_label
 
-INLINE = re.compile(r"`(?P<code>[^`]+)`|\*\*(?P<bold>.+?)\*\*"
-                    r"|(?<![\w*])\*(?P<star>[^*\s](?:[^*]*[^*\s])?)\*(?![\w*])"
-                    r"|(?<![\w])_(?P<under>[^_\s](?:[^_]*[^_\s])?)_(?![\w])")
+INLINE = re.compile(r"\\(?P<escaped>[\\`*\[\]<>|])|`(?P<code>[^`]+)`|\*\*(?P<bold>.+?)\*\*"
+                    r"|(?<![\w*])\*(?P<star>(?:\\.|[^*\s\\])(?:(?:\\.|[^*\\])*(?:\\.|[^*\s\\]))?)\*(?![\w*])"
+                    r"|(?<![\w])_(?P<under>(?:\\.|[^_\s\\])(?:(?:\\.|[^_\\])*(?:\\.|[^_\s\\]))?)_(?![\w])")
 BULLET = re.compile(r"^\s*[-*]\s+")
 ALIGN = {(True, True): "center", (False, True): "right", (True, False): "left"}
 
@@ -53,7 +53,9 @@ def inline(text: str) -> str:
         out.append(html.escape(text[last:match.start()]))
         kind = match.lastgroup
         body = match.group(kind)
-        if kind == "code":
+        if kind == "escaped":
+            out.append(html.escape(body))
+        elif kind == "code":
             out.append(f"<code>{html.escape(body)}</code>")
         else:
             tag = "strong" if kind == "bold" else "em"
@@ -63,7 +65,9 @@ def inline(text: str) -> str:
 
 
 def _cells(line: str) -> list[str]:
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+    """The cells of a pipe-table row; an escaped ``\\|`` is part of a cell."""
+    inner = re.sub(r"^\|", "", re.sub(r"(?<!\\)\|$", "", line.strip()))
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", inner)]
 
 
 def _is_rule(line: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexharness.names import model_label
+from flexharness.results.markdown import escaped
 from flexharness.results.compare import (comparison_lines, comparison_markdown, interval_text, ranking_lines,
                                          ranking_markdown)
 from flexharness.results import html, slice_report
@@ -83,6 +84,7 @@ def run_notes(doc: dict[str, Any]) -> list[str]:
 
 def markdown_parts(doc: dict[str, Any], sections: Sequence[Section] = ()) -> dict[str, list[str]]:
     """The Markdown report's pieces by name, shared by ``summary.md`` and ``index.html``."""
+    doc = escaped(doc)
     cases = ["| case | model | metric | score | ± seed std | 95 % CI | status |", "|---|---|---|---:|---:|---|---|"]
     for c in doc["cases"]:
         cases.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
