@@ -309,3 +309,31 @@ def test_markdown_escapes_names_and_the_html_page_shows_them_as_written(pytester
     assert "po\\|la\\*ri_ty\\`\\<b\\>" in summary
     page = (pytester.path / "report" / "index.html").read_text()
     assert "tasks/po|la*ri_ty`&lt;b&gt;" in page and "<b>" not in page.split("<style>")[0] + page.split("</style>")[1]
+
+
+def test_validate_refuses_what_collection_refuses_and_says_what_it_skipped(
+        suite_text, tmp_path: Path, tiny_model: Path, capsys) -> None:
+    from flexharness.cli import main
+
+    ok = tmp_path / "ok.flex.yaml"
+    ok.write_text(suite_text(TASKS, TRAIN))
+    assert main(["validate", str(ok)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].strip() == (
+        "not checked: anything that needs the model's weights or tokenizer (they are loaded when an item runs)")
+    copy = tmp_path / "copy.flex.yaml"
+    copy.write_text(suite_text(TASKS, TRAIN))
+    long = tmp_path / "long.flex.yaml"
+    long.write_text(suite_text(TASKS, TRAIN.replace("seeds: [0]", "seeds: [0], max_length: 512")).replace(
+        "suite: toy", "suite: long"))
+    gpt = tmp_path / "gpt.flex.yaml"
+    gpt.write_text(suite_text(TASKS + "compression: {task: polarity, methods: [{method: magnitude, sparsity: 0.5, when: before}]}\n",
+                              TRAIN.replace("seeds: [0]", "seeds: [0], method: lora")).replace("suite: toy", "suite: g"))
+    assert main(["validate", str(ok), str(copy), str(long), str(gpt)]) == 1
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("INVALID")]
+    assert out[0].startswith(f"INVALID {copy}:1: suite: the name 'toy' is already used by {ok}")
+    assert out[1].startswith(f"INVALID {long}:3: train.max_length: 512 tokens are more than model")
+    assert len(out) == 3 and out[2].startswith(f"INVALID {gpt}:"), out
+    hub = tmp_path / "hub.flex.yaml"
+    hub.write_text(suite_text(TASKS, TRAIN).replace(f"model: {tiny_model}", "model: nobody/no-such-model"))
+    assert main(["validate", str(hub)]) == 0
+    assert "model 'nobody/no-such-model' is not on this machine" in capsys.readouterr().out
