@@ -337,3 +337,22 @@ def test_validate_refuses_what_collection_refuses_and_says_what_it_skipped(
     hub.write_text(suite_text(TASKS, TRAIN).replace(f"model: {tiny_model}", "model: nobody/no-such-model"))
     assert main(["validate", str(hub)]) == 0
     assert "model 'nobody/no-such-model' is not on this machine" in capsys.readouterr().out
+
+
+def test_damaged_fusion_weights_heal_like_compressions(pytester: pytest.Pytester, suite_text) -> None:
+    fusion = TASKS + "fusion: {task: polarity, methods: [uniform_soup], runs: 2}\n"
+    pytester.makefile(".flex.yaml", toy=suite_text(fusion, TRAIN))
+    pytester.runpytest("-m", "fusion", "--flex-json=first.json").assert_outcomes(passed=1)
+    cache = pytester.path / ".pytest_cache" / "d"
+    damaged = sorted((cache / "flexharness-weights").glob("*.safetensors"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    for path in (cache / "flexharness-results").glob("*.json"):   # forget the fusion item, keep its runs
+        if "seeds0-1]" in json.loads(path.read_text())["nodeid"]:
+            path.unlink()
+    result = pytester.runpytest("-m", "fusion", "--flex-json=second.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*DamagedWeightsWarning: kept weights * ignored (not a readable safetensors file); "
+                                 "fine-tuning run seed * again and replacing them*"])
+    first, second = (json.loads((pytester.path / n).read_text())["cases"] for n in ("first.json", "second.json"))
+    soup = [c for c in second if c["axis"] == "fusion"][0]
+    assert len(soup["trained_runs"]) == 1 and soup["score"] == [c for c in first if c["axis"] == "fusion"][0]["score"]

@@ -18,7 +18,7 @@ from flexharness.axes import fusion_report as report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.domains import Domain
 from flexharness.engine import runner, soup
-from flexharness.engine.weights import save_weights
+from flexharness.engine.weights import save_weights, usable
 from flexharness.errors import FlexError
 from flexharness.results import predictions
 from flexharness.rules.aggregate import GateResult
@@ -130,7 +130,7 @@ def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context
     if store.records.reuse or key in _TRAINED_HERE:
         record = store.records.get(key, planned)
         arrays = predictions.load(store.outputs, key) if record else None
-        if record and arrays and (weights is None or weights.is_file()):
+        if record and arrays and (weights is None or usable(weights, f"run seed {seed}")):
             return soup.Ingredient(seed, record, arrays, weights)
     head = dict(recipe.params)["head_seed"]
     record, state = soup.train_ingredient(recipe, model, seed, head, dict(recipe.params)["held_out"],
