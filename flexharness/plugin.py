@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                     "or drop the option")
     shard = options_of(config).shard
     if shard:
-        scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
+        scaleout.remember_plan(config, scaleout.plan_entries(items))  # the whole run, for merge to check
         items[:], deselected = scaleout.select_shard(items, *shard)
         if deselected:
             config.hook.pytest_deselected(items=deselected)

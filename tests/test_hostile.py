@@ -356,3 +356,65 @@ def test_damaged_fusion_weights_heal_like_compressions(pytester: pytest.Pytester
     first, second = (json.loads((pytester.path / n).read_text())["cases"] for n in ("first.json", "second.json"))
     soup = [c for c in second if c["axis"] == "fusion"][0]
     assert len(soup["trained_runs"]) == 1 and soup["score"] == [c for c in first if c["axis"] == "fusion"][0]["score"]
+
+
+def test_results_readers_check_the_whole_document_and_a_damaged_npz_is_a_warning(
+        pytester: pytest.Pytester, suite_text, capsys) -> None:
+    import copy
+
+    import numpy as np
+
+    from flexharness.cli import main
+
+    pytester.makefile(".flex.yaml", toy=suite_text(TASKS + "gates:\n  case_min: 0.0\n", TRAIN))
+    pytester.runpytest("--flex-json=out.json").assert_outcomes(passed=2)
+    good = json.loads((pytester.path / "out.json").read_text())
+    deep = json.loads("[" * 40 + "]" * 40)
+    for change, words in [
+        (lambda d: d["cases"][0].update(score="0.9"), "cases[0].score: expected a number or null, got str '0.9'"),
+        (lambda d: d["cases"][0]["seeds"].update({"0": "x"}), "cases[0].seeds: expected a mapping of seeds"),
+        (lambda d: d.update(gates="nope"), "gates: expected a list, got str 'nope'"),
+        (lambda d: d["gates"][0].update(passed="yes"), "gates[0].passed: expected true or false"),
+        (lambda d: d["aggregates"][0].pop("n"), "aggregates[0].n: missing"),
+        (lambda d: d.update(environment={"x": deep}), "nests more than 32 levels deep"),
+    ]:
+        doc = copy.deepcopy(good)
+        change(doc)
+        (pytester.path / "bad.json").write_text(json.dumps(doc))
+        for command in (["report", "bad.json"], ["merge", "bad.json", "-o", "m.json"], ["compare", "out.json", "bad.json"]):
+            assert main([command[0], *[str(pytester.path / a) if a.endswith(".json") else a for a in command[1:]]]) == 2
+            assert words in capsys.readouterr().err, (command, words)
+    (pytester.path / "deep.json").write_text(json.dumps(good)[:-1] + ', "x": ' + "[" * 50000 + "]" * 50000 + "}")
+    assert main(["report", str(pytester.path / "deep.json")]) == 2
+    assert "nests too deeply" in capsys.readouterr().err
+    (pytester.path / "nan.json").write_text((pytester.path / "out.json").read_text().replace(
+        '"score": ', '"score": NaN, "x": ', 1))
+    assert main(["report", str(pytester.path / "nan.json")]) == 2
+    assert "NaN is not JSON" in capsys.readouterr().err
+    (pytester.path / "bad.json").write_text(json.dumps({**good, "cases": [{**good["cases"][0], "score": "high"}]}))
+    baseline = pytester.runpytest(f"--flex-baseline={pytester.path / 'bad.json'}")
+    assert baseline.ret == pytest.ExitCode.USAGE_ERROR and "INTERNALERROR" not in baseline.stdout.str()
+    baseline.stderr.fnmatch_lines(["*cases[[]0].score: expected a number or null, got str 'high'*"])
+    np.savez(pytester.path / "out.predictions.npz", index=np.array(json.dumps([{"suite": "toy"}])),
+             **{"0/labels": np.zeros((2, 2)), "0/outputs": np.zeros(3)})
+    with pytest.warns(UserWarning, match=r"per-example outputs .*out.predictions.npz ignored \(an entry does not name"):
+        assert main(["merge", str(pytester.path / "out.json"), "-o", str(pytester.path / "m.json")]) == 0
+
+
+def test_an_empty_shard_still_says_which_run_it_belongs_to(pytester: pytest.Pytester, suite_text,
+                                                           tmp_path: Path) -> None:
+    from flexharness.cli import main
+    from toy import build_tiny_bert
+
+    other = build_tiny_bert(tmp_path / "other-tiny", hidden=16)
+    pytester.makefile(".flex.yaml", toy=suite_text(TASKS, TRAIN))
+    pytester.runpytest("--flex-shard=1/2", "--flex-json=s1.json").assert_outcomes(passed=1)
+    empty = pytester.runpytest("--flex-shard=2/2", f"--model={other}", "--flex-json=s2.json")
+    empty.assert_outcomes()
+    doc = json.loads((pytester.path / "s2.json").read_text())
+    assert doc["shard"]["planned"][0][1] == str(other)
+    assert main(["merge", str(pytester.path / "s1.json"), str(pytester.path / "s2.json"), "-o",
+                 str(pytester.path / "m.json")]) == 2
+    pytester.runpytest("--flex-shard=2/2", "--flex-json=s2.json").assert_outcomes()
+    assert main(["merge", str(pytester.path / "s1.json"), str(pytester.path / "s2.json"), "-o",
+                 str(pytester.path / "m.json")]) == 0
