@@ -14,7 +14,7 @@ from flexharness import interrupts, scaleout
 from flexharness import options as opts
 from flexharness.axes import AXES
 from flexharness.cache import OUTPUTS_INPUT, OUTPUTS_KEY, outputs_dir
-from flexharness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers
+from flexharness.collect import RESULT_PROPERTY, SuiteFile, mark_weight_keepers, plan_entries
 from flexharness.gates import report_gates
 from flexharness.options import OPTIONS_KEY, options_of
 from flexharness.present import summary_lines, write_report_dir
@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                     "or drop the option")
     shard = options_of(config).shard
     if shard:
-        scaleout.remember_plan(config, scaleout.plan_entries(items))  # the whole run, for merge to check
+        scaleout.remember_plan(config, plan_entries(items))  # the whole run, for merge to check
         items[:], deselected = scaleout.select_shard(items, *shard)
         if deselected:
             config.hook.pytest_deselected(items=deselected)

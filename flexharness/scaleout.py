@@ -73,18 +73,6 @@ def select_shard(items: Sequence[Any], index: int, count: int) -> tuple[list[Any
 PLAN_OUTPUT = "flexharness_plan"  # the workeroutput key an xdist worker sends the plan back under
 
 
-def plan_entries(items: Sequence[Any]) -> list[list[str]]:
-    """Every item of the whole run as ``[node id, model, case fingerprint]``: ids alone omit the model of a run
-    with one, so a shard (even one left with no items) says which models and suite versions its run had."""
-    from flexharness.cache import case_fingerprint
-
-    entries = []
-    for item in items:
-        planned = getattr(item, "planned", None)
-        entries.append([item.nodeid, planned.model, case_fingerprint(planned.case)] if planned else [item.nodeid, "", ""])
-    return entries
-
-
 def remember_plan(config: Any, nodeids: list[list[str]]) -> None:
     """Keep the run's items before the shard is cut: ``flexharness merge`` checks the shards add up to them."""
     if hasattr(config, "workerinput"):

