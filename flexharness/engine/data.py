@@ -378,7 +378,8 @@ def hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples, 
     """(rest, held out, copies): a stratified ``fraction`` held out, every group of rows with one text (after
     :func:`text_key`) on one side, so retweets cannot leak; ``copies`` counts rows repeating another's text.
 
-    Groups are drawn by their first row; without repeated texts this is the plain stratified draw."""
+    The plain stratified draw over all rows, then each row follows its group's first row: without repeated
+    texts this is exactly the plain draw, and with them only the copies move."""
     groups: dict[tuple[str, ...], int] = {}
     leaders = []
     member = np.empty(len(examples), dtype=np.int64)
@@ -387,9 +388,10 @@ def hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples, 
         if member[index] == len(leaders):
             leaders.append(index)
     rng = np.random.default_rng(DATA_SEED)
-    chosen = stratified_indices(examples.labels[np.asarray(leaders, dtype=np.int64)],
-                                hold_out_size(len(leaders), fraction), rng, stratify=kind != REGRESSION)
-    held = np.isin(member, chosen)
+    drawn = np.zeros(len(examples), dtype=bool)
+    drawn[stratified_indices(examples.labels, hold_out_size(len(examples), fraction), rng,
+                             stratify=kind != REGRESSION)] = True
+    held = drawn[np.asarray(leaders, dtype=np.int64)][member]
     return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held)), len(examples) - len(leaders)
 
 
