@@ -14,7 +14,8 @@ from flexharness.results.compare import compare_lines, compare_markdown
 from flexharness.results.io import read_results, unwritable, write_atomic, write_json
 from flexharness.results.present import markdown, summary_lines, write_report_dir
 from flexharness.rules import baseline
-from flexharness.suite.reader import DEFAULT_KIND, expand
+from flexharness.suite.reader import DEFAULT_KIND, check_max_length, expand
+from flexharness.suite.spec import Suite
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -78,17 +79,26 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    """Check suite files as collection would; one line per file, exit 1 when any is invalid."""
-    failed = 0
+    """Check suite files as collection would (but for what needs the model's weights); one line per file, the
+    checks it could not make named, exit 1 when any is invalid."""
+    from flexharness.harness.collect import check_model, claim_name
+    from flexharness.engine.models import architecture
+
+    failed, names = 0, {}
     for path in args.paths:
         try:
             suite = load_suite(Path(path))
+            claim_name(names, suite)
+            models = (suite.model,) if suite.model and architecture(suite.model) is not None else ()
+            for model in models:
+                check_model(suite, model)
+            check_max_length(suite, models)
             check_suite(suite)
+            items = expand(suite, (suite.model,) if suite.model else ("--model",))
         except SuiteError as exc:
             print(f"INVALID {exc}")
             failed += 1
             continue
-        items = expand(suite, (suite.model,) if suite.model else ("--model",))
         axes = sorted({c.axis for c in suite.cases})
         print(f"ok      {path}: suite '{suite.name}', {len(suite.cases)} cases ({', '.join(axes)}), "
               f"{len(items)} items per model")
@@ -99,7 +109,18 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"          {case.axis}/{case.name}: {case.metric} ({kind}{case.label_kind}, {direction}), "
                   f"seeds {list(case.train.seeds)}{scored}")
         print(f"          gates: {', '.join(_gate_names(suite.gates)) or 'none'}")
+        print(f"          not checked: {_skipped(suite, bool(models))}")
     return 1 if failed else 0
+
+
+def _skipped(suite: Suite, model_read: bool) -> str:
+    """What collection checks and ``validate`` cannot: the weights (loaded only to run), and a model it cannot read."""
+    weights = "anything that needs the model's weights or tokenizer (they are loaded when an item runs)"
+    if model_read:
+        return weights
+    why = "the suite names none (pass one with --model)" if not suite.model else \
+        f"model '{suite.model}' is not on this machine"
+    return f"{weights}; the model's architecture (max_length, compression methods, encoder-decoder): {why}"
 
 
 def _gate_names(gates: dict) -> list[str]:

@@ -6,7 +6,8 @@ baselines) goes through :func:`read_text`, which refuses them before reading.
 The refusal is an :class:`OSError` whose ``strerror`` says why, so each
 caller's existing "cannot read ..." message carries it unchanged. Files are
 fingerprinted by content (:func:`path_fingerprint`) and written whole or not
-at all (:func:`replace_atomically`).
+at all (:func:`replace_atomically`, which never writes through a link already at the path). Every output
+file name made from user strings (suite, case, task, model names) comes from :func:`output_name`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -114,3 +116,19 @@ def _content_digest(root: str, listing: tuple[tuple[str, int, int, int], ...]) -
                 content.update(block)
         total.update(f"{name}\0{size}\0{content.hexdigest()}\n".encode())
     return total.hexdigest()
+
+
+NAME_PART = 60   # characters of each part kept in a file name
+
+
+def output_name(*parts: str, suffix: str = ".png") -> str:
+    """The one way to make an output file name from user strings: a single safe path component.
+
+    Anything but letters, digits, ``_`` and ``-`` becomes ``_`` (so ``/`` and ``..`` cannot leave the folder),
+    and a name that had to change gets a short hash of the raw parts, so ``a/b`` and ``a_b`` never share a file.
+    """
+    safe = [re.sub(r"[^A-Za-z0-9_-]+", "_", part)[:NAME_PART] or "_" for part in parts]
+    name = "-".join(safe)
+    if safe != list(parts):
+        name += "-" + hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return name + suffix

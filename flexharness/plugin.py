@@ -15,7 +15,7 @@ from flexharness.engine import energy, tracking
 from flexharness.errors import FlexError
 from flexharness.harness import interrupts, scaleout
 from flexharness.harness import options as opts
-from flexharness.harness.collect import RESULT_PROPERTY, TRACKING_KEY, SuiteFile, mark_weight_keepers
+from flexharness.harness.collect import RESULT_PROPERTY, TRACKING_KEY, SuiteFile, mark_weight_keepers, plan_entries
 from flexharness.harness.gates import report_gates
 from flexharness.harness.options import OPTIONS_KEY, options_of
 from flexharness.harness.session import Controller
@@ -59,9 +59,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:], deselected = _selected(items, options_of(config).axes)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
+    if deselected and not items:
+        _refuse_empty(options_of(config).axes)
     shard = options_of(config).shard
     if shard:
-        scaleout.remember_plan(config, [item.nodeid for item in items])  # the whole run, for merge to check
+        scaleout.remember_plan(config, plan_entries(items))  # the whole run, for merge to check
         items[:], deselected, config.stash[scaleout.LINE_KEY] = scaleout.cut_shard(  # earlier runs' seconds:
             items, options_of(config), results_dir(config), _key_of)                   # --flex-shard-by measured
         if deselected:
@@ -90,6 +92,13 @@ def _selected(items: list[pytest.Item], axis_options: dict[str, Any]) -> tuple[l
                                       for key, values in axis_options.items())
 
     return [i for i in items if kept(i)], [i for i in items if not kept(i)]
+
+
+def _refuse_empty(axis_options: dict[str, Any]) -> None:
+    """A usage error when an axis's options deselected every item: the option, not the suites, is wrong."""
+    reasons = [AXES.get(key).nothing_selected(values) for key, values in axis_options.items()]
+    if any(reasons):
+        raise pytest.UsageError("; ".join(r for r in reasons if r))
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:

@@ -143,7 +143,7 @@ def test_validate_checks_suites_as_collection_does_and_lists_cases_and_gates(
               "    metric: accuracy\ngates:\n  tasks: {p_avg: {min: 0.5}}\n  case_min: 0.4\n"
               "  cases: {tasks/polarity: {min: 0.75}}")
     assert main(["validate", bad]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].strip() == (
+    assert capsys.readouterr().out.splitlines()[-2].strip() == (
         "gates: tasks/p_avg.min 0.5, case_min 0.4, cases/tasks/polarity.min 0.75")
 
 

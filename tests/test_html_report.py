@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flexharness.cli import main
+from flexharness.files import output_name
 from flexharness.results import html, plots, report
 from flexharness.results.compare import compare_lines, compare_markdown
 from flexharness.results.io import write_json
@@ -77,7 +78,7 @@ def test_index_html_holds_every_table_and_every_plot_and_nothing_from_outside(tm
     doc = make_doc(models=3, suite=HOSTILE)
     written = report.write_report_dir(tmp_path, doc, [axis_section], [axis_plot])
     pngs = sorted(p for p in tmp_path.iterdir() if p.suffix == ".png")
-    assert {p.name for p in pngs} == {"cases.png", plots.file_name("flexibility", HOSTILE), "toy-axis.png"}
+    assert {p.name for p in pngs} == {"cases.png", output_name("flexibility", HOSTILE), "toy-axis.png"}
     assert {p.name for p in written} == {p.name for p in pngs} | {"summary.md", "index.html"}
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     for png in pngs:

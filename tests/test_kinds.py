@@ -87,7 +87,7 @@ datasets:
   ner: {{kind: token_classification, files: {{train: ner/train.jsonl, dev: ner/dev.jsonl}}}}
   conll: {{kind: token_classification, files: {{train: conll/train.conll, dev: conll/dev.conll}}, tag_scheme: IOBES}}
 tasks:
-  - {{name: ner, dataset: ner, metric: [entity_f1, token_accuracy], slices: {{by: topic, bins: 2}}}}
+  - {{name: ner, dataset: ner, metric: [entity_f1, token_accuracy], slices: {{by: topic, values: [car, flight, game, phone]}}}}
   - {{name: conll, dataset: conll, metric: entity_f1_strict, slices: {{by: length, bins: 2}},
       train: {{epochs: 8, batch_size: 8}}}}
   - {{name: adapt, dataset: ner, metric: entity_f1, train: {{method: [lora, head], seeds: [0]}}}}

@@ -99,14 +99,6 @@ def test_an_evaluation_split_of_copied_training_rows_is_refused_and_a_few_copies
         data.prepare(many, (), "classification", None, None)
 
 
-def test_a_file_whose_rows_repeat_is_refused_even_with_a_hold_out(tmp_path: Path) -> None:
-    write_csv(tmp_path / "twice.csv", sentiment_rows(50) * 2)
-    spec = DatasetSpec(name="doubled", base_dir=str(tmp_path), files=(("train", "twice.csv"),))
-    with pytest.raises(DataError, match=r"dataset 'doubled': \d+ of 20 rows of the evaluation split 'held-out 0.2 "
-                                        r"of train' \(\d+%\) are exact copies"):
-        data.prepare(spec, (), "classification", None, None)
-
-
 # --- 3. YAML 1.1 booleans and mixed labels --------------------------------------------------------
 
 

@@ -33,17 +33,26 @@ def test_length_slices_put_every_example_in_one_bin_shorter_before_longer(values
     assert all(high < low for (_, high), (low, _) in zip(ranges, ranges[1:]))  # equal lengths share a bin
 
 
-@given(st.lists(st.one_of(st.integers(0, 9).map(float), st.just(math.nan)), min_size=1, max_size=50),
-       st.integers(2, 4))
-def test_column_slices_partition_numbers_and_missing_values(values: list[float], bins: int) -> None:
-    found = rules.column_slices(np.asarray(values), bins)
+@given(st.lists(st.one_of(st.integers(0, 9).map(float), st.just(math.nan), st.none()), min_size=1, max_size=50),
+       st.lists(st.integers(1, 8).map(float), min_size=1, max_size=4, unique=True).map(sorted))
+def test_column_slices_by_edges_partition_numbers_and_missing_values(values: list, edges: list[float]) -> None:
+    names = rules.known_names("score", 3, None, edges)
+    found = rules.column_slices(rules.slice_labels(values, None, edges), names)
     assert _members(found) == list(range(len(values)))
-    assert (rules.MISSING in [s.name for s in found]) == any(math.isnan(v) for v in values)
+    assert (rules.MISSING in [s.name for s in found]) == any(v is None or math.isnan(v) for v in values)
+    for s in found:
+        if s.name not in rules.RESERVED_SLICES:
+            low = names.index(s.name)
+            assert all((low == 0 or values[i] >= edges[low - 1]) and (low == len(edges) or values[i] < edges[low])
+                       for i in s.indices)
 
 
-def test_text_column_slices_are_its_values() -> None:
-    found = rules.column_slices(np.asarray(["air", "tech", "air"]), 3)
-    assert {s.name: s.indices.tolist() for s in found} == {"air": [0, 2], "tech": [1]}
+def test_text_column_slices_are_the_values_the_suite_names_and_other() -> None:
+    labels = rules.slice_labels(["air", "tech", "air", "x@y.org", None, 1], ["air", 1], None)
+    found = rules.column_slices(labels, rules.known_names("topic", 3, ["air", 1]))
+    assert {s.name: s.indices.tolist() for s in found} == {"air": [0, 2], "1": [5], "other": [1, 3],
+                                                          "(missing)": [4]}
+    assert "x@y.org" not in labels and "tech" not in labels
 
 
 @given(st.integers(1, 5).flatmap(lambda runs: st.lists(st.lists(st.booleans(), min_size=runs, max_size=runs),
@@ -100,7 +109,7 @@ def test_slice_mistakes_are_located_suite_errors(tmp_path: Path, tiny_model: Pat
 
 def test_a_column_the_data_lacks_fails_at_collection(pytester: pytest.Pytester, suite_text) -> None:
     pytester.makefile(".flex.yaml", toy=suite_text(
-        "tasks:\n  - {name: a, dataset: reviews, metric: accuracy,\n     slices: {by: topic}}\n"))
+        "tasks:\n  - {name: a, dataset: reviews, metric: accuracy,\n     slices: {by: topic, values: [flight]}}\n"))
     result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*toy.flex.yaml:10: tasks[[]0].slices.by: 'tasks/a': dataset 'reviews' has no "
                                  "column 'topic' (3 columns in every split, none of that name); slice by a column*"])
@@ -144,7 +153,7 @@ def test_slices_end_to_end_with_gates_merge_and_a_column_added_on_a_cached_rerun
     assert [c["slices"] for c in merged["cases"]] == [c["slices"] for c in doc["cases"]]
     assert [g["passed"] for g in merged["gates"]] == [g["passed"] for g in doc["gates"]]
 
-    column = TASKS.replace("slices: {by: length}", "slices: {by: score}")   # 1.0 / 0.0, one per label
+    column = TASKS.replace("slices: {by: length}", "slices: {by: score, values: [0, 1]}")   # 1.0 / 0.0 per label
     pytester.makefile(".flex.yaml", toy=suite_text(column, TRAIN))
     rerun = pytester.runpytest("--flex-json=again.json")
     rerun.assert_outcomes(passed=4)

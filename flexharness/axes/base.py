@@ -101,6 +101,10 @@ class Axis:
         None when this axis has no say."""
         return None
 
+    def nothing_selected(self, options: Mapping[str, Any]) -> str | None:
+        """Why this axis's options leave a run with no items (a usage error), or None when they do not say."""
+        return None
+
     def run_settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """What this axis's options add to each suite's entry of the results JSON (for merge and reports)."""
         return {}
@@ -124,6 +128,10 @@ class Axis:
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
         """Fine-tune (or not) and score one (case, model, seed); the record needs ``score``."""
         raise NotImplementedError
+
+    def check_record(self, case: Case, record: Mapping[str, Any]) -> None:
+        """Raise a ``FlexError`` when a record, fresh or reused from the cache (perhaps another axis's, see
+        :meth:`cache_case`), did not measure what ``case`` names: a verdict never depends on the cache."""
 
     def trains(self, case: Case) -> Case | None:
         """The case whose plain fine-tune an item of ``case`` runs and can keep the weights of, when

@@ -16,7 +16,7 @@ from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import task_named
 from flexharness.engine import compress
 from flexharness.suite.reader import SuiteContext, read_train
-from flexharness.suite.schema import Reader, did_you_mean
+from flexharness.suite.schema import Reader, case_name, did_you_mean, nfc
 from flexharness.suite.spec import Case
 
 SECTION_KEYS = ("task", "relative", "train", "methods", "choose")
@@ -96,7 +96,8 @@ def _entries(entry: Reader) -> list[tuple[str, dict[str, Any]]]:
                                     f"known: {', '.join(compress.METHODS)}")
     method = compress.METHODS[name]
     entry.only(("method", "name", *method.keys))
-    custom = entry.typed("name", str)
+    custom = entry.typed("name", str, check=case_name)
+    custom = nfc(custom) if custom else custom
     variants = method.parse(entry)
     result = []
     for params in variants:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots
 from flexharness.rules.aggregate import GateResult
 from flexharness.rules.frontier import Point, cheapest_keeping, lower_bound, mean_quantiles, p_below, pareto
@@ -167,6 +168,7 @@ def lines(doc: Mapping[str, Any]) -> list[str]:
 def plot(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """Per model: score against size and against latency, the frontier drawn, retention intervals as bars."""
     written = []
+    labels = model_labels(c["model"] for c in doc["cases"])
     for f in doc.get("compression_frontier") or []:
         plt = plots.pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -175,11 +177,9 @@ def plot(doc: Mapping[str, Any], directory: Path) -> list[Path]:
             ax.set_xlabel(label)
             ax.set_ylabel("score (task metric)")
         fig.suptitle(f"compression frontier: {model_label(f['model'])}")
-        fig.tight_layout()
-        path = directory / f"compression-frontier-{model_label(f['model'])}.png"   # beside compression-MODEL.png
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        label = labels.get(f["model"], model_label(f["model"]))
+        path = directory / output_name("compression-frontier", label)  # beside compression-MODEL.png
+        written.append(plots.save_laid_out(fig, path))
     return written
 
 

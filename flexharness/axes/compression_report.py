@@ -8,7 +8,8 @@ from typing import Any, Iterable, Mapping
 
 from flexharness.axes import compression_choice
 from flexharness.axes.base import Scored
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots as plotting
 from flexharness.results.table import Cell, Table
 from flexharness.rules.aggregate import GateResult
@@ -65,7 +66,8 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """``compression-MODEL.png`` per model: score (or retention) against the sparsity measured."""
     models = dict.fromkeys(c["model"] for c in doc["cases"] if _plottable(c))
-    return ([_plot(doc, model, directory / f"compression-{model_label(model)}.png") for model in models]
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return ([_plot(doc, model, directory / output_name("compression", labels[model])) for model in models]
             + compression_choice.plot(doc, directory))
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots as plotting
 from flexharness.results.table import Table
 from flexharness.rules.aggregate import GateResult, mean
@@ -212,7 +213,8 @@ def _matrix_table(doc: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, model) transfer matrix."""
-    return [_heatmap(doc, s, directory / plotting.file_name("transfer", s["suite"], model_label(s["model"])))
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return [_heatmap(doc, s, directory / output_name("transfer", s["suite"], labels.get(s["model"], s["model"])))
             for s in doc.get("transfer_summary", [])]
 
 

@@ -12,7 +12,7 @@ docs/efficiency.md.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from flexharness.axes.tasks import read_tasks
 from flexharness.engine import runner
 from flexharness.errors import DataError
 from flexharness.rules import curves
-from flexharness.suite.reader import SuiteContext, read_train
+from flexharness.suite.reader import TRAIN_ROWS, SuiteContext, check_expansion, read_train
 from flexharness.suite.schema import Reader
 from flexharness.suite.spec import Case
 
@@ -45,7 +45,9 @@ class EfficiencyAxis(Axis):
         reader.only(SECTION_KEYS)
         tasks = _tasks(reader, context.cases)
         sizes = _sizes(reader)
-        seeds = _seeds(reader)
+        seeds = reader.seeds("seeds")
+        check_expansion(reader, None, len(tasks) * len(sizes) * len(seeds or SMALL_SEEDS),
+                        "items (tasks x sizes x seeds)")
         target = reader.typed("target", float, 0.9, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
         cases = []
         for task in tasks:
@@ -59,7 +61,7 @@ class EfficiencyAxis(Axis):
                 size_seeds = seeds or (SMALL_SEEDS if size <= SMALL else LARGE_SEEDS)
                 cases.append(replace(task, axis=self.key, name=f"{task.name}@n={size}", dataset=dataset,
                                      train=replace(train, seeds=size_seeds), line=reader.line_of("sizes"),
-                                     params=(("task", task.name), ("size", size), ("target", target),
+                                     params=(("task", task.name), (TRAIN_ROWS, size), ("target", target),
                                              ("task_dataset", task.dataset))))
         return tuple(cases)
 
@@ -73,23 +75,34 @@ class EfficiencyAxis(Axis):
 
     def run(self, case: Case, model: str, seed: int, context: RunContext) -> dict[str, Any]:
 
-        size = dict(case.params)["size"]
+        size = dict(case.params)[TRAIN_ROWS]
 
         def rows(labels: np.ndarray) -> np.ndarray:
             if size > len(labels):
-                raise DataError(f"size {size} is larger than the {len(labels)} training examples task "
-                                f"'{dict(case.params)['task']}' has after its filters; drop the size or add data",
-                                case.dataset.origin, case.line, "efficiency.sizes")
+                raise _too_few(case, len(labels))
             return curves.nested_subsets(labels, [size], DATA_SEED)[size]
 
         return runner.run_case(self.cache_case(case), model, seed, context.device_option,
                                context.trust_remote_code, context.progress, train_rows=rows)
+
+    def check_record(self, case: Case, record: Mapping[str, Any]) -> None:
+        """A point of the curve is the size it names: a record (the tasks item's, say) trained on fewer rows fails."""
+        found = record.get("train_examples")
+        if isinstance(found, int) and found != dict(case.params)[TRAIN_ROWS]:
+            raise _too_few(case, found)
 
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         params = dict(case.params)
         counts = sorted({r["train_examples"] for r in records if r and r.get("train_examples") is not None})
         return {"task": params["task"], "size": params["size"], "target": params["target"],
                 "train_examples": counts[0] if len(counts) == 1 else (counts or None)}
+
+
+def _too_few(case: Case, available: int) -> DataError:
+    params = dict(case.params)
+    return DataError(f"size {params[TRAIN_ROWS]} is larger than the {available} training examples task "
+                     f"'{params['task']}' has (after its filters and max_train_samples); drop the size or add data",
+                     case.dataset.origin, case.line, "efficiency.sizes")
 
 
 def _tasks(reader: Reader, cases: tuple[Case, ...]) -> list[Case]:
@@ -110,8 +123,3 @@ def _sizes(reader: Reader) -> tuple[int, ...]:
         raise reader.error("sizes", "expected a list of at least two distinct positive integers, "
                                     "e.g. [32, 128, 512, 2048]")
     return tuple(sorted(raw))
-
-
-def _seeds(reader: Reader) -> tuple[int, ...] | None:
-    """One seed list for every size; None: the defaults (5 seeds up to SMALL examples, 3 above)."""
-    return reader.seeds("seeds")

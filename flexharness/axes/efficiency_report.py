@@ -20,7 +20,7 @@ from flexharness.names import model_label
 from flexharness.results import plots as plotting
 from flexharness.results.table import Table
 from flexharness.rules import curves
-from flexharness.rules.aggregate import GateResult
+from flexharness.rules.aggregate import GateResult, at_least_as_good
 
 Key = tuple[str, str, str]   # (suite, model, task)
 ADVANTAGE_FIELDS = ("mean_log2_ratio", "mean_extra_examples", "ratio_at_top", "score_low", "score_high")
@@ -118,12 +118,14 @@ def _aulc_gate(members: list[dict[str, Any]], bound: str, threshold: float, suit
     if short:
         return GateResult(name, False, None, threshold, f"incomplete: the curve of {', '.join(short)} has fewer than "
                           "two sizes in this run; aulc cannot be computed", suite, model)
-    pick = min if bound == "min" else max
-    worst = pick(members, key=lambda s: s["aulc"])
-    passed = worst["aulc"] >= threshold if bound == "min" else worst["aulc"] <= threshold
+    hib = members[0]["higher_is_better"]
+    floor = bound == "min"   # min: the worst acceptable AULC in the metric's direction (as for p_avg); max: literal
+    worst = (min if floor and hib else max)(members, key=lambda s: s["aulc"])
+    passed = at_least_as_good(worst["aulc"], threshold, hib) if floor else worst["aulc"] <= threshold
+    direction = " (lower is better)" if floor and not hib else ""
     return GateResult(name, passed, worst["aulc"], threshold,
                       f"aulc.{bound} = {worst['aulc']:.4f} (task {worst['task']}), required "
-                      f"{'>=' if bound == 'min' else '<='} {threshold:g}: {'ok' if passed else 'FAILED'}",
+                      f"{'>=' if floor and hib else '<='} {threshold:g}{direction}: {'ok' if passed else 'FAILED'}",
                       suite, model)
 
 

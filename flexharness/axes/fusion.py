@@ -21,12 +21,11 @@ from flexharness.engine import soup
 from flexharness.engine.weights import STATE
 from flexharness.errors import FlexError
 from flexharness.store.keys import KeyedAs
-from flexharness.suite.reader import COMBINES_SEEDS, SuiteContext, read_train
+from flexharness.suite.reader import COMBINES_SEEDS, SuiteContext, check_expansion, read_train
 from flexharness.suite.schema import Reader, did_you_mean, open_fraction
 from flexharness.suite.spec import Case, DatasetSpec, Planned
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "train")
-RUNS_LIMIT = 1000   # runs of one fusion case: each is a fine-tune
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
 RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", "inference_cost", "held_out_score",
                  "best_single_held_out", "held_out_examples", "other_domains", "ood_gain", "trained_runs")
@@ -46,12 +45,14 @@ class FusionAxis(Axis):
         held_out = reader.typed("held_out", float, 0.1, check=open_fraction)
         shared = reader.typed("shared_head", bool, True)
         runs = _runs(reader)
+        check_expansion(reader, "runs" if runs else None,
+                        len(tasks) * (len(methods) + (len(runs) if runs else 0)), "items (tasks x (methods + runs))")
         line = reader.line_of("methods") if reader.has("methods") else reader.line
         domains = [Domain(c.name, c.dataset, c.where, c.line) for c in context.cases if c.axis == "domains"]
         cases = []
         for task in tasks:
             train = read_train(reader.child("train"), task.train)
-            train = replace(train, seeds=runs) if runs else train
+            train = replace(train, seeds=tuple(runs)) if runs else train
             dataset = replace(task.dataset, eval_splits=task.dataset.eval_splits[:1])  # the task's first split
             others = tuple(d for d in domains if (d.dataset, d.where) != (task.dataset, task.where))
             params = ((COMBINES_SEEDS, True), ("task", task.name), ("held_out", held_out), ("shared_head", shared),
@@ -141,14 +142,14 @@ def _methods(reader: Reader) -> tuple[str, ...]:
 
 
 def _runs(reader: Reader) -> tuple[int, ...] | None:
-    """``runs: 5`` (seeds 0–4) or ``runs: [0, 3, 7]``; None: the task's seeds."""
+    """``runs: 5`` (seeds 0–4, counted before they are built) or ``runs: [0, 3, 7]``; None: the task's seeds."""
     raw = reader.raw("runs")
     if raw is None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool):
-        if not 1 <= raw <= RUNS_LIMIT:
-            raise reader.error("runs", f"expected a number of runs from 1 to {RUNS_LIMIT} (seeds 0, 1, ...), e.g. 5, "
-                                       "or a list of seeds, e.g. [0, 1, 2]")
-        return tuple(range(raw))
+        if raw < 1:
+            raise reader.error("runs", "expected a number of runs (seeds 0, 1, ...), e.g. 5, or a list of distinct "
+                                       "non-negative seeds, e.g. [0, 1, 2]")
+        return tuple(range(check_expansion(reader, "runs", raw, "runs")))
     return reader.seeds("runs")
 

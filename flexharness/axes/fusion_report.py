@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from flexharness.axes.base import Scored
 from flexharness.engine.soup import METHODS
-from flexharness.names import model_label
+from flexharness.files import output_name
+from flexharness.names import model_label, model_labels
 from flexharness.results import plots as plotting
 from flexharness.results.table import Cell, Table
 from flexharness.rules.aggregate import GateResult
@@ -110,7 +111,8 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     for c in _cases(doc):
         if c["score"] is not None and c.get("single_scores"):
             groups.setdefault((c["suite"], c["model"]), []).append(c)
-    return [_plot(cases, directory / f"fusion-{suite}-{model_label(model)}.png")
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return [_plot(cases, directory / output_name("fusion", suite, labels.get(model, model)))
             for (suite, model), cases in groups.items()]
 
 

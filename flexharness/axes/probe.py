@@ -84,6 +84,12 @@ class ProbeAxis(Axis):
     def selects(self, case: Case, options: Mapping[str, Any]) -> bool | None:
         return case.axis == self.key if options.get("only") else None
 
+    def nothing_selected(self, options: Mapping[str, Any]) -> str | None:
+        if not options.get("only"):
+            return None
+        return ("--flex-prescreen-only keeps only the items of 'probe:' sections, and the suites collected have "
+                "none: add a 'probe:' section (see docs/prescreen.md) or drop the option")
+
     def run_settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
         return {"prescreen": {"top": options.get("top"), "by": options.get("by", "logme")}}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from flexharness.axes import probe_choice
+from flexharness.files import output_name
 from flexharness.names import model_label
 from flexharness.results import plots as plot_helpers
 from flexharness.results.table import Table
@@ -199,10 +200,10 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     written = []
     for suite in dict.fromkeys(e["suite"] for e in doc.get("probes") or [] if e["layers"]):
         entries = [e for e in doc["probes"] if e["suite"] == suite and e["layers"]]
-        written.append(_layer_plot(suite, entries, directory / plot_helpers.file_name("probe", "layers", suite)))
+        written.append(_layer_plot(suite, entries, directory / output_name("probe", "layers", suite)))
         tuned = [e for e in entries if e["finetuned"] is not None]
         if tuned:
-            path = directory / plot_helpers.file_name("probe", "prescreen", suite)
+            path = directory / output_name("probe", "prescreen", suite)
             written.append(_prescreen_plot(suite, tuned, path))
     return written
 

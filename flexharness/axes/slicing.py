@@ -1,5 +1,5 @@
 """What difficulty slices need from the data, for every axis: the column check at collection, and the
-examples' token lengths and column values kept beside each item's per-example outputs.
+examples' token lengths or column slice names (never the column's values) kept beside each item's outputs.
 
 Slicing is no part of the result-cache key (it changes no score): an item reused
 from the cache gets the lengths or column values it lacks added to its stored
@@ -16,7 +16,7 @@ import numpy as np
 from flexharness.engine import runner
 from flexharness.errors import SuiteError
 from flexharness.results import predictions
-from flexharness.rules.slices import AGREEMENT, LENGTH, MISSING
+from flexharness.rules.slices import AGREEMENT, LENGTH, known_names, slice_labels
 from flexharness.suite.spec import Case, DatasetSpec, Suite
 from flexharness.engine import kinds
 
@@ -25,7 +25,9 @@ def field_of(case: Case) -> str | None:
     """The per-example field a case's slices read; None when they need none (agreement)."""
     if case.slices is None or case.slices.by == AGREEMENT:
         return None
-    return predictions.LENGTHS if case.slices.by == LENGTH else predictions.column_field(case.slices.by)
+    spec = case.slices
+    return predictions.LENGTHS if spec.by == LENGTH else \
+        predictions.column_field(spec.by, known_names(spec.by, spec.bins, spec.values, spec.edges))
 
 
 def check(suite: Suite) -> None:
@@ -98,14 +100,6 @@ def _values(case: Case, model: str, field: str, trust_remote_code: bool) -> dict
     for split, examples in prepared.evals:
         origin = split if split in source else case.dataset.train_split   # a held-out split comes from train
         column = source[origin][case.slices.by]
-        found[split] = (runner.examples_digest(examples), column_array([column[int(i)] for i in examples.rows]))
+        found[split] = (runner.examples_digest(examples),
+                        slice_labels([column[int(i)] for i in examples.rows], case.slices.values, case.slices.edges))
     return found
-
-
-def column_array(values: list[Any]) -> np.ndarray:
-    """Numbers as float64 (missing ones NaN), anything else as text (missing ones ``(missing)``): arrays that
-    load without pickle."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-    return np.asarray([MISSING if v is None else str(v) for v in values], dtype=str)

@@ -10,6 +10,7 @@ the results document alone, so ``flexharness merge`` decides what one run decide
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -17,7 +18,7 @@ from flexharness.axes import stability_report as stats
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.tasks import read_tasks
 from flexharness.engine import runner
-from flexharness.suite.reader import SuiteContext
+from flexharness.suite.reader import SETTING, SuiteContext, check_expansion
 from flexharness.suite.schema import Reader, non_negative
 from flexharness.suite.spec import Case
 
@@ -43,13 +44,15 @@ class StabilityAxis(Axis):
                 if (values := _values(reader, key, kind)) is not None]
         seeds = _seeds(reader)
         margin = reader.typed("margin", float, 0.0, check=non_negative)
+        check_expansion(reader, None, math.prod([len(tasks), len(seeds), *(len(v) for _, _, v in grid)]),
+                        "items (tasks x settings x seeds)")
         cases = []
         for task in tasks:
             for setting in _settings(grid):
                 train = replace(task.train, seeds=seeds, **{field: value for field, _, value in setting})
                 name = f"{task.name}@{','.join(f'{label}={_label(value)}' for _, label, value in setting)}" \
                     if setting else f"{task.name}@recipe"
-                params = (("task", task.name), ("setting", tuple((f, v) for f, _, v in setting)),
+                params = (("task", task.name), (SETTING, tuple((f, v) for f, _, v in setting)),
                           ("margin", margin), ("task_dataset", task.dataset))
                 cases.append(replace(task, axis=self.key, name=name, train=train, line=reader.line, params=params,
                                      dataset=replace(task.dataset, eval_splits=task.dataset.eval_splits[:1])))

@@ -9,7 +9,7 @@ from flexharness.axes.base import Axis, RunContext
 from flexharness.engine import runner
 from flexharness.rules.calibration import FIELDS
 from flexharness.suite.reader import SuiteContext, dataset_ref, read_filters, read_metrics, read_slices, read_train
-from flexharness.suite.schema import Reader, case_name, did_you_mean
+from flexharness.suite.schema import Reader, case_name, did_you_mean, nfc
 from flexharness.suite.spec import Case
 
 TASK_KEYS = ("name", "dataset", "metric", "where", "train", "slices")
@@ -29,7 +29,7 @@ class TasksAxis(Axis):
         for index, item in enumerate(items):
             reader = Reader(item, top.path, f"tasks[{index}]", top.line_of("tasks"))
             reader.only(TASK_KEYS)
-            name = reader.typed("name", str, required=True, check=case_name)
+            name = nfc(reader.typed("name", str, required=True, check=case_name))
             if name in seen:
                 raise reader.error("name", f"duplicate case name '{name}' (first on line {seen[name]})")
             seen[name] = reader.line

@@ -48,6 +48,7 @@ class Prepared:
     train: Examples
     evals: tuple[tuple[str, Examples], ...]   # (split name, examples); the first is the case's own
     label_names: tuple[str, ...] | None       # None for regression
+    held_out_copies: int | None = None        # rows of a hold-out this module made that repeat another row's text
 
     @property
     def eval(self) -> Examples:
@@ -143,8 +144,13 @@ def _source_hint(spec: DatasetSpec, exc: Exception) -> str:
     if isinstance(cause, UnicodeDecodeError) or "invalid utf8" in reason.lower().replace("-", ""):
         return (f"cannot decode the data as {spec.encoding or 'utf-8'} ({reason}); "
                 "set 'encoding' to the files' encoding, e.g. 'encoding: latin-1'")
-    return (f"cannot read the data: {type(cause).__name__}: {short_repr(reason, 160)[1:-1]}; "
+    return (f"cannot read the data: {type(cause).__name__}: {short_repr(unquoted(reason), 160)[1:-1]}; "
             f"check that the files are valid {spec.format or 'CSV, JSON or Parquet'}")
+
+
+def unquoted(reason: str) -> str:
+    """A reader library's reason with what it quotes from the file (a cell, a line: data) left out."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'…'", reason)
 
 
 @functools.lru_cache(maxsize=32)
@@ -163,15 +169,17 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
     for name in eval_names:
         texts, raw, kept = _rows(spec, source[name], where, name)
         evals.append((name, Examples(texts, encode(raw, name), kept)))
-    if not evals:
-        train, held_out = _hold_out(train, spec.eval_fraction, kind)
+    copies = None
+    if evals:
+        _check_overlap(spec, train, evals)   # splits the user gave; a hold-out made here cannot hold copies
+    else:
+        train, held_out, copies = hold_out(train, spec.eval_fraction, kind)
         evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
-    _check_overlap(spec, train, evals)
     train = _subsample(train, max_train, kind)
     evals = [(name, _subsample(examples, max_eval, kind)) for name, examples in evals]
     for name, examples in evals:
-        _check_sizes(spec, where, train, examples, label_names, name)
-    return Prepared(train, tuple(evals), label_names)
+        _check_sizes(spec, where, train, examples, label_names, name, max_train)
+    return Prepared(train, tuple(evals), label_names, copies)
 
 
 def _eval_split_names(spec: DatasetSpec, source: Any) -> tuple[str, ...]:
@@ -361,13 +369,32 @@ def _subsample(examples: Examples, n: int | None, kind: str) -> Examples:
     return examples.take(stratified_indices(examples.labels, n, rng, stratify=kind != REGRESSION))
 
 
-def _hold_out(examples: Examples, fraction: float, kind: str) -> tuple[Examples, Examples]:
+def text_key(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """A row's texts as the overlap check and the hold-out compare them: case and runs of spaces ignored."""
+    return tuple(" ".join(text.split()).casefold() for text in texts)
+
+
+def hold_out(examples: Examples, fraction: float, kind: str,
+             labels: np.ndarray | None = None) -> tuple[Examples, Examples, int]:
+    """(rest, held out, copies): a stratified ``fraction`` held out, every group of rows with one text (after
+    :func:`text_key`) on one side, so retweets cannot leak; ``copies`` counts rows repeating another's text.
+    ``labels``: what to stratify on when it is not ``examples.labels`` (a task kind's training labels).
+
+    The plain stratified draw over all rows, then each row follows its group's first row: without repeated
+    texts this is exactly the plain draw, and with them only the copies move."""
+    groups: dict[tuple[str, ...], int] = {}
+    leaders = []
+    member = np.empty(len(examples), dtype=np.int64)
+    for index, row in enumerate(zip(*examples.texts)):
+        member[index] = groups.setdefault(text_key(row), len(groups))
+        if member[index] == len(leaders):
+            leaders.append(index)
     rng = np.random.default_rng(DATA_SEED)
-    n_eval = hold_out_size(len(examples), fraction)
-    eval_idx = stratified_indices(examples.labels, n_eval, rng, stratify=kind != REGRESSION)
-    train_mask = np.ones(len(examples), dtype=bool)
-    train_mask[eval_idx] = False
-    return examples.take(np.flatnonzero(train_mask)), examples.take(eval_idx)
+    drawn = np.zeros(len(examples), dtype=bool)
+    strata = examples.labels if labels is None else labels
+    drawn[stratified_indices(strata, hold_out_size(len(examples), fraction), rng, stratify=kind != REGRESSION)] = True
+    held = drawn[np.asarray(leaders, dtype=np.int64)][member]
+    return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held)), len(examples) - len(leaders)
 
 
 def _check_overlap(spec: DatasetSpec, train: Examples, evals: list[tuple[str, Examples]]) -> None:
@@ -376,9 +403,10 @@ def _check_overlap(spec: DatasetSpec, train: Examples, evals: list[tuple[str, Ex
     Exact copies (every text column and the label) are counted against the whole training split
     before subsampling; natural duplicates (retweets, boilerplate) stay well below the limit.
     """
-    seen = {row for row in zip(*train.texts, train.labels.tolist())}
+    seen = {(text_key(row), label) for row, label in zip(zip(*train.texts), train.labels.tolist())}
     for name, examples in evals:
-        copies = sum(row in seen for row in zip(*examples.texts, examples.labels.tolist()))
+        copies = sum((text_key(row), label) in seen for row, label in zip(zip(*examples.texts),
+                                                                          examples.labels.tolist()))
         if len(examples) and copies / len(examples) > MAX_EVAL_OVERLAP:
             raise DataError(f"dataset '{spec.name}': {copies} of {len(examples)} rows of the evaluation split "
                             f"'{name}' ({copies / len(examples):.0%}) are exact copies of training rows, more than "
@@ -387,11 +415,14 @@ def _check_overlap(spec: DatasetSpec, train: Examples, evals: list[tuple[str, Ex
 
 
 def _check_sizes(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, evaluation: Examples,
-                 names: tuple[str, ...] | None, eval_name: str) -> None:
+                 names: tuple[str, ...] | None, eval_name: str, max_train: int | None = None) -> None:
     """A case needs at least as many training rows as labels (two at least) and one eval row."""
     need = max(2, len(names) if names else 2)
     # The fix is usually in the case's 'where' when it has one, else in the dataset itself.
     location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
+    if len(train) < need and max_train is not None and len(train) == max_train:
+        raise DataError(f"max_train_samples {max_train} (in the suite, or --flex-max-train-samples) keeps fewer "
+                        f"training examples than the {need} a case needs (one per label); raise it", *location)
     if len(train) < need:
         raise DataError(f"only {len(train)} training examples after filtering (need at least {need}); "
                         "loosen 'where' or add data", *location)

@@ -219,7 +219,8 @@ def train_subset(case: Case, train_rows: TrainRows) -> tuple[data_mod.Prepared, 
     """The case's prepared data with only the training rows ``train_rows`` picks, and those rows' indices."""
     prepared = prepare(case)
     indices = np.asarray(train_rows(kinds.of(case).train_labels(prepared.train)), dtype=np.int64)
-    return data_mod.Prepared(prepared.train.take(indices), prepared.evals, prepared.label_names), indices
+    return data_mod.Prepared(prepared.train.take(indices), prepared.evals, prepared.label_names,
+                             prepared.held_out_copies), indices
 
 
 def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -259,7 +260,8 @@ def example_counts(inputs: Inputs) -> dict[str, Any]:
     """How many examples, and how they were tokenized (``tokenize``: computed, disk or memory, seconds)."""
     prepared = inputs.prepared
     return {"train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
-            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels, "tokenize": inputs.tokenize}
+            "eval_split": prepared.eval_split, "num_labels": prepared.num_labels, "tokenize": inputs.tokenize,
+            **({"held_out_copies": prepared.held_out_copies} if prepared.held_out_copies is not None else {})}
 
 
 def train_fields(stats: train.TrainStats) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from flexharness.engine import data, kinds, models, runner, train
 from flexharness.engine.faults import OutOfMemoryAsFailure
 from flexharness.engine.weights import load_weights, state_of
 from flexharness.errors import DataError
-from flexharness.rules import metrics
 from flexharness.suite.spec import Case, DatasetSpec, Filter
 
 HELD_OUT = "fusion held-out"   # the split name of the held-out slice in records and outputs files
@@ -72,15 +71,11 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
     """
     reader = kinds.KINDS.get(task_kind)
     prepared = reader.prepare(spec, where, kind, max_train, max_eval)
-    rows = prepared.train
-    taken = data.stratified_indices(reader.train_labels(rows), data.hold_out_size(len(rows), fraction),
-                                    np.random.default_rng(data.DATA_SEED), stratify=kind != metrics.REGRESSION)
-    kept = np.ones(len(rows), dtype=bool)
-    kept[taken] = False
-    if kept.sum() < max(2, prepared.num_labels):
-        raise DataError(f"only {int(kept.sum())} training examples are left after holding out {fraction:g} for "
+    rest, taken, _ = data.hold_out(prepared.train, fraction, kind, reader.train_labels(prepared.train))
+    if len(rest) < max(2, prepared.num_labels):
+        raise DataError(f"only {len(rest)} training examples are left after holding out {fraction:g} for "
                         "greedy soup; lower 'fusion.held_out' or add data", *spec.locate())
-    evals = [prepared.evals[0], (HELD_OUT, rows.take(taken))]
+    evals = [prepared.evals[0], (HELD_OUT, taken)]
     for domain in others:
         try:
             other = reader.prepare(domain.dataset, domain.where, kind, max_train, max_eval)
@@ -88,7 +83,7 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
             raise DataError(f"other domain '{domain.name}': {exc}") from None
         evals.append((domain_split(domain.name), reader.relabelled(other, prepared.label_names, "the fusion task",
                                                                    f"domain '{domain.name}'")))
-    return data.Prepared(rows.take(np.flatnonzero(kept)), tuple(evals), prepared.label_names)
+    return data.Prepared(rest, tuple(evals), prepared.label_names, prepared.held_out_copies)
 
 
 def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | None, fraction: float,

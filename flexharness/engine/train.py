@@ -178,9 +178,17 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
     import torch
     from transformers import get_linear_schedule_with_warmup
+
+    if config.learning_rate > FLOAT32_MAX:   # torch would stop with "RuntimeError: ... without overflow"
+        raise TrainingError(f"training diverged: 'learning_rate: {config.learning_rate:g}' is beyond the float32 "
+                            f"range ({FLOAT32_MAX:.3g}), so the first update would make every weight infinite; "
+                            "lower 'learning_rate'")
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     decay, plain = [], []

@@ -44,6 +44,18 @@ def load_weights(path: Path) -> dict[str, Any] | None:
     return _read(path)[0]
 
 
+def usable(path: Path, what: str) -> bool:
+    """Whether kept weights at ``path`` can be loaded; a damaged file is one warning (``what`` is trained again
+    and the file replaced), the same policy as :meth:`Kept.load_into`."""
+    if not path.is_file():
+        return False
+    if _read(path)[0] is None:
+        warnings.warn(DamagedWeightsWarning(f"kept weights {path.name} ignored (not a readable safetensors file); "
+                                            f"fine-tuning {what} again and replacing them"), stacklevel=2)
+        return False
+    return True
+
+
 def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """(weights or None, metadata) of a safetensors file."""
     from safetensors import SafetensorError, safe_open

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 
@@ -108,6 +108,18 @@ def mark_weight_keepers(items: list[pytest.Item]) -> None:
         item.keep_weights = trained is not None and recipe(trained, item.planned) in wanted
 
 
+def plan_entries(items: Sequence[Any]) -> list[list[str]]:
+    """Every item of the whole run as ``[node id, model, case fingerprint]``: ids alone omit the model of a run
+    with one, so a shard (even one left with no items) says which models and suite versions its run had."""
+    from flexharness.store.keys import case_fingerprint
+
+    entries = []
+    for item in items:
+        planned = getattr(item, "planned", None)
+        entries.append([item.nodeid, planned.model, case_fingerprint(planned.case)] if planned else [item.nodeid, "", ""])
+    return entries
+
+
 class SuiteFile(pytest.File):
     """A ``*.flex.yaml`` file; invalid suites become a one-paragraph collection error."""
 
@@ -157,6 +169,7 @@ class CaseItem(pytest.Item):
         try:
             with diskcache.using(arrays):
                 record = store.run(planned, self.nodeid, compute, axis.keyed_as(planned.case)).record
+                axis.check_record(planned.case, record)
                 slicing.add_inputs(store.outputs, record, planned.case, planned.model, options.trust_remote_code)
         except BaseException as exc:
             for run in runs:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 
 from flexharness.harness.session import Controller
-from flexharness.names import model_label
+from flexharness.names import model_labels
 from flexharness.rules.aggregate import GateResult
 
 
 def gate_nodeid(controller: Controller, gate: GateResult) -> str:
     models = {s.planned.model for s in controller.items.values() if s.suite.name == gate.suite}
-    suffix = f"[{model_label(gate.model)}]" if len(models) > 1 else ""
+    suffix = f"[{model_labels(sorted(models))[gate.model]}]" if len(models) > 1 else ""
     return f"{controller.suite_file(gate.suite)}::gates/{gate.name}{suffix}"
 
 

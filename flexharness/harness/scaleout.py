@@ -25,7 +25,7 @@ import pytest
 
 from flexharness.rules import shards
 
-PLAN_KEY = pytest.StashKey[list]()  # node ids of the whole run, before the shard was cut
+PLAN_KEY = pytest.StashKey[list]()  # [node id, model, case fingerprint] of the whole run, before the shard was cut
 MAX_SHARDS = 1000  # a CI matrix wider than this is a typo; each shard costs the controller a slot
 
 
@@ -233,7 +233,7 @@ def cut_shard(items: Sequence[Any], options: Any, results: Path | None,
 PLAN_OUTPUT = "flexharness_plan"  # the workeroutput key an xdist worker sends the plan back under
 
 
-def remember_plan(config: Any, nodeids: list[str]) -> None:
+def remember_plan(config: Any, nodeids: list[list[str]]) -> None:
     """Keep the run's items before the shard is cut: ``flexharness merge`` checks the shards add up to them."""
     if hasattr(config, "workerinput"):
         config.workeroutput[PLAN_OUTPUT] = nodeids

@@ -191,7 +191,9 @@ class Controller:
         suites = [{"name": name, "file": file, "fingerprint": suite_fingerprint(suite.cases),
                    "cases": [scored for c in suite.cases for scored in c.scored_ids],
                    "models": list(suite_models(suite, self.options)), "gates": specs[name],
-                   "slices": {scored: {"by": c.slices.by, "bins": c.slices.bins}
+                   "slices": {scored: {"by": c.slices.by, "bins": c.slices.bins,
+                                       **({"values": list(c.slices.values)} if c.slices.values else {}),
+                                       **({"edges": list(c.slices.edges)} if c.slices.edges else {})}
                               for c in suite.cases if c.slices for scored in c.scored_ids},
                    **{key: value for axis in AXES
                       for key, value in axis.run_settings(self.options.axes.get(axis.key, {})).items()},
@@ -232,6 +234,7 @@ def _case_json(file: str, case: agg.CaseScore, states: list[ItemState]) -> dict[
         "metrics": _mean_metrics(split_records),
         "train_examples": records[0]["train_examples"] if records else None,
         "eval_examples": split_records[0]["eval_examples"] if records else None,
+        "held_out_copies": records[0].get("held_out_copies") if records else None,
         "train_method": str(planned.train.method),  # full | lora | head, and the parameters it trained
         "trainable_params": records[0].get("trainable_params") if records else None,
         "total_params": records[0].get("total_params") if records else None,

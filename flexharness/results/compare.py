@@ -212,7 +212,7 @@ def compare_markdown(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[st
     changes = _gate_changes(a, b)
     out = ["# flexharness comparison", "", f"A = `{names[0]}`, B = `{names[1]}`",
            *table.markdown_lines([compare_table(a, b, outputs)])]
-    return "\n".join(out + ([""] + [f"- {line}" for line in changes] if changes else [])) + "\n"
+    return "\n".join(out + ([""] + [f"- {table.escape(line)}" for line in changes] if changes else [])) + "\n"
 
 
 def _gate_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

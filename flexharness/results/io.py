@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from flexharness.errors import FlexError
 from flexharness.files import RESULTS_LIMIT, read_text, replace_atomically
+from flexharness.rules import documents
 
 RESULTS_VERSION = 1   # the version of the results document; a merge refuses any other
 
@@ -22,13 +23,18 @@ class ResultsFileError(FlexError):
 def read_results(path: str) -> dict[str, Any]:
     """A results document (``--flex-json``), or a :class:`ResultsFileError` that says why not."""
     try:
-        doc = json.loads(read_text(path, RESULTS_LIMIT))
+        doc = json.loads(read_text(path, RESULTS_LIMIT), parse_constant=documents.strict_constant)
     except OSError as exc:
         raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ResultsFileError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ResultsFileError(f"{path} is not a flexharness results file: it nests too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list) or "aggregates" not in doc:
         raise ResultsFileError(f"{path} is not a flexharness results file (write one with --flex-json)")
+    complaint = documents.problem(doc)
+    if complaint:
+        raise ResultsFileError(f"{path}: {complaint}; it is not a results file flexharness wrote")
     return doc
 
 

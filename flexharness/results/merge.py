@@ -84,18 +84,21 @@ def _check_shards(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
 
 def _check_items(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     """The shards cut one plan (the same items: suites, models, seeds, -k/-m) and ran each item exactly once."""
-    plans = [(name, doc["shard"].get("planned")) for name, doc in docs]
-    unknown = [name for name, plan in plans if not isinstance(plan, list)]
+    plans = [(name, _plan(doc["shard"].get("planned"))) for name, doc in docs]
+    unknown = [name for name, plan in plans if plan is None]
     if unknown:
         raise MergeError(f"{', '.join(unknown)} does not say which run it is a shard of (written by an older "
                          "flexharness?): rerun the shards with this version")
-    first_name, first = plans[0]
+    first_name, whole = plans[0]
     for name, plan in plans[1:]:
-        if set(plan) != set(first):
-            extra = sorted(set(plan) ^ set(first))
-            raise MergeError(f"{first_name} and {name} are shards of different runs ({len(first)} and {len(plan)} "
-                             f"items planned; e.g. {_some(extra)} is in only one): every shard must run the same "
-                             "suite files with the same --model, seeds and -k/-m, only --flex-shard differs")
+        if plan != whole:
+            ids, other = {e[0] for e in whole}, {e[0] for e in plan}
+            extra = sorted(ids ^ other) or sorted(e[0] for e in whole ^ plan)
+            what = "items planned" if ids != other else "items planned, run with other models or suite versions"
+            raise MergeError(f"{first_name} and {name} are shards of different runs ({len(whole)} and {len(plan)} "
+                             f"{what}; e.g. {_some(extra)}): every shard must run the same suite files with the "
+                             "same --model, seeds and -k/-m, only --flex-shard differs")
+    first = {e[0] for e in whole}
     ran: dict[str, str] = {}
     for name, doc in docs:
         for suite in doc.get("suites") or []:
@@ -109,6 +112,14 @@ def _check_items(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     if missing:
         raise MergeError(f"{len(missing)} planned item{'s' if len(missing) > 1 else ''} ran in no shard "
                          f"({_some(missing)}): the merged run would lack them")
+
+
+def _plan(planned: Any) -> set[tuple[str, str, str]] | None:
+    """A shard's plan as (node id, model, case fingerprint) triples; None when it has none of that form."""
+    if not isinstance(planned, list) or not all(isinstance(e, list) and len(e) == 3 and all(isinstance(p, str) for p in e)
+                                                for e in planned):
+        return None
+    return {(e[0], e[1], e[2]) for e in planned}
 
 
 def _check_same_suites(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

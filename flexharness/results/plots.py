@@ -9,10 +9,10 @@ labels, never as text over the data, so they cannot overlap.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from flexharness.files import output_name, replace_atomically
 from flexharness.names import model_label
 
 PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
@@ -32,15 +32,21 @@ def pyplot() -> Any:
 
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def save(fig: Any, path: Path, **options: Any) -> Path:
+    """Write a figure as PNG, whole or not at all, and never through a link already at ``path``."""
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, **options))
+    return path
+
+
 def save_laid_out(fig: Any, path: Path) -> Path:
-    """Lay ``fig`` out, write it to ``path`` as a PNG, and free it: how every axis's plot ends."""
+    """Lay ``fig`` out, write it to ``path`` (:func:`save`), and free it: how every axis's plot ends."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     pyplot().close(fig)
     return path
 
@@ -51,7 +57,7 @@ def per_task(entries: Sequence[Mapping[str, Any]], kind: str, directory: Path,
     tasks: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for entry in entries:
         tasks.setdefault((entry["suite"], entry["task"]), []).append(entry)
-    return [draw(members, directory / file_name(kind, suite, task)) for (suite, task), members in tasks.items()]
+    return [draw(members, directory / output_name(kind, suite, task)) for (suite, task), members in tasks.items()]
 
 
 def colours(doc: Mapping[str, Any]) -> dict[str, str]:
@@ -208,9 +214,6 @@ def _bar_legend(fig: Any, ax: Any, palette: Mapping[str, str], kinds: set[str]) 
     ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=2, fontsize=8, frameon=False)
 
 
-def file_name(*parts: str) -> str:
-    """A PNG file name from parts, with anything odd in them replaced."""
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts) + ".png"
 
 
 def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
@@ -219,5 +222,5 @@ def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
     if not doc["cases"]:
         return []
     suites = dict.fromkeys(a["suite"] for a in doc["aggregates"] if a["p_avg"] is not None)
-    written = [flexibility_map(doc, suite, directory / file_name("flexibility", suite)) for suite in suites]
+    written = [flexibility_map(doc, suite, directory / output_name("flexibility", suite)) for suite in suites]
     return written + [case_scores(doc, directory / "cases.png")]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,9 +26,10 @@ FIELDS = ("labels", "outputs")     # always there; "lengths" and column fields (
 LENGTHS = "lengths"
 
 
-def column_field(column: str) -> str:
-    """The field of one column's values: the name hex-encoded, so that any column name is a safe array name."""
-    return "column:" + column.encode("utf-8", "surrogatepass").hex()
+def column_field(column: str, names: Sequence[str] = ()) -> str:
+    """The field of one column's slice names (under the slices ``names`` a suite gives): hex-encoded, so that any
+    column name is a safe array name, and new names in the suite are a new field."""
+    return "column:" + "\x00".join((column, *names)).encode("utf-8", "surrogatepass").hex()
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -90,19 +92,42 @@ def write_beside(results_path: str | Path, entries: Iterable[tuple[dict[str, Any
 
 
 def read_beside(results_path: str | Path) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    """The entries written by :func:`write_beside`; empty when there is no such file or it is damaged."""
-    found = _read_npz(beside(results_path))
-    if not found or "index" not in found:
+    """The entries written by :func:`write_beside`; empty when there is no such file. A damaged one (unreadable,
+    or entries of the wrong shape) is a :class:`PredictionsWarning`: its intervals and slices are left out."""
+    target = beside(results_path)
+    if not target.exists():
         return []
+    found = _read_npz(target)
     try:
+        if found is None or "index" not in found:
+            raise ValueError("not a readable .npz file with an index")
         index = json.loads(str(found["index"]))
         entries: list[dict[str, np.ndarray]] = [{} for _ in index]
         for key, array in found.items():
             number, _, field = key.partition("/")
             if field:
                 entries[int(number)][field] = array
-        if any(not set(FIELDS) <= set(fields) for fields in entries):
-            return []
+        for meta, fields in zip(index, entries):
+            _check_entry(meta, fields)
         return list(zip(index, entries))
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        warnings.warn(PredictionsWarning(f"per-example outputs {target} ignored ({str(exc)[:120]}); the intervals, "
+                                         "paired tests and slices that need them are left out"), stacklevel=2)
         return []
+
+
+class PredictionsWarning(UserWarning):
+    """A results file's ``.predictions.npz`` is damaged; the statistics that need it are left out."""
+
+
+def _check_entry(meta: Any, fields: Mapping[str, np.ndarray]) -> None:
+    """ValueError unless an entry names its case and holds one label and one output row per example."""
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in ("suite", "model", "axis", "case",
+                                                                                      "digest")):
+        raise ValueError("an entry does not name its suite, model, axis, case and digest")
+    if not set(FIELDS) <= set(fields):
+        raise ValueError(f"an entry lacks {', '.join(sorted(set(FIELDS) - set(fields)))}")
+    labels, outputs = fields["labels"], fields["outputs"]
+    if labels.ndim == 0 or outputs.ndim == 0 or len(outputs) != len(labels) \
+            or labels.dtype.kind not in "iuf" or outputs.dtype.kind not in "iuf":   # a tagger's rows are sentences
+        raise ValueError("labels and outputs are not numeric arrays of one row per example")

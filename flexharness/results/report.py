@@ -7,9 +7,10 @@ this module stays free of any one axis.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from flexharness.names import model_label
+from flexharness import names
+from flexharness.names import model_labels
 from flexharness.results.compare import (comparison_lines, comparison_markdown, interval_text, ranking_lines,
                                          ranking_markdown)
 from flexharness.results import html, slice_report, table
@@ -23,6 +24,7 @@ Plotter = Callable[[dict[str, Any], Path], list[Path]]
 
 def case_table(doc: dict[str, Any]) -> Table:
     """Every case: its score (mean over seeds) ± seed std, the seeds run, its interval where it has one."""
+    model_label = labeller(doc)
     cases = doc["cases"]
     intervals = any(c.get("interval") for c in cases)
     columns = ("case", "model", "metric", "score", "± seed std", "n seeds", *(("95 % CI",) if intervals else ()),
@@ -36,6 +38,7 @@ def case_table(doc: dict[str, Any]) -> Table:
 
 def aggregate_table(doc: dict[str, Any]) -> Table:
     """P_avg and σ_P per (suite, model, axis), with their intervals where the run has them."""
+    model_label = labeller(doc)
     aggregates = doc["aggregates"]
     p_ci = any(a.get("p_avg_interval") for a in aggregates)
     s_ci = any(a.get("sigma_p_interval") for a in aggregates)
@@ -51,16 +54,24 @@ def aggregate_table(doc: dict[str, Any]) -> Table:
 
 def gate_table(doc: dict[str, Any]) -> Table:
     """Every gate with its verdict and the numbers behind it."""
+    model_label = labeller(doc)
     rows = tuple((g["name"], g["suite"], model_label(g["model"]), "pass" if g["passed"] else "FAIL", g["message"])
                  for g in doc["gates"])
     return Table("", ("gate", "suite", "model", "verdict", "detail"), rows,
                  text=("gate", "suite", "model", "verdict", "detail"))
 
 
+def labeller(doc: Mapping[str, Any]) -> Callable[[str], str]:
+    """Model labels no two models of the document share (``m1/tiny`` and ``m2/tiny``, not ``tiny`` twice)."""
+    labels = model_labels(c["model"] for c in doc["cases"])
+    return lambda ref: labels.get(ref) or names.model_label(ref)
+
+
 def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list[str]:
     """Cases (score ± seed std), P_avg / σ_P per axis, the ranking, the axes' ``sections``, gate verdicts."""
     if not doc["cases"]:
         return ["no flexharness cases ran"]
+    model_label = labeller(doc)
     lines = table.terminal_lines([case_table(doc), aggregate_table(doc)])[1:]
     lines += ranking_lines(doc)
     lines += comparison_lines(doc)

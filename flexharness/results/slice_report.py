@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from flexharness.files import output_name
 from flexharness.names import model_label
 from flexharness.results import table
 from flexharness.results.table import Table
@@ -62,7 +63,7 @@ def compare_entries(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
     """One PNG per (suite, sliced case): score per slice, models side by side, the count under each slice."""
-    from flexharness.results.plots import colours, file_name, pyplot
+    from flexharness.results.plots import colours, pyplot, save
 
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for c in _sliced(doc):
@@ -91,8 +92,8 @@ def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:
                      fontsize=9, loc="left")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(1.0, 0.0))
-        path = directory / file_name("slices", suite, axis, name)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        path = directory / output_name("slices", suite, axis, name)
+        save(fig, path, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written

@@ -61,14 +61,14 @@ def _runs(case: Mapping[str, Any], found: SeedOutputs | None) -> list[Mapping[st
 def _case_slices(doc: Mapping[str, Any], case: Mapping[str, Any], spec: Mapping[str, Any],
                  outputs: Mapping[CaseKey, SeedOutputs]) -> dict[str, Any]:
     by, bins = spec["by"], int(spec.get("bins", 3))
-    entry: dict[str, Any] = {"by": by, "bins": bins, "additive": rules.additive(case["metric"].split("+")),
+    entry: dict[str, Any] = {"by": by, "bins": bins, **{k: spec[k] for k in ("values", "edges") if spec.get(k)},
+                             "additive": rules.additive(case["metric"].split("+")),
                              "recombined": None, "slices": []}
     runs = _runs(case, outputs.get(_key(case)))
     if runs is None:
-        return {**entry, "note": "no per-example outputs that reproduce the case score (an old cache entry, a "
-                                 "failed seed, or a score that is not the metric of the outputs)"}
+        return {**entry, "note": f"no per-example outputs that reproduce the case score ({_why_no_runs(case)})"}
     labels = np.asarray(runs[0]["labels"])
-    found = _slices(doc, case, by, bins, runs, outputs)
+    found = _slices(doc, case, spec, runs, outputs)
     if isinstance(found, str):
         return {**entry, "note": found}
     stacked = np.stack([predictions_from_outputs(np.asarray(run["outputs"])) for run in runs])
@@ -76,19 +76,31 @@ def _case_slices(doc: Mapping[str, Any], case: Mapping[str, Any], spec: Mapping[
     return {**entry, "recombined": rules.recombined(rows), "slices": rows}
 
 
-def _slices(doc: Mapping[str, Any], case: Mapping[str, Any], by: str, bins: int,
+def _why_no_runs(case: Mapping[str, Any]) -> str:
+    """The one reason that fits the case: a failed seed, a cache entry from before outputs were kept, or a score
+    that is not the metric of per-example outputs (a probe's best layer, a retention ratio)."""
+    if case["score"] is None or any(value is None for value in case["seeds"].values()):
+        return "a seed has no score"
+    if case.get("cached"):
+        return "its records come from a cache entry that kept no outputs: rerun with --flex-no-cache"
+    return "its score is not the metric of one set of per-example outputs"
+
+
+def _slices(doc: Mapping[str, Any], case: Mapping[str, Any], spec: Mapping[str, Any],
             runs: list[Mapping[str, Any]], outputs: Mapping[CaseKey, SeedOutputs]) -> list[rules.Slice] | str:
     """The case's slices, or why there are none."""
+    by, bins = spec["by"], int(spec.get("bins", 3))
     if by == rules.AGREEMENT:
         return rules.agreement_slices(_correct(doc, case, runs[0]["digest"], outputs))
-    field = predictions.LENGTHS if by == rules.LENGTH else predictions.column_field(by)
+    names = rules.known_names(by, bins, spec.get("values"), spec.get("edges"))
+    field = predictions.LENGTHS if by == rules.LENGTH else predictions.column_field(by, names)
     values = runs[0].get(field)
     if values is None or len(values) != len(runs[0]["labels"]):
-        what = "token lengths" if by == rules.LENGTH else f"values of column '{by}'"
+        what = "token lengths" if by == rules.LENGTH else f"slices of column '{by}'"
         return f"the stored outputs hold no {what} (rerun the case to store them)"
     if by == rules.LENGTH:
-        return rules.quantile_slices(np.asarray(values), rules.bin_names(by, bins))
-    return rules.column_slices(np.asarray(values), bins)
+        return rules.quantile_slices(np.asarray(values), names)
+    return rules.column_slices(np.asarray(values), names)
 
 
 def _correct(doc: Mapping[str, Any], case: Mapping[str, Any], digest: str,

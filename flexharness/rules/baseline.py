@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from flexharness.rules import aggregate as agg
+from flexharness.rules import documents
 from flexharness.errors import FlexError
 from flexharness.files import RESULTS_LIMIT, read_text
 from flexharness.names import model_label
@@ -109,6 +110,9 @@ def parse(doc: Any, path: str) -> Baseline:
     """A baseline from a baseline file or from any results JSON (a merged one too)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
         raise BaselineError(f"{path}: not a flexharness baseline or results file (no 'cases' list)")
+    complaint = documents.problem(doc, baseline=True)
+    if complaint:
+        raise BaselineError(f"{path}: {complaint}; it is not a baseline flexharness wrote")
     cases, prints, models = [], {}, {}
     try:
         for c in doc["cases"]:
@@ -132,9 +136,11 @@ def load(path: str | Path) -> Baseline:
     except OSError as exc:
         raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=documents.strict_constant)
     except ValueError as exc:
         raise BaselineError(f"baseline {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BaselineError(f"baseline {path} nests too deeply to be a baseline") from None
     return parse(doc, str(path))
 
 

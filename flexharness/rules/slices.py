@@ -23,6 +23,8 @@ AGREEMENT_NAMES = ("easy", "medium", "hard")
 LENGTH_NAMES = ("short", "medium", "long")     # three length bins; other counts are q1..qN
 ADDITIVE = frozenset({"accuracy", "mse"})      # means over examples: slice scores recombine exactly
 MISSING = "(missing)"                         # the slice of examples whose column holds no value
+OTHER = "other"                               # the slice of a column's values the suite does not name
+RESERVED_SLICES = (OTHER, MISSING)
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,49 @@ class Slice:
     high: float | None = None
 
 
-def known_names(by: str, bins: int) -> tuple[str, ...] | None:
-    """The slice names a spec gives whatever the data; None for a column (its values name the slices)."""
+def known_names(by: str, bins: int, values: Sequence[object] | None = None,
+                edges: Sequence[float] | None = None) -> tuple[str, ...]:
+    """The slice names a spec gives, whatever the data: a column's are the values or bins the suite names."""
     if by == AGREEMENT:
         return AGREEMENT_NAMES
     if by == LENGTH:
         return bin_names(by, bins)
-    return None
+    return (*(edge_names(edges) if edges else map(str, values or ())), OTHER, MISSING)
+
+
+def edge_names(edges: Sequence[float]) -> tuple[str, ...]:
+    """``under 0.5``, ``0.5 to 0.8``, ``0.8 or more``: bins [edge_i, edge_i+1) named by the suite's edges."""
+    inner = tuple(f"{a:g} to {b:g}" for a, b in zip(edges, edges[1:]))
+    return (f"under {edges[0]:g}", *inner, f"{edges[-1]:g} or more")
+
+
+def slice_labels(raw: Sequence[object], values: Sequence[object] | None, edges: Sequence[float] | None) -> np.ndarray:
+    """Each example's slice name from its column value: a value the suite names (as it wrote it), the bin of
+    its edges, ``other`` or ``(missing)``. What is kept and shown is these names, never the data's values."""
+    names = edge_names(edges) if edges else ()
+    lookup = {}
+    for value in values or ():
+        lookup[str(value)] = str(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lookup[float(value)] = str(value)
+    found = []
+    for value in raw:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if value is None or (number is not None and math.isnan(number)):
+            found.append(MISSING)
+        elif edges:
+            found.append(OTHER if number is None else names[int(np.searchsorted(edges, number, side="right"))])
+        else:
+            found.append(lookup.get(float(number) if number is not None else str(value), OTHER))
+    return np.asarray(found, dtype=str)
+
+
+def column_slices(labels: np.ndarray, names: Sequence[str]) -> list[Slice]:
+    """One slice per name the suite gives (``other`` and ``(missing)`` only when they hold examples), from the
+    per-example slice names :func:`slice_labels` stored."""
+    labels = np.asarray(labels).astype(str)
+    slices = [Slice(name, np.flatnonzero(labels == name)) for name in names]
+    return [s for s in slices if s.indices.size or s.name not in RESERVED_SLICES]
 
 
 def bin_names(by: str, bins: int) -> tuple[str, ...]:
@@ -64,28 +102,6 @@ def quantile_slices(values: np.ndarray, names: Sequence[str]) -> list[Slice]:
         slices.append(Slice(name, members, float(found.min()) if members.size else None,
                             float(found.max()) if members.size else None))
     return slices
-
-
-def column_slices(values: np.ndarray, bins: int) -> list[Slice]:
-    """A column's values: one slice per value, or ``bins`` quantile bins of a numeric column with more values.
-
-    Missing values (NaN, or ``(missing)`` in a text column) form a slice of their own.
-    """
-    values = np.asarray(values)
-    if values.dtype.kind in "iuf":
-        numbers = values.astype(np.float64)
-        present = ~np.isnan(numbers)
-        distinct = np.unique(numbers[present])
-        if distinct.size > bins:
-            slices = quantile_slices(numbers[present], bin_names("", bins))
-            positions = np.flatnonzero(present)
-            slices = [Slice(s.name, positions[s.indices], s.low, s.high) for s in slices]
-        else:
-            slices = [Slice(f"{v:g}", np.flatnonzero(numbers == v), float(v), float(v)) for v in distinct]
-        missing = np.flatnonzero(~present)
-        return slices + ([Slice(MISSING, missing)] if missing.size else [])
-    text = values.astype(str)
-    return [Slice(str(v), np.flatnonzero(text == v)) for v in np.unique(text)]
 
 
 def agreement_slices(correct: np.ndarray) -> list[Slice]:

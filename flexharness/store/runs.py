@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flexharness.engine.runner import PER_EXAMPLE
-from flexharness.engine.weights import STATE, Kept, save_weights
+from flexharness.engine.weights import STATE, Kept, save_weights, usable
 from flexharness.results import predictions
 from flexharness.store.keys import KeyedAs, digest, result_key, weights_key
 from flexharness.store.records import Records
@@ -79,7 +79,7 @@ class ItemStore:
             return None
         outputs = predictions.load(self.outputs, record["outputs"]) if with_outputs and record.get("outputs") else None
         weights = self.weights / f"{key}.safetensors" if with_weights else None
-        if (with_outputs and not outputs) or (weights is not None and not weights.is_file()):
+        if (with_outputs and not outputs) or (weights is not None and not usable(weights, f"run seed {planned.seed}")):
             return None
         return StoredRun({**record, "cached": True}, outputs, weights)
 

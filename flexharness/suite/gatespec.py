@@ -76,8 +76,8 @@ def _case_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, float]:
 
 
 def _slice_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, dict[str, float]]:
-    """Per case, a floor per slice: ``{tasks/sentiment: {hard: {min: 0.4}}}``. Slice names that do not depend
-    on the data (length bins, agreement) are checked here; a column's values are checked when the slices are."""
+    """Per case, a floor per slice: ``{tasks/sentiment: {hard: {min: 0.4}}}``. Every slice name is the suite's
+    own (length bins, agreement, a column's named values or edges), so every one is checked here."""
     sliced = {scored: case for case in cases for scored in case.scored_ids}
     floors: dict[str, dict[str, float]] = {}
     for name in reader.data:
@@ -87,11 +87,11 @@ def _slice_floors(reader: Reader, cases: tuple[Case, ...]) -> dict[str, dict[str
                                      f"the cases of this suite are: {', '.join(sliced)}")
         if case.slices is None:
             raise reader.error(name, f"'{name}' has no slices: add 'slices: {{by: ...}}' to the case or the suite")
-        names = known_names(case.slices.by, case.slices.bins)
+        names = known_names(case.slices.by, case.slices.bins, case.slices.values, case.slices.edges)
         per_slice = reader.child(name)
         floors[name] = {}
         for slice_name in per_slice.data:
-            if names is not None and slice_name not in names:
+            if slice_name not in names:
                 raise per_slice.error(slice_name, f"no slice '{slice_name}'{did_you_mean(str(slice_name), names)}"
                                                   f" when slicing by {case.slices.by}; its slices are: "
                                                   f"{', '.join(names)}")

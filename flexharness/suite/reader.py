@@ -18,14 +18,17 @@ from typing import Any, ClassVar, Collection, Mapping, Protocol, Sequence
 from flexharness.errors import SuiteError, short_repr
 from flexharness.names import model_label
 from flexharness.rules.metrics import METRICS, REGRESSION
+from flexharness.rules.slices import AGREEMENT, LENGTH, RESERVED_SLICES
 from flexharness.suite.gatespec import GatedAxis, read_gates
 from flexharness.suite.resources import path_problem, position_limit, resolve_path, suite_relative
-from flexharness.suite.schema import Reader, did_you_mean, fraction, non_negative, open_fraction, positive
+from flexharness.suite.schema import (Reader, coerce, did_you_mean, display_name, fraction, nfc, non_negative,
+                                     open_fraction, positive)
 from flexharness.suite.spec import (FILE_FORMATS, PARALLEL_MODES, POOLINGS, PRECISIONS, Case, DatasetSpec, Filter,
                                     Planned, SliceSpec, Suite, TrainConfig)
 from flexharness.suite.yamlio import Located, load_yaml
 
 COMMON_KEYS = ("suite", "description", "model", "train", "datasets", "slices", "gates")
+MAX_ITEMS = 10_000   # items (model x case x seed, and fusion's runs) one suite may plan; a large real suite plans hundreds
 
 
 _TRAIN_CHECKS = {
@@ -100,7 +103,8 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     path = Path(path)
     top = Reader(load_yaml(path), str(path))
     top.only((*COMMON_KEYS, *(axis.key for axis in axes)))
-    name = top.typed("suite", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
+    name = nfc(top.typed("suite", str, required=True,
+                         check=lambda v: display_name(v) if v.strip() else "must not be empty"))
     defaults = read_train(top.child("train"), TrainConfig())
     datasets = {key: replace(spec, hub_mirror=hub_mirror) if spec.hub and not local_hub(spec) else spec
                 for key, spec in _datasets(top.child("datasets"), path.parent, kinds).items()}
@@ -110,9 +114,11 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     for axis in axes:
         if top.raw(axis.key) is not None:
             cases += axis.parse(top, SuiteContext(name, datasets, defaults, cases))
+            check_expansion(top, axis.key, item_count(cases), "items (cases x seeds) up to this section")
     cases = _default_slices(cases, read_slices(top, "slices"), str(path))
-    cases = expand_methods(tuple(_apply_overrides(c, overrides or {}) for c in cases), str(path),
-                           [axis.key for axis in axes if axis.expands_methods])
+    cases = tuple(_apply_overrides(c, overrides or {}, str(path)) for c in cases)
+    check_expansion(top, None, item_count(cases, methods=True), "items once method lists are expanded")
+    cases = expand_methods(cases, str(path), [axis.key for axis in axes if axis.expands_methods])
     _check_kinds(cases, kinds, str(path))
     return Suite(
         name=name, path=str(path), description=top.typed("description", str, ""),
@@ -120,12 +126,29 @@ def load_suite(path: str | Path, axes: Sequence[SectionReader], overrides: Mappi
     )
 
 
-SLICE_KEYS = ("by", "bins")
+def check_expansion(reader: Reader, key: str | None, count: int, what: str) -> int:
+    """The one bound on what a suite makes the harness build, checked on the count before anything is built:
+    a few written numbers multiply (a grid, ``runs: 1000000000``, models x cases) into more than memory holds."""
+    if count > MAX_ITEMS:
+        raise reader.error(key, f"expands to {count:,} {what}, more than the {MAX_ITEMS:,} a suite may plan; "
+                                "write fewer values, or split it into several suites")
+    return count
+
+
+def item_count(cases: Sequence[Case], methods: bool = False) -> int:
+    """Items the cases plan for one model (an item combining several seeds counts each run it trains);
+    ``methods``: a task's method list counts once per method."""
+    return sum(len(c.train.seeds) * (len(c.train.method) if methods and not isinstance(c.train.method, str) else 1)
+               for c in cases)
+
+
+SLICE_KEYS = ("by", "bins", "values", "edges")
 SLICE_BINS_LIMIT = 20
 
 
 def read_slices(reader: Reader, name: str) -> SliceSpec | None:
-    """``slices: {by: length | agreement | COLUMN, bins: N}`` under ``name`` of ``reader``, or None."""
+    """``slices: {by: length | agreement, bins: N}`` or ``{by: COLUMN, values: [...] | edges: [...]}`` under
+    ``name`` of ``reader``, or None."""
     if reader.raw(name) is None:
         return None
     section = reader.child(name)
@@ -133,7 +156,45 @@ def read_slices(reader: Reader, name: str) -> SliceSpec | None:
     by = section.typed("by", str, required=True, check=lambda v: None if v.strip() else "must not be empty")
     bins = section.typed("bins", int, 3, check=lambda v: None if 2 <= v <= SLICE_BINS_LIMIT
                          else f"must be from 2 to {SLICE_BINS_LIMIT}")
-    return SliceSpec(by, bins, reader.key(name), reader.line_of(name))
+    values, edges = _slice_values(section), _slice_edges(section)
+    if by in (LENGTH, AGREEMENT):
+        if values is not None or edges is not None:
+            raise section.error("values" if values is not None else "edges",
+                                f"'by: {by}' names its own slices; 'values' and 'edges' are for a column")
+    elif (values is None) == (edges is None):
+        raise section.error("by", f"slicing by column '{by}' needs the slices named in the suite: 'values: [a, b]' "
+                                  "(rows with other values go to 'other') or, for numbers, 'edges: [0.5, 0.8]'; "
+                                  "a slice is never named by a value read from the data")
+    return SliceSpec(by, bins, values, edges, reader.key(name), reader.line_of(name))
+
+
+def _slice_values(section: Reader) -> tuple[Any, ...] | None:
+    raw = section.raw("values")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, (str, int, float, bool)) for v in raw):
+        raise section.error("values", "expected a non-empty list of values of the column, e.g. [airline, apple]")
+    names = [str(v) for v in raw]
+    if len(raw) > SLICE_BINS_LIMIT or len(set(names)) != len(names) or set(names) & set(RESERVED_SLICES):
+        raise section.error("values", f"expected at most {SLICE_BINS_LIMIT} distinct values, none named "
+                                      f"{' or '.join(map(repr, RESERVED_SLICES))}")
+    for value in names:
+        complaint = display_name(value)
+        if complaint:
+            raise section.error("values", complaint)
+    return tuple(raw)
+
+
+def _slice_edges(section: Reader) -> tuple[float, ...] | None:
+    if section.raw("edges") is None:
+        return None
+    raw = section.raw("edges")
+    edges = [coerce(v, float) for v in raw] if isinstance(raw, list) else []
+    if not edges or len(edges) >= SLICE_BINS_LIMIT or any(not isinstance(e, float) for e in edges) \
+            or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise section.error("edges", f"expected an ascending list of at most {SLICE_BINS_LIMIT - 1} distinct finite "
+                                     "numbers, e.g. [0.5, 0.8]")
+    return tuple(edges)
 
 
 def _default_slices(cases: tuple[Case, ...], default: SliceSpec | None, path: str) -> tuple[Case, ...]:
@@ -381,8 +442,29 @@ def read_filters(reader: Reader) -> tuple[Filter, ...]:
     return tuple(filters)
 
 
-def _apply_overrides(case: Case, overrides: Mapping[str, Any]) -> Case:
-    return replace(case, train=replace(case.train, **overrides)) if overrides else case
+SETTING = "setting"     # a case param: the (train field, value) pairs its name and record say it trained with
+TRAIN_ROWS = "size"     # a case param: the exact number of training rows it trains on (a learning-curve point)
+OPTION_OF = {"seeds": "--flex-seeds", "epochs": "--flex-epochs", "max_train_samples": "--flex-max-train-samples",
+             "precision": "--flex-precision", "method": "--flex-method"}
+
+
+def _apply_overrides(case: Case, overrides: Mapping[str, Any], path: str) -> Case:
+    """The command line's train keys on a case; refused where they would change what the case is named for."""
+    if not overrides:
+        return case
+    params = dict(case.params)
+    for field, value in dict(params.get(SETTING) or ()).items():
+        if field in overrides and overrides[field] != value:
+            raise SuiteError(path, case.line, f"{case.axis}/{case.name}",
+                             f"{OPTION_OF[field]} {overrides[field]} replaces {field}: {value}, which this case is "
+                             f"named for: the settings of a grid over '{field}' would all train alike and be "
+                             "recorded as what they were not; drop the option, or the grid dimension")
+    cap, rows = overrides.get("max_train_samples"), params.get(TRAIN_ROWS)
+    if cap is not None and rows is not None and cap < rows:
+        raise SuiteError(path, case.line, f"{case.axis}/{case.name}",
+                         f"--flex-max-train-samples {cap} keeps fewer training examples than the {rows} this "
+                         "learning-curve point is named for; drop the option, raise it, or drop the size")
+    return replace(case, train=replace(case.train, **overrides))
 
 
 def check_max_length(suite: Suite, models: Sequence[str]) -> None:
@@ -419,6 +501,11 @@ def _written(data: Any, prefix: str, name: str) -> list[tuple[str, int, Any]]:
 
 def expand(suite: Suite, models: tuple[str, ...]) -> list[Planned]:
     """Items in a stable order; the model appears in the id only when several are evaluated."""
+    count = len(models) * item_count(suite.cases)
+    if count > MAX_ITEMS:
+        raise SuiteError(suite.path, None, "model", f"{len(models)} models x {item_count(suite.cases):,} items "
+                                                    f"expand to {count:,} items, more than the {MAX_ITEMS:,} a "
+                                                    "suite may plan; evaluate fewer models per run")
     labels = _unique_labels(models)
     return [
         Planned(f"{case.axis}/{case.name}[{labels[model] + '-' if len(models) > 1 else ''}{_seed_label(case, seed)}]",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import unicodedata
 from typing import Any, Callable, Iterable
 
 from flexharness.errors import SuiteError, short_repr
@@ -170,8 +171,25 @@ def open_fraction(value: float) -> str | None:
     return None if 0 < value < 1 else "must be between 0 and 1 (exclusive)"
 
 
-def case_name(name: str) -> str | None:
-    """Case names become test ids: non-empty, and nothing that breaks a node id."""
-    if not name.strip() or any(bad in name for bad in ("::", "[", "]", "\n")):
-        return "must be a non-empty name without '::', '[', ']' or line breaks (it becomes part of the test id)"
+HIDDEN = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")   # controls, format (bidi overrides, zero-width), line separators
+
+
+def nfc(text: str) -> str:
+    """One spelling per name: NFC and NFD forms of one name display alike, so they must be one name."""
+    return unicodedata.normalize("NFC", text)
+
+
+def display_name(name: str) -> str | None:
+    """Why a name cannot be shown as it is: a control, bidi or zero-width character would hide or reorder text."""
+    hidden = next((ch for ch in name if unicodedata.category(ch) in HIDDEN), None)
+    if hidden is not None:
+        return (f"must not hold control, bidi or zero-width characters (found U+{ord(hidden):04X}); names are shown "
+                "in terminals, reports and test ids")
     return None
+
+
+def case_name(name: str) -> str | None:
+    """Case names become test ids: non-empty, and nothing that breaks a node id or hides text."""
+    if not name.strip() or any(bad in name for bad in ("::", "[", "]", "\n", "\r")):
+        return "must be a non-empty name without '::', '[', ']' or line breaks (it becomes part of the test id)"
+    return display_name(name)

@@ -90,11 +90,14 @@ class SliceSpec:
     """How to cut a case's evaluation examples into difficulty slices (``slices: {by: ..., bins: N}``).
 
     ``by`` is ``length`` (token-length quantiles), ``agreement`` (the share of the run's models and seeds
-    that got an example right) or the name of a column of the data.
+    that got an example right) or the name of a column of the data, whose slices the suite names (``values``
+    or ``edges``): a slice name is never a value read from the data.
     """
 
     by: str
     bins: int = 3
+    values: tuple[str | int | float | bool, ...] | None = None   # a column's slices: these values, the rest 'other'
+    edges: tuple[float, ...] | None = None                     # or: a numeric column cut at these edges
     key: str = field(default="slices", compare=False)    # dotted suite key, for errors
     line: int = field(default=0, compare=False)
 

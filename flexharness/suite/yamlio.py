@@ -91,10 +91,12 @@ _LineLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 def _check_size(node: yaml.Node, path: str) -> None:
     """Refuse a document whose aliases expand to more than MAX_VALUES values, or that contains itself."""
     sizes: dict[int, int] = {}
+    aliased = []   # non-empty once a node is reached a second time: the document uses aliases
 
     def size(current: yaml.Node, open_nodes: frozenset[int]) -> int:
         key = id(current)
         if key in sizes:
+            aliased.append(key)
             return sizes[key]
         if key in open_nodes:
             raise SuiteError(path, current.start_mark.line + 1, None,
@@ -106,10 +108,14 @@ def _check_size(node: yaml.Node, path: str) -> None:
             total = 1 + sum(size(k, inner) + size(v, inner) for k, v in current.value)
         else:
             total = 1
-        if total > MAX_VALUES:
+        if total > MAX_VALUES and aliased:
             raise SuiteError(path, current.start_mark.line + 1, None,
                              f"the YAML expands to more than {MAX_VALUES} values through its aliases ('*name'); "
                              "a suite is small plain data: write the values out or nest fewer aliases")
+        if total > MAX_VALUES:
+            raise SuiteError(path, current.start_mark.line + 1, None,
+                             f"the YAML holds more than {MAX_VALUES} values; a suite is small plain data: "
+                             "split it into several suites")
         sizes[key] = total
         return total
 

@@ -157,9 +157,9 @@ def _prepare(spec: DatasetSpec, where: tuple[Filter, ...], max_train: int | None
     read = {split: _read(spec, source[split], where, split, columns)
             for split in (spec.train_split, *data._eval_split_names(spec, source))}
     train = read.pop(spec.train_split)
-    evals = list(read.items())
+    evals, copies = list(read.items()), None
     if not evals:
-        train, held_out = data._hold_out(train, spec.eval_fraction, metrics.CLASSIFICATION)
+        train, held_out, copies = data.hold_out(train, spec.eval_fraction, metrics.CLASSIFICATION)
         evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
     counts = {len(examples.choices[0]) for _, examples in [("train", train), *evals] if len(examples)}
     if len(counts) > 1:
@@ -172,7 +172,7 @@ def _prepare(spec: DatasetSpec, where: tuple[Filter, ...], max_train: int | None
     if len(train) < 2 or any(len(examples) == 0 for _, examples in evals):
         raise DataError(f"{len(train)} training items and {min(len(e) for _, e in evals)} evaluation items after "
                         "filtering (need at least 2 and 1); loosen 'where' or add data", *location)
-    return data.Prepared(train, tuple(evals), tuple(str(i) for i in range(max(counts))))
+    return data.Prepared(train, tuple(evals), tuple(str(i) for i in range(max(counts))), copies)
 
 
 def _read(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], name: str, columns: dict[str, Any]) -> Items:

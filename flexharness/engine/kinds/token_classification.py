@@ -179,9 +179,9 @@ def _prepare(spec: DatasetSpec, where: tuple[Filter, ...], max_train: int | None
     read = {split: _sentences(spec, source[split], where, split, columns, names, codes, classes)
             for split in (spec.train_split, *data._eval_split_names(spec, source))}
     train = read.pop(spec.train_split)
-    evals = list(read.items())
+    evals, copies = list(read.items()), None
     if not evals:
-        train, held_out = data._hold_out(train, spec.eval_fraction, metrics.CLASSIFICATION)
+        train, held_out, copies = data.hold_out(train, spec.eval_fraction, metrics.CLASSIFICATION)
         evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
     data._check_overlap(spec, train, evals)
     train = data._subsample(train, max_train, metrics.CLASSIFICATION)
@@ -190,7 +190,7 @@ def _prepare(spec: DatasetSpec, where: tuple[Filter, ...], max_train: int | None
     if len(train) < 2 or any(len(examples) == 0 for _, examples in evals):
         raise DataError(f"{len(train)} training sentences and {min(len(e) for _, e in evals)} evaluation sentences "
                         "after filtering (need at least 2 and 1); loosen 'where' or add data", *location)
-    return data.Prepared(train, tuple(evals), names)
+    return data.Prepared(train, tuple(evals), names, copies)
 
 
 def _tag_names(spec: DatasetSpec, split: Any, columns: dict[str, Any]) -> tuple[str, ...]:
