@@ -17,7 +17,7 @@ from flexharness.files import output_name
 from flexharness.names import model_label, model_labels
 from flexharness.results import plots as plotting
 from flexharness.results.table import Cell, Table
-from flexharness.rules.aggregate import GateResult
+from flexharness.rules.aggregate import GateResult, worst_case_gate
 
 AXIS = "fusion"
 GATED = {"gain": "gain", "ood_gain": "out-of-domain gain"}
@@ -91,17 +91,8 @@ def gates(doc: Mapping[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -
 
 def _gate(cases: list[Mapping[str, Any]], stat: str, words: str, bound: str, threshold: float, suite: str,
           model: str) -> GateResult:
-    name = f"{AXIS}/{stat}.{bound}"
-    missing = [c["name"] for c in cases if c.get(stat) is None]
-    if missing:
-        message = f"incomplete: {len(missing)} of {len(cases)} fusion cases have no {words} ({', '.join(missing)})"
-        return GateResult(name, False, None, threshold, message, suite, model)
-    pick = min if bound == "min" else max
-    worst = pick(cases, key=lambda c: c[stat])
-    passed = worst[stat] >= threshold if bound == "min" else worst[stat] <= threshold
-    message = (f"{stat}.{bound} = {worst[stat]:+.4f} ({worst['name']}), required "
-               f"{'>=' if bound == 'min' else '<='} {threshold:g}: {'ok' if passed else 'FAILED'}")
-    return GateResult(name, passed, worst[stat], threshold, message, suite, model)
+    return worst_case_gate(f"{AXIS}/{stat}.{bound}", cases, stat, bound, threshold, suite, model,
+                           f"fusion cases have no {words}", "+.4f")
 
 
 def plots(doc: Mapping[str, Any], directory: Path) -> list[Path]:

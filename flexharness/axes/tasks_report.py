@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 from flexharness.axes.base import Scored
 from flexharness.names import model_label
 from flexharness.results.table import Table
-from flexharness.rules.aggregate import GateResult
+from flexharness.rules.aggregate import GateResult, worst_case_gate
 from flexharness.rules.calibration import ECE_BINS, FIELDS
 
 
@@ -42,16 +42,8 @@ def finish(doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> 
 
 def _gate(axis: str, cases: list[Mapping[str, Any]], stat: str, bound: str, threshold: float, suite: str,
           model: str) -> GateResult:
-    name = f"{axis}/{stat}.{bound}"
-    missing = [c["name"] for c in cases if c.get(stat) is None]
-    if missing:
-        message = f"incomplete: {len(missing)} of {len(cases)} cases have no {stat} ({', '.join(missing)})"
-        return GateResult(name, False, None, threshold, message, suite, model)
-    worst = (max if bound == "max" else min)(cases, key=lambda c: c[stat])
-    passed = worst[stat] <= threshold if bound == "max" else worst[stat] >= threshold
-    message = (f"{stat}.{bound} = {worst[stat]:.4f} ({worst['name']}), required "
-               f"{'<=' if bound == 'max' else '>='} {threshold:g}: {'ok' if passed else 'FAILED'}")
-    return GateResult(name, passed, worst[stat], threshold, message, suite, model)
+    return worst_case_gate(f"{axis}/{stat}.{bound}", cases, stat, bound, threshold, suite, model,
+                           f"cases have no {stat}")
 
 
 def tables(doc: Mapping[str, Any]) -> list[Table]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 @dataclass(frozen=True)
 class CaseScore:
@@ -118,6 +118,21 @@ def _bound_gate(name: str, value: float | None, bound: str, threshold: float,
         op, direction = "<=", ""
     verdict = "ok" if passed else "FAILED"
     return GateResult(name, passed, value, threshold, f"{label} = {value:.4f}, required {op} {threshold:g}{direction}: {verdict}")
+
+
+def worst_case_gate(name: str, cases: Sequence[Mapping[str, Any]], stat: str, bound: str, threshold: float,
+                    suite: str, model: str, missing: str, spec: str = ".4f") -> GateResult:
+    """A bound on the worst case of a group: ``min`` on the smallest ``stat``, ``max`` on the largest; incomplete
+    (``missing`` names what the cases lack) when a case has none."""
+    without = [c["name"] for c in cases if c.get(stat) is None]
+    if without:
+        message = f"incomplete: {len(without)} of {len(cases)} {missing} ({', '.join(without)})"
+        return GateResult(name, False, None, threshold, message, suite, model)
+    worst = (min if bound == "min" else max)(cases, key=lambda c: c[stat])
+    passed = worst[stat] >= threshold if bound == "min" else worst[stat] <= threshold
+    message = (f"{stat}.{bound} = {format(worst[stat], spec)} ({worst['name']}), required "
+               f"{'>=' if bound == 'min' else '<='} {threshold:g}: {'ok' if passed else 'FAILED'}")
+    return GateResult(name, passed, worst[stat], threshold, message, suite, model)
 
 
 def floor_gate(name: str, value: float | None, floor: float, higher_is_better: bool, missing_note: str) -> GateResult:
