@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def test_matrix_diagonal_gap_and_one_fine_tuning_per_domain_and_seed(
     result.stdout.fnmatch_lines(["*transfer matrix: toy*", "flight * [[]0.*", "eval n *",
                                  "in-domain mean *, cross-domain mean *, transfer gap *",
                                  "PASS*domains/transfer_gap.max*"])
+    eval_sizes = [line for line in result.outlines if line.startswith("eval n")]
+    assert eval_sizes and all(re.fullmatch(r"eval n( +\d+)+", line.rstrip()) for line in eval_sizes), eval_sizes
     doc = json.loads((pytester.path / "out.json").read_text())
     records = junit_records(pytester.path / "junit.xml")
     names = ["flight", "phone", "rest", "forum"]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexharness.store.keys import case_fingerprint, digest, training_recipe
-from flexharness.engine.kinds import KINDS, KindRegistryError
+from flexharness.engine.kinds import KINDS, RegistryError
 from flexharness.results.predictions import read_beside
 from flexharness.suite.spec import Case, DatasetSpec, Filter, TrainConfig
 from toy import choice_rows, sentiment_rows, tagged_rows, write_conll, write_jsonl
@@ -40,11 +40,11 @@ def test_another_kind_or_columns_change_the_key() -> None:
 
 
 def test_the_registry_refuses_taken_and_unknown_kinds() -> None:
-    with pytest.raises(KindRegistryError, match="taken"):
+    with pytest.raises(RegistryError, match="taken"):
         KINDS.register("sequence_classification", "somewhere:Else")
-    with pytest.raises(KindRegistryError, match="did you mean 'sequence_classification'"):
+    with pytest.raises(RegistryError, match="did you mean 'sequence_classification'"):
         KINDS.get("sequence_clasification")
-    with pytest.raises(KindRegistryError, match="module:ClassName"):
+    with pytest.raises(RegistryError, match="module:ClassName"):
         KINDS.register("loose", "no_colon_here")
     assert KINDS.keys()[0] == "sequence_classification"
 

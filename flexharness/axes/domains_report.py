@@ -188,6 +188,11 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _count(value: int | None) -> str | None:
+    """A size in a score column: written as text, so the column's ``.4f`` does not make it ``400.0000``."""
+    return None if value is None else str(value)
+
+
 def tables(doc: Mapping[str, Any]) -> list[Table]:
     """One transfer matrix per (suite, model): a row per source with its training size, a row of eval sizes."""
     return [_matrix_table(doc, summary) for summary in doc.get("transfer_summary", [])]
@@ -199,7 +204,7 @@ def _matrix_table(doc: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
     sizes, targets = summary["domains"], summary["targets"]
     rows = [(s, *(f"[{_fmt(scores[(s, t)])}]" if s == t else scores[(s, t)] for t in targets), sizes[s]["train"])
             for s in summary["sources"]]
-    rows.append(("eval n", *(sizes[t]["eval"] for t in targets), ""))
+    rows.append(("eval n", *(_count(sizes[t]["eval"]) for t in targets), ""))
     direction = "" if summary["higher_is_better"] else ", lower is better"
     name = f"{summary['suite']} [{model_label(summary['model'])}], {summary['metric']}"
     return Table(f"transfer matrix: {name} (rows: fine-tuned on, columns: scored on, [diagonal] = in-domain)",

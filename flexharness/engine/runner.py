@@ -180,7 +180,7 @@ def run_case(case: Case, model_ref: str, seed: int, device_option: str = "auto",
             eval_seconds = time.perf_counter() - eval_start
             extra = after_training(inputs.prepared, predict_on) if after_training else {}
     finally:
-        del model
+        model = None   # the last reference (the closure above shares it), dropped before the memory is released
         train.release_memory()
     first = splits[inputs.prepared.eval_split]
     return {

@@ -173,7 +173,7 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
         model.load_state_dict(average([states[s] for s in used]))
         splits, per_example = runner.score_splits(model, case, inputs, device)
     finally:
-        del model
+        model = None   # the last reference (the closure above shares it), dropped before the memory is released
         train.release_memory()
     return splits, per_example, used
 
