@@ -44,6 +44,31 @@ def test_the_conll_and_jsonl_taggings_hold_the_same_sentences() -> None:
         assert conll == [list(zip(row["tokens"], row["tags"])) for row in rows]
 
 
+def _entity_names(split: str) -> set[str]:
+    """The entities of a split as lower-cased word runs (a final 's dropped), read back from the JSONL."""
+    names = set()
+    for line in (DATA / "ner" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+        row, current = json.loads(line), []
+        for token, tag in [*zip(row["tokens"], row["tags"]), ("", "O")]:
+            if tag.startswith("I-"):
+                current.append(token.lower())
+                continue
+            if current:
+                names.add(" ".join(current).removesuffix("'s"))
+            current = [token.lower()] if tag.startswith("B-") else []
+    return names
+
+
+def test_no_validation_entity_is_named_by_a_training_sentence() -> None:
+    """The tagging split is by name: validation asks for places and companies training never tagged."""
+    train, validation = _entity_names("train"), _entity_names("validation")
+    assert len(train) >= 20 and len(validation) >= 10
+    assert not train & validation
+    words = {t.lower() for line in (DATA / "ner" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+             for t in json.loads(line)["tokens"]}
+    assert not {name for name in validation if " " not in name} & words
+
+
 def test_multiple_choice_items_have_four_distinct_choices_and_shuffled_labels() -> None:
     rows = [json.loads(line) for line in (DATA / "mc" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(len(set(row["choices"])) == 4 for row in rows)
@@ -59,7 +84,7 @@ def _check_module():
 
 def _results(tmp_path: Path, reported: dict[str, dict[str, float]]) -> Path:
     """A results file of three cases (one per kind) and its stored outputs, written as a run writes them."""
-    cases = [{"axis": "tasks", "name": name, "kind": kind, "metrics": reported[name]}
+    cases = [{"model": "m", "axis": "tasks", "name": name, "kind": kind, "metrics": reported[name]}
              for name, kind in (("mc", "multiple_choice"), ("ner", "token_classification"), ("qa", "extractive_qa"))]
     path = tmp_path / "out.json"
     path.write_text(json.dumps({"cases": cases}))
@@ -67,7 +92,7 @@ def _results(tmp_path: Path, reported: dict[str, dict[str, float]]) -> Path:
               "1/labels": np.array([[1, 2, 0, 5], [0, 0, -100, -100]]),
               "1/outputs": np.array([[1, 2, 0, 0], [1, 0, -100, -100]]),
               "2/labels": np.array(["The Delta\x1fDelta", "@united"]), "2/outputs": np.array(["delta!", "@united now"]),
-              "index": np.array(json.dumps([{"axis": "tasks", "case": c["name"], "seed": 0} for c in cases]))}
+              "index": np.array(json.dumps([{"model": "m", "axis": "tasks", "case": c["name"], "seed": 0} for c in cases]))}
     np.savez(tmp_path / "out.predictions.npz", **arrays)
     return path
 

@@ -68,13 +68,13 @@ def choice_scores(labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
 SCORERS = {"multiple_choice": choice_scores, "token_classification": tagging_scores, "extractive_qa": qa_scores}
 
 
-def stored(results: Path) -> dict[tuple[str, str], list[dict[str, np.ndarray]]]:
-    """(axis, case) -> the stored arrays of each of its seeds."""
+def stored(results: Path) -> dict[tuple[str, str, str], list[dict[str, np.ndarray]]]:
+    """(model, axis, case) -> the stored arrays of each of its seeds."""
     with np.load(results.with_name(f"{results.stem}.predictions.npz"), allow_pickle=False) as found:
         arrays = dict(found)
-    out: dict[tuple[str, str], list[dict[str, np.ndarray]]] = collections.defaultdict(list)
+    out: dict[tuple[str, str, str], list[dict[str, np.ndarray]]] = collections.defaultdict(list)
     for number, meta in enumerate(json.loads(str(arrays["index"]))):
-        out[(meta["axis"], meta["case"])].append({f: arrays[f"{number}/{f}"] for f in ("labels", "outputs")})
+        out[(meta["model"], meta["axis"], meta["case"])].append({f: arrays[f"{number}/{f}"] for f in ("labels", "outputs")})
     return out
 
 
@@ -83,14 +83,14 @@ def main(path: str) -> int:
     doc = json.loads(results.read_text(encoding="utf-8"))
     per_case = stored(results)
     worst = 0.0
-    print(f"{'case':<28} {'metric':<15} {'reported':>9} {'recomputed':>10}")
+    print(f"{'model':<36} {'case':<28} {'metric':<15} {'reported':>9} {'recomputed':>10}")
     for case in doc["cases"]:
-        runs = per_case[(case["axis"], case["name"])]
+        runs = per_case[(case["model"], case["axis"], case["name"])]
         scores = [SCORERS[case["kind"]](run["labels"], run["outputs"]) for run in runs]
         for metric, own in {m: float(np.mean([s[m] for s in scores])) for m in scores[0]}.items():
             reported = case["metrics"][metric]
             worst = max(worst, abs(reported - own))
-            print(f"{case['axis'] + '/' + case['name']:<28} {metric:<15} {reported:>9.4f} {own:>10.4f}")
+            print(f"{case['model'][-36:]:<36} {case['axis'] + '/' + case['name']:<28} {metric:<15} {reported:>9.4f} {own:>10.4f}")
     return 1 if worst > TOLERANCE else 0
 
 

@@ -15,7 +15,7 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 SEED = 25
@@ -35,6 +35,25 @@ QUESTIONS = {
     "TAG": "Which hashtag does this tweet use?",
 }
 FIRST_WORDS = {name.split()[0] for name in ORGS}
+# The tagging task's gazetteer: places (LOC) and companies (ORG). Every third name of it, sorted, is a
+# validation name: a validation sentence names only validation names and a training sentence none, so a model
+# scores well only by knowing what a name it was never shown tagged is (pre-training), not by remembering it.
+PLACES = (
+    "atlanta", "austin", "baltimore", "boston", "buffalo", "charlotte", "chicago", "cleveland", "columbus",
+    "dallas", "denver", "detroit", "houston", "miami", "nashville", "newark", "orlando", "philadelphia", "philly",
+    "phoenix", "pittsburgh", "portland", "raleigh", "seattle", "tampa", "toronto", "london", "paris", "mexico",
+    "texas", "florida", "california", "hawaii", "nyc", "dc", "jfk", "lax", "ord", "sfo", "dca", "lga", "bwi", "iad",
+    "dfw", "bos", "new york", "los angeles", "san francisco", "san diego", "las vegas", "salt lake city",
+    "fort lauderdale", "washington",
+)
+COMPANIES = (
+    "google", "apple", "uber", "tesla", "microsoft", "amazon", "facebook", "twitter", "samsung", "nfl", "youtube",
+    "instagram", "verizon", "walmart", "starbucks", "disney", "yahoo", "ebay", "spotify", "intel", "netflix",
+    "paypal", "jetblue", "delta", "southwest", "united", "virgin",
+)
+GAZETTEER = {**dict.fromkeys(PLACES, "LOC"), **dict.fromkeys(COMPANIES, "ORG")}
+VALIDATION_NAMES = frozenset(sorted(GAZETTEER)[::3])
+MENTIONS_PER_NAME = {"train": 16, "validation": 10}   # no name fills a split
 HERE = Path(__file__).resolve().parent
 
 
@@ -106,10 +125,70 @@ def org_at(words: list[str], i: int) -> int:
     return 0
 
 
-def ner_rows(pool: list[str]) -> Iterator[list[tuple[str, str, int, int]]]:
-    """Tagged tweets holding at least one entity."""
-    tagged = (tag_tokens(text) for text in pool)
-    return (row for row in tagged if any(tag != "O" for _, tag, _, _ in row))
+def gazetteer_names(text: str) -> list[tuple[str, str, int, int]]:
+    """(token, tag, start, end) for every token of a tweet, IOB2, and the gazetteer's names found in it: matched
+    case-insensitively, longest name first, a final 's allowed; handles and hashtags are words like others
+    (``@united`` is not the name ``united``)."""
+    matches = list(TOKEN.finditer(text))
+    words = [m.group().lower() for m in matches]
+    tagged: list[tuple[str, str, int, int]] = []
+    i = 0
+    while i < len(matches):
+        name = name_at(words, i)
+        if name is None:
+            tagged.append((matches[i].group(), "O", matches[i].start(), matches[i].end()))
+            i += 1
+            continue
+        for j, token in enumerate(matches[i:i + len(name.split())]):
+            tagged.append((token.group(), ("B-" if j == 0 else "I-") + GAZETTEER[name], token.start(), token.end()))
+        i += len(name.split())
+    return tagged
+
+
+def name_at(words: list[str], i: int) -> str | None:
+    """The longest gazetteer name that starts at word i, or None."""
+    for name in sorted(GAZETTEER, key=lambda n: -len(n.split())):
+        parts = name.split()
+        window = words[i:i + len(parts)]
+        if len(window) == len(parts):
+            last = window[-1][:-len(POSSESSIVE)] if ends_possessive(window[-1]) else window[-1]
+            if window[:-1] + [last] == parts:
+                return name
+    return None
+
+
+def names_of(tagged: list[tuple[str, str, int, int]]) -> list[str]:
+    """The gazetteer names of a tagged tweet, one per entity."""
+    names, current = [], []
+    for token, tag, _, _ in [*tagged, ("", "O", 0, 0)]:
+        if tag.startswith("I-"):
+            current.append(token.lower())
+            continue
+        if current:
+            names.append(" ".join(current).removesuffix(POSSESSIVE))
+        current = [token.lower()] if tag.startswith("B-") else []
+    return names
+
+
+def ner_splits(pool: list[str]) -> dict[str, list[list[tuple[str, str, int, int]]]]:
+    """Tweets naming only validation names are validation rows, tweets naming none of them training rows (a
+    tweet with both is dropped), in pool order, each name in at most ``MENTIONS_PER_NAME`` rows of a split."""
+    rows: dict[str, list[list[tuple[str, str, int, int]]]] = {split: [] for split in SIZES}
+    mentions: dict[str, dict[str, int]] = {split: {} for split in SIZES}
+    for text in pool:
+        tagged = gazetteer_names(text)
+        names = names_of(tagged)
+        held = [name in VALIDATION_NAMES for name in names]
+        if not names or any(held) != all(held):
+            continue
+        split = "validation" if all(held) else "train"
+        seen = mentions[split]
+        if len(rows[split]) == SIZES[split] or any(seen.get(n, 0) >= MENTIONS_PER_NAME[split] for n in names):
+            continue
+        for name in names:
+            seen[name] = seen.get(name, 0) + 1
+        rows[split].append(tagged)
+    return rows
 
 
 def qa_row(text: str, rng: random.Random) -> dict | None:
@@ -177,7 +256,7 @@ def build(out: Path, source: Path) -> None:
     mc = take(mc_rows(mc_pool, random.Random(SEED)))
     rng = random.Random(SEED + 1)
     qa = take(r for r in (qa_row(t, rng) for t in pool[third:2 * third]) if r)
-    ner = take(ner_rows(pool[2 * third:]))
+    ner = ner_splits(pool[2 * third:])
     for name in ("mc", "qa", "ner"):
         (out / name).mkdir(parents=True, exist_ok=True)
     for split in SIZES:
