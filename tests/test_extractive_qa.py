@@ -183,6 +183,88 @@ def test_qa_on_domains_compression_and_fusion(pytester: pytest.Pytester, tiny_mo
     assert sliced and len(sliced["slices"]) == 2
 
 
+FUSION = """tasks:
+  - {name: squad2, dataset: v2, metric: [squad_f1, exact_match]}
+domains:
+  metric: squad_f1
+  members:
+    own: {dataset: v2}
+    plain: {dataset: v1}
+fusion: {task: squad2, methods: [ensemble], runs: [0, 1]}
+"""
+
+
+def _stored(cache: Path, nodeid: str) -> tuple[dict, dict]:
+    """The record and per-example arrays of the one stored run whose node id ends with ``nodeid``."""
+    from flexharness.results import predictions
+
+    found = [json.loads(p.read_text())["record"] for p in (cache / "flexharness-results").glob("*.json")
+             if json.loads(p.read_text())["nodeid"].endswith(nodeid)]
+    assert len(found) == 1, nodeid
+    return found[0], predictions.load(cache / "flexharness-outputs", found[0]["outputs"])
+
+
+def test_qa_ensembles_post_process_the_mean_of_the_runs_start_and_end_logits(
+        pytester: pytest.Pytester, tiny_model: Path, qa_files: dict[str, Path]) -> None:
+    from flexharness.axes import load_suite
+    from flexharness.engine import qa_spans, runner, soup
+    from flexharness.engine.kinds.extractive_qa import LOGITS
+    from flexharness.results import predictions
+    from flexharness.rules import metrics
+
+    train = TRAIN.replace("epochs: 4", "epochs: 1").replace("max_length: 32", "max_length: 32, max_train_samples: 80, "
+                                                                              "max_eval_samples: 30")
+    pytester.makefile(".flex.yaml", qa=suite(tiny_model, qa_files, FUSION, train))
+    pytester.runpytest("-m", "fusion", "--flex-json=two.json").assert_outcomes(passed=1)
+    cache = pytester.path / ".pytest_cache" / "d"
+    runs = {s: _stored(cache, f"fusion/squad2[run-seed{s}]") for s in (0, 1)}
+    record, fused = _stored(cache, "fusion/squad2-ensemble[seeds0-1]")
+    case = json.loads((pytester.path / "two.json").read_text())["cases"][0]
+    assert record["ensemble_method"] == case["ensemble_method"] == "mean_start_end_logits"
+    assert record["trained_runs"] == [0, 1]
+    spec = next(c for c in load_suite(pytester.path / "qa.flex.yaml").cases if c.name == "squad2-ensemble")
+    windows = dict(runner.case_inputs(spec, str(tiny_model), False,
+                                      soup.ingredient_data(spec, dict(spec.params)["held_out"])).evals)
+    assert set(fused) == set(windows) == {record["eval_split"], soup.HELD_OUT, "domain plain"}
+    for split, encoded in windows.items():
+        settings = encoded.settings
+
+        def answers(logits: np.ndarray) -> list[str]:
+            return list(qa_spans.best_answers(logits[..., 0], logits[..., 1], encoded, settings.with_null,
+                                              settings.null_threshold, settings.n_best,
+                                              settings.max_answer_length).texts)
+
+        stored = [runs[s][1][split][LOGITS] for s in (0, 1)]
+        assert all(logits.dtype == np.float16 and logits.shape == (*encoded.offsets.shape[:2], 2) for logits in stored)
+        for seed, logits in zip((0, 1), stored):   # each run's answers come from the logits it keeps
+            assert list(runs[seed][1][split]["outputs"]) == answers(logits.astype(np.float32))
+        mean = (stored[0].astype(np.float32) + stored[1].astype(np.float32)) / 2   # by hand, from the stored files
+        assert list(fused[split]["outputs"]) == answers(mean)
+        assert LOGITS not in fused[split]   # the ensemble stores answers, as any item
+        labels = fused[split]["labels"]
+        assert record["splits"][split]["score"] == pytest.approx(
+            metrics.score(spec.metrics, labels, np.array(answers(mean)))[0])
+    assert settings.with_null is False and windows[record["eval_split"]].settings.with_null   # v1 and v2 rules
+
+    pytester.runpytest("-m", "fusion", "--flex-seeds", "1").assert_outcomes(passed=1)
+    one, alone = _stored(cache, "fusion/squad2-ensemble[seeds1]")
+    assert one["trained_runs"] == [] and one["gain"] == 0.0 and one["score"] == one["single_scores"]["1"]
+    assert all(np.array_equal(alone[split]["outputs"], runs[1][1][split]["outputs"]) for split in windows)
+
+    # A run stored without the logits (as before they were kept) is trained again, never voted on.
+    ingredient = runs[1][0]["outputs"]
+    predictions.save(cache / "flexharness-outputs", ingredient,
+                     {split: {k: v for k, v in arrays.items() if k != LOGITS} for split, arrays in runs[1][1].items()})
+    for path in (cache / "flexharness-results").glob("*.json"):
+        if json.loads(path.read_text())["nodeid"].endswith("[seeds1]"):
+            path.unlink()
+    pytester.runpytest("-m", "fusion", "--flex-seeds", "1").assert_outcomes(passed=1)
+    again, alone_again = _stored(cache, "fusion/squad2-ensemble[seeds1]")
+    assert again["trained_runs"] == [1] and again["ensemble_method"] == "mean_start_end_logits"
+    assert all(np.array_equal(alone_again[split]["outputs"], alone[split]["outputs"]) for split in windows)
+    assert all(LOGITS in arrays for arrays in predictions.load(cache / "flexharness-outputs", ingredient).values())
+
+
 @pytest.mark.parametrize("family", ["gpt2"])
 def test_decoder_lms_answer_with_their_qa_head_and_every_method(pytester: pytest.Pytester, tmp_path: Path,
                                                                 qa_files: dict[str, Path], family: str) -> None:

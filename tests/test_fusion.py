@@ -226,5 +226,5 @@ def test_other_domains_scored_by_runs_ensemble_and_soups_from_stored_outputs(
 
     spec = next(c for c in suite.cases if c.name == "polarity-ensemble")
     copies = [soup.Ingredient(s, runs[0], arrays[0]) for s in (0, 1, 2)]  # one run three times
-    splits, _ = soup.ensemble(spec, copies)
+    splits, _ = soup.ensemble(spec, str(tiny_model), copies)
     assert {n: e["score"] for n, e in splits.items()} == {n: e["score"] for n, e in runs[0]["splits"].items()}

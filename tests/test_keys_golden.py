@@ -10,6 +10,8 @@ import pytest
 
 from flexharness.store import keys as cache
 from flexharness.axes import AXES, load_suite
+from flexharness.axes.fusion import ingredient_case, other_datasets
+from flexharness.store.keys import KeyedAs
 from flexharness.suite.spec import Planned
 
 SUITE = """\
@@ -35,6 +37,7 @@ compression:
   methods:
     - {method: magnitude, sparsity: [0.5]}
     - {method: int8}
+fusion: {task: sentiment, methods: [ensemble, uniform_soup]}
 """
 ROWS = "text,label\n" + "".join(f"{w} flight {i},{'positive' if w == 'good' else 'negative'}\n"
                                 for i in range(20) for w in ("good", "bad"))
@@ -48,6 +51,10 @@ PINNED = {
         "86bd0454fdd67b88e0b8a72ccb8c3972547d5948bf422890b848a301b57305b8",
     "weights tasks/sentiment":
         "ba0f85f03563b70b8e4581a201d4334e1ea4d71dd89e67e331869ad61d5c862e",
+    "key fusion/sentiment-ensemble":
+        "3bf4b4e6f464935ef91db2137028e74b5f574e7d0c6f0b4adeaeacefc6a487c9",
+    "key fusion ingredient seed1":
+        "9afdca3aa7012ddf33e2a580dc5201b8e78c7a20f7accd6bda1092affd4bea9d",
 }
 
 
@@ -65,8 +72,11 @@ def golden_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_keys_are_the_pinned_ones(golden_suite) -> None:
     cases = {f"{c.axis}/{c.name}": c for c in golden_suite.cases}
     found = {"fingerprint tasks/sentiment": cache.case_fingerprint(cases["tasks/sentiment"])}
-    for name in ("tasks/sentiment", "domains/flights", "compression/magnitude-50"):
+    for name in ("tasks/sentiment", "domains/flights", "compression/magnitude-50", "fusion/sentiment-ensemble"):
         planned = Planned(f"{name}[seed0]", cases[name], str(Path(golden_suite.path).parent / "model"), 0)
         found[f"key {name}"] = cache.result_key(planned, "cpu", AXES.get(cases[name].axis).keyed_as(cases[name]))[0]
     found["weights tasks/sentiment"] = cache.weights_key(cases["tasks/sentiment"], planned.model, 0, "cpu")
+    recipe = ingredient_case(cases["fusion/sentiment-ensemble"])  # a fusion run, stored under a key of its own
+    found["key fusion ingredient seed1"] = cache.result_key(Planned("fusion/sentiment[run-seed1]", recipe, planned.model,
+                                                                    1), "cpu", KeyedAs(inputs=other_datasets(recipe)))[0]
     assert found == PINNED

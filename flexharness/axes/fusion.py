@@ -17,7 +17,7 @@ from flexharness.axes import fusion_report
 from flexharness.axes.base import Axis, RunContext
 from flexharness.axes.domains import Domain
 from flexharness.axes.tasks import read_tasks
-from flexharness.engine import soup
+from flexharness.engine import kinds, soup
 from flexharness.engine.weights import STATE
 from flexharness.errors import FlexError
 from flexharness.store.keys import KeyedAs
@@ -27,8 +27,9 @@ from flexharness.suite.spec import Case, DatasetSpec, Planned
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "train")
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
-RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", "inference_cost", "held_out_score",
-                 "best_single_held_out", "held_out_examples", "other_domains", "ood_gain", "trained_runs")
+RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", "inference_cost", "ensemble_method",
+                 "held_out_score", "best_single_held_out", "held_out_examples", "other_domains", "ood_gain",
+                 "trained_runs")
 
 
 class FusionAxis(Axis):
@@ -59,7 +60,8 @@ class FusionAxis(Axis):
                       ("keep_weights", any(m in soup.SOUPS for m in methods)),
                       *(((soup.OTHER_DOMAINS, others),) if others else ()))  # absent: the keys of before domains
             cases += [replace(task, axis=self.key, name=f"{task.name}-{method}", train=train, dataset=dataset,
-                              line=line, params=(*params[:2], ("method", method), *params[2:])) for method in methods]
+                              line=line, params=(*params[:2], ("method", method), *params[2:],
+                                                 *_ensemble_method(task, method))) for method in methods]
         return tuple(cases)
 
     def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None:
@@ -124,10 +126,19 @@ def _ingredient(recipe: Case, model: str, seed: int, keep_weights: bool, context
         return {**record, STATE: state}
 
     stored = context.store.run(planned, planned.name, compute, KeyedAs(inputs=other_datasets(recipe)),
-                               with_outputs=True, with_weights=keep_weights)
+                               with_outputs=True, with_weights=keep_weights,
+                               output_fields=kinds.of(recipe).ensemble_fields)
     if not stored.record["cached"]:
         trained.append(seed)
     return soup.Ingredient(seed, stored.record, stored.outputs or {}, stored.weights)
+
+
+def _ensemble_method(task: Case, method: str) -> tuple[tuple[str, str], ...]:
+    """The case parameter that puts an ensemble's method in its key where the ensemble reads more than the
+    runs' stored outputs (QA's start and end logits, which replaced a vote over the runs' answers): an item
+    cached with the vote is computed again. Absent elsewhere: those items keep the keys they had."""
+    kind = kinds.of(task)
+    return (("ensemble_method", kind.ensemble_method),) if method == "ensemble" and kind.ensemble_fields else ()
 
 
 def _methods(reader: Reader) -> tuple[str, ...]:

@@ -140,7 +140,7 @@ def evaluate(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[float
     return score, per_metric, seconds, metrics.predictions_from_outputs(outputs)
 
 
-PER_EXAMPLE = "per_example"   # record key of {split: {"labels", "outputs"}} arrays; stored apart, never sent on
+PER_EXAMPLE = "per_example"   # record key of {split: {"labels", "outputs", ...}} arrays; stored apart, never sent on
 Predict = Callable[[data_mod.Prepared], Any]
 AfterTraining = Callable[[data_mod.Prepared, Predict], dict[str, Any]]
 TrainRows = Callable[[np.ndarray], np.ndarray]   # the case's training labels -> the row indices to train on
@@ -223,14 +223,20 @@ def train_subset(case: Case, train_rows: TrainRows) -> tuple[data_mod.Prepared, 
                              prepared.held_out_copies), indices
 
 
-def score_splits(model: Any, case: Case, inputs: Inputs, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(record ``splits``, ``PER_EXAMPLE`` arrays): the model scored on each evaluation split of ``inputs``."""
+def score_splits(model: Any, case: Case, inputs: Inputs, device: str,
+                 for_ensemble: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(record ``splits``, ``PER_EXAMPLE`` arrays): the model scored on each evaluation split of ``inputs``.
+
+    ``for_ensemble``: the run is one an output ensemble combines, so each split keeps the kind's
+    ``ensemble_arrays`` (QA's start and end logits beside its answers)."""
+    kind = inputs.kind
     splits, per_example = {}, {}
     for (name, eval_data), (_, examples) in zip(inputs.evals, inputs.prepared.evals):
-        outputs = train.predict_outputs(model, eval_data, case.train.eval_batch_size, device, inputs.pad_id,
-                                        inputs.regression, case.train.precision, inputs.kind)
-        splits[name] = split_entry(case, eval_data.labels, outputs, examples_digest(examples))
-        per_example[name] = {"labels": eval_data.labels, "outputs": outputs}
+        rows = train.predict_rows(model, eval_data, case.train.eval_batch_size, device, inputs.pad_id,
+                                  case.train.precision, kind)
+        arrays = kind.ensemble_arrays(eval_data, rows) if for_ensemble else {"outputs": kind.gather(eval_data, rows)}
+        splits[name] = split_entry(case, eval_data.labels, arrays["outputs"], examples_digest(examples))
+        per_example[name] = {"labels": eval_data.labels, **arrays}
     return splits, per_example
 
 

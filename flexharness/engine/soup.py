@@ -3,9 +3,10 @@ ensemble, and model soups (weights averaged, Wortsman et al. 2022) scored as one
 
 An ingredient is one fine-tuning run of a task (one seed) on the task's training rows minus a
 deterministic, stratified held-out slice; it is scored on the task's evaluation split, on that
-slice and on the evaluation split of each other domain of the suite (``OTHER_DOMAINS``), and its
-weights are kept (safetensors) for the soups. Greedy soup chooses ingredients by their score on the
-slice, never on an evaluation split.
+slice and on the evaluation split of each other domain of the suite (``OTHER_DOMAINS``), keeps
+what its kind's output ensemble reads (``TaskKind.ensemble_arrays``: QA's start and end logits),
+and its weights are kept (safetensors) for the soups. Greedy soup chooses ingredients by their
+score on the slice, never on an evaluation split.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def train_ingredient(case: Case, model_ref: str, seed: int, head_seed: int | Non
         with OutOfMemoryAsFailure(case.train):
             stats = train.fine_tune(model, inputs.train, case.train, seed, device, inputs.pad_id, inputs.regression,
                                     progress, inputs.kind)
-            splits, per_example = runner.score_splits(model, case, inputs, device)
+            splits, per_example = runner.score_splits(model, case, inputs, device, for_ensemble=True)
         weights = state_of(model)
     finally:
         del model
@@ -131,12 +132,19 @@ def _labels(ingredients: Sequence[Ingredient], split: str) -> tuple[np.ndarray, 
     return ingredients[0].arrays[split]["labels"], digests.pop()
 
 
-def ensemble(case: Case, ingredients: Sequence[Ingredient]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(splits, per-example arrays) of the output ensemble: the mean of the runs' probabilities (or values)."""
+def ensemble(case: Case, model_ref: str, ingredients: Sequence[Ingredient],
+             trust_remote_code: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(splits, per-example arrays) of the output ensemble, the kind's ``ensemble`` of the runs' stored arrays:
+    the mean of their probabilities (or values); for QA the mean of their start and end logits, post-processed
+    over each split's windows (tokenized as the runs were: the only reason the data is read here)."""
+    kind = kinds.of(case)
+    encoded = dict(runner.case_inputs(case, model_ref, trust_remote_code,
+                                      ingredient_data(case, dict(case.params)["held_out"])).evals
+                   ) if kind.ensemble_fields else {}
     splits, per_example = {}, {}
     for split in ingredients[0].arrays:
         labels, digest = _labels(ingredients, split)
-        outputs = kinds.of(case).ensemble([i.arrays[split]["outputs"] for i in ingredients])
+        outputs = kind.ensemble([i.arrays[split] for i in ingredients], encoded.get(split))
         splits[split] = runner.split_entry(case, labels, outputs, digest)
         per_example[split] = {"labels": labels, "outputs": outputs}
     return splits, per_example
@@ -195,7 +203,7 @@ def fuse(case: Case, model_ref: str, method: str, ingredients: Sequence[Ingredie
     """The record of one fusion item: the fused model's scores, the single runs' and the gain over the best."""
     start = time.perf_counter()
     if method == "ensemble":
-        splits, per_example = ensemble(case, ingredients)
+        splits, per_example = ensemble(case, model_ref, ingredients, trust_remote_code)
         used = [i.seed for i in ingredients]
     else:
         splits, per_example, used = soup(case, model_ref, ingredients, method == "greedy_soup", device_option,
@@ -211,6 +219,7 @@ def fuse(case: Case, model_ref: str, method: str, ingredients: Sequence[Ingredie
         "train_examples": first["train_examples"], "eval_split": split,
         "num_labels": first["num_labels"], "splits": splits, **against_singles(case, ingredients, splits, split),
         "used": used, "inference_cost": len(used) if method == "ensemble" else 1,
+        **({"ensemble_method": kinds.of(case).ensemble_method} if method == "ensemble" else {}),
         "held_out_score": splits[HELD_OUT]["score"],
         "best_single_held_out": best_held(i.score(HELD_OUT) for i in ingredients),
         "held_out_examples": splits[HELD_OUT]["eval_examples"],

@@ -319,7 +319,7 @@ def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad
     import torch
 
     if kind is not None:
-        return _kind_outputs(model, data, batch_size, device, pad_id, precision, kind)
+        return kind.gather(data, predict_rows(model, data, batch_size, device, pad_id, precision, kind))
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     outputs: np.ndarray | None = None
@@ -334,9 +334,10 @@ def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad
     return outputs if outputs is not None else np.empty((0, 1), dtype=np.float32)
 
 
-def _kind_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, precision: str,
-                  kind: Any) -> np.ndarray:
-    """:func:`predict_outputs` through a task kind: rows in length order, handed back in their own order."""
+def predict_rows(model: Any, data: Encoded, batch_size: int, device: str, pad_id: int, precision: str,
+                 kind: Any) -> list[Any]:
+    """``kind.row_outputs`` of every row of ``data``, predicted in length order, handed back in their own order
+    (before ``kind.gather``: a run an output ensemble combines keeps more of them, ``kind.ensemble_arrays``)."""
     import torch
 
     model.to(device).eval()
@@ -348,7 +349,7 @@ def _kind_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad_i
             batch = to_device(kind.host_batch(data, indices, pad_id, pin=device == "cuda", with_labels=False), device)
             for index, row in zip(indices, kind.row_outputs(kind.logits(model(**batch)), batch)):
                 rows[index] = row
-    return kind.gather(data, rows)
+    return rows
 
 
 def release_memory() -> None:

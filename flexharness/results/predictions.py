@@ -60,7 +60,9 @@ def save(directory: Path, name: str, per_example: PerExample) -> None:
                 for field, array in arrays.items()})
 
 
-def load(directory: Path, name: str) -> dict[str, dict[str, np.ndarray]] | None:
+def load(directory: Path, name: str, fields: Sequence[str] = ()) -> dict[str, dict[str, np.ndarray]] | None:
+    """The per-example arrays of ``name`` by split; None when the file is missing or damaged, or a split lacks
+    labels, outputs or one of ``fields``."""
     found = _read_npz(directory / f"{name}.npz")
     if found is None:
         return None
@@ -68,7 +70,7 @@ def load(directory: Path, name: str) -> dict[str, dict[str, np.ndarray]] | None:
     for key, array in found.items():
         field, _, split = key.partition("/")
         result.setdefault(split, {})[field] = array
-    return result if all(set(FIELDS) <= set(arrays) for arrays in result.values()) else None
+    return result if all({*FIELDS, *fields} <= set(arrays) for arrays in result.values()) else None
 
 
 def beside(results_path: str | Path) -> Path:

@@ -48,13 +48,16 @@ class ItemStore:
         return result_key(planned, self.device, keyed_as)[0]
 
     def run(self, planned: Planned, nodeid: str, compute: Callable[[], dict[str, Any]],
-            keyed_as: KeyedAs = KeyedAs(), with_outputs: bool = False, with_weights: bool = False) -> StoredRun:
+            keyed_as: KeyedAs = KeyedAs(), with_outputs: bool = False, with_weights: bool = False,
+            output_fields: tuple[str, ...] = ()) -> StoredRun:
         """The stored run when its record (and, as asked, its outputs and weights) are all there; else
         ``compute()``'s, stored first. A computed record may hold ``PER_EXAMPLE`` arrays and, with
-        ``with_weights``, the fine-tuned ``STATE``: both are stored apart, never inside the record."""
+        ``with_weights``, the fine-tuned ``STATE``: both are stored apart, never inside the record.
+        ``output_fields``: per-example arrays every stored split must hold beside labels and outputs; a run
+        stored without them (by a version that did not keep them) is computed again."""
         key, model_print = result_key(planned, self.device, keyed_as)
         if key is not None and (self.reuse or key in self.computed):
-            found = self._found(key, planned, with_outputs, with_weights)
+            found = self._found(key, planned, with_outputs, with_weights, output_fields)
             if found is not None:
                 return found
         record = {**compute(), "cached": False, "model_fingerprint": model_print}
@@ -73,11 +76,13 @@ class ItemStore:
             self.computed.add(key)
         return StoredRun(record, per_example, weights)
 
-    def _found(self, key: str, planned: Planned, with_outputs: bool, with_weights: bool) -> StoredRun | None:
+    def _found(self, key: str, planned: Planned, with_outputs: bool, with_weights: bool,
+               output_fields: tuple[str, ...]) -> StoredRun | None:
         record = self.records.get(key, planned)
         if record is None:
             return None
-        outputs = predictions.load(self.outputs, record["outputs"]) if with_outputs and record.get("outputs") else None
+        outputs = predictions.load(self.outputs, record["outputs"], output_fields) \
+            if with_outputs and record.get("outputs") else None
         weights = self.weights / f"{key}.safetensors" if with_weights else None
         if (with_outputs and not outputs) or (weights is not None and not usable(weights, f"run seed {planned.seed}")):
             return None

@@ -15,7 +15,7 @@ must not import torch (``check_data`` may read the data); run-time methods impor
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -42,6 +42,9 @@ class TaskKind:
     metric_kinds: ClassVar[tuple[str, ...]] = ()         # ``rules.metrics.Metric.kind`` values that score it
     no_probe: ClassVar[str | None] = None                # why a linear probe on frozen pooled features is not
                                                          # defined for this kind (the probe axis refuses it)
+    ensemble_method: ClassVar[str] = "mean_outputs"      # how :meth:`ensemble` combines runs (in its records)
+    ensemble_fields: ClassVar[tuple[str, ...]] = ()      # per-example arrays beside ``outputs`` that
+                                                         # :meth:`ensemble` reads (:meth:`ensemble_arrays`)
 
     # ---- the suite: read at collection, plain data only --------------------------------------------
 
@@ -155,9 +158,17 @@ class TaskKind:
         """The per-example outputs (the ``PER_EXAMPLE`` array stored beside records) from all rows' arrays."""
         return np.stack(rows) if rows else np.empty((0, 1), dtype=np.float32)
 
-    def ensemble(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """One output ensemble of several runs' stored outputs: the mean of their probabilities (or values)."""
-        return np.mean(np.stack([o.astype(np.float64) for o in outputs]), axis=0).astype(np.float32)
+    def ensemble_arrays(self, data: Any, rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The per-example arrays of one split of a run that an output ensemble combines: ``outputs`` and the
+        :attr:`ensemble_fields`. The default keeps the outputs alone; a kind that keeps more makes its outputs
+        from what it keeps, so that an ensemble of one run is that run."""
+        return {"outputs": self.gather(data, rows)}
+
+    def ensemble(self, runs: list[Mapping[str, np.ndarray]], data: Any) -> np.ndarray:
+        """The outputs of an output ensemble of several runs from their :meth:`ensemble_arrays` of one split;
+        ``data`` is the split's encoded rows when the kind has :attr:`ensemble_fields`, else None. The default
+        is the mean of the runs' probabilities (or values)."""
+        return np.mean(np.stack([r["outputs"].astype(np.float64) for r in runs]), axis=0).astype(np.float32)
 
     def score(self, metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
               ) -> tuple[float, dict[str, float]]:

@@ -6,25 +6,29 @@ Rows are questions (``engine.qa_data``: SQuAD layout or flat columns, every
 loss is the mean of the start and end cross-entropies. The stored per-example
 outputs are the predicted answer strings, one per question, and the stored
 labels the gold answers, so intervals, paired tests and regression gates
-resample questions and recompute exact match and F1 (``rules.squad``); an
-output ensemble (fusion) is a vote over the runs' answers. docs/kinds.md.
+resample questions and recompute exact match and F1 (``rules.squad``). A run
+that an output ensemble combines also keeps each window's start and end logits
+(float16); the ensemble averages them per window over the runs and
+post-processes the mean as one run's logits are (``qa_spans.best_answers``),
+so its stored outputs are answers too. docs/kinds.md.
 """
 
 from __future__ import annotations
 
-import collections
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from flexharness.engine import qa_data, qa_spans
 from flexharness.engine.kinds.base import TaskKind, local
+from flexharness.errors import DataError
 from flexharness.rules import metrics
 from flexharness.rules.metrics import EXTRACTIVE_QA
-from flexharness.rules.squad import normalize_answer, split_scores
+from flexharness.rules.squad import split_scores
 from flexharness.suite.schema import Reader
 from flexharness.suite.spec import Case, DatasetSpec, Filter
 
+LOGITS = "start_end_logits"   # what a run an output ensemble combines keeps per split (windows × tokens × 2)
 KEYS = ("question", "context", "answers", "answer_text", "answer_start", "doc_stride", "max_answer_length",
         "n_best", "null_threshold")
 FOREIGN_KEYS = ("text", "label", "label_names")   # sequence classification's columns, which QA does not read
@@ -40,6 +44,8 @@ class ExtractiveQA(TaskKind):
     model_class = "AutoModelForQuestionAnswering"
     dataset_keys = KEYS
     metric_kinds = (EXTRACTIVE_QA,)
+    ensemble_method = "mean_start_end_logits"
+    ensemble_fields = (LOGITS,)
 
     # ---- the suite ----------------------------------------------------------------------------------
 
@@ -157,14 +163,24 @@ class ExtractiveQA(TaskKind):
 
     def gather(self, data: qa_spans.Windows, rows: list[np.ndarray]) -> np.ndarray:
         """The predicted answer of each question, post-processed over its windows' start and end logits."""
-        width = data.offsets.shape[1]
-        logits = np.zeros((len(rows), width, 2), dtype=np.float32)
-        for w, row in enumerate(rows):
-            logits[w, :len(row)] = row
-        settings = data.settings
-        answers = qa_spans.best_answers(logits[..., 0], logits[..., 1], data, settings.with_null,
-                                        settings.null_threshold, settings.n_best, settings.max_answer_length)
-        return qa_data.text_array(answers.texts)
+        return _answers(data, _padded(data, rows))
+
+    def ensemble_arrays(self, data: qa_spans.Windows, rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The windows' start and end logits in float16 (half the bytes of float32, about three significant
+        digits), and the answers post-processed from those rounded logits: spans whose scores differ by less
+        than the rounding may swap, and this way an ensemble of one run is exactly that run."""
+        logits = _padded(data, rows).astype(np.float16)
+        return {"outputs": _answers(data, logits.astype(np.float32)), LOGITS: logits}
+
+    def ensemble(self, runs: list[Mapping[str, np.ndarray]], data: qa_spans.Windows) -> np.ndarray:
+        """The runs' start and end logits averaged per window, then post-processed as one run's are: the best
+        span over all windows of a question, with ``n_best``, ``max_answer_length`` and ``null_threshold``."""
+        shape = (*data.offsets.shape[:2], 2)
+        wrong = [run[LOGITS].shape for run in runs if run[LOGITS].shape != shape]
+        if wrong:
+            raise DataError(f"stored start and end logits of shape {wrong[0]} do not fit the split's windows "
+                            f"{shape}; clear the cache with --cache-clear")
+        return _answers(data, np.mean(np.stack([run[LOGITS].astype(np.float32) for run in runs]), axis=0))
 
     def score(self, metric_names: tuple[str, ...], labels: np.ndarray, outputs: np.ndarray
               ) -> tuple[float, dict[str, float]]:
@@ -172,17 +188,23 @@ class ExtractiveQA(TaskKind):
         score, per_metric = metrics.score_outputs(metric_names, labels, outputs)
         return score, per_metric | split_scores(labels, outputs)
 
-    def ensemble(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """A vote per question over the runs' answers, compared after SQuAD normalisation; a tie goes to the
-        earliest run. (Stored outputs are answer strings, so the runs' start and end logits are not averaged.)"""
-        voted = []
-        for answers in zip(*outputs):
-            normal = [normalize_answer(str(a)) if str(a) else None for a in answers]
-            counts = collections.Counter(normal)
-            voted.append(str(answers[max(range(len(normal)), key=lambda i: (counts[normal[i]], -i))]))
-        return qa_data.text_array(voted)
-
     def majority_score(self, prepared: Any, metric_names: tuple[str, ...]) -> float:
         """The score of answering nothing: the share of unanswerable questions (0 on SQuAD v1.1 data)."""
         labels = prepared.eval.labels
         return metrics.score(metric_names, labels, np.full(len(labels), "", dtype=str))[0]
+
+
+def _padded(data: qa_spans.Windows, rows: list[np.ndarray]) -> np.ndarray:
+    """Each window's (tokens × 2) start and end logits in one float32 array: windows × longest window × 2."""
+    logits = np.zeros((len(rows), data.offsets.shape[1], 2), dtype=np.float32)
+    for w, row in enumerate(rows):
+        logits[w, :len(row)] = row
+    return logits
+
+
+def _answers(data: qa_spans.Windows, logits: np.ndarray) -> np.ndarray:
+    """The questions' answers from their windows' start and end logits, with the dataset's settings."""
+    settings = data.settings
+    answers = qa_spans.best_answers(logits[..., 0], logits[..., 1], data, settings.with_null, settings.null_threshold,
+                                    settings.n_best, settings.max_answer_length)
+    return qa_data.text_array(answers.texts)

@@ -9,7 +9,7 @@ on each word's first sub-word; the stored outputs are the predicted tag codes pe
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class TokenClassification(TaskKind):
     dataset_keys = tuple(DEFAULTS)
     file_formats = {".conll": "conll"}
     metric_kinds = (metrics.TAGGING,)
+    ensemble_method = "vote"
 
     def read_dataset(self, reader: Reader) -> tuple[tuple[str, Any], ...]:
         scheme = reader.typed("tag_scheme", str, DEFAULTS["tag_scheme"], check=lambda v: None if v in tagging.SCHEMES
@@ -79,9 +80,9 @@ class TokenClassification(TaskKind):
     def example_lengths(self, encoded: tagged.Windows) -> np.ndarray:
         return np.bincount(encoded.sentence, weights=encoded.lengths, minlength=len(encoded.labels)).astype(np.int64)
 
-    def ensemble(self, outputs: list[np.ndarray]) -> np.ndarray:
+    def ensemble(self, runs: list[Mapping[str, np.ndarray]], data: Any) -> np.ndarray:
         """A vote per word (stored outputs are tags, not probabilities); a tie goes to the lowest tag code."""
-        stacked = np.stack(outputs)
+        stacked = np.stack([r["outputs"] for r in runs])
         codes = np.unique(stacked[stacked != tagging.PAD])
         if not codes.size:
             return stacked[0]
