@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from flexharness.engine.weights import Kept
 from flexharness.results import table
+from flexharness.results.significance import CaseKey, SeedOutputs, Settings
 from flexharness.rules.aggregate import CaseScore, GateResult
 from flexharness.store.keys import KeyedAs
 from flexharness.store.runs import StoredRun
@@ -157,6 +158,10 @@ class Axis:
     def sections(self, scored: Sequence[Scored]) -> dict[str, list[dict[str, Any]]]:
         """This axis's ``document_keys`` lists as raw entries from item records (finished by :meth:`finish`)."""
         return self.report.sections(scored) if self.report else {}
+
+    def from_outputs(self, doc: dict[str, Any], outputs: Mapping[CaseKey, SeedOutputs], settings: Settings) -> None:
+        """Add to ``doc`` what this axis computes from the items' per-example ``outputs`` (fusion across models),
+        before :meth:`finish` gates it; a pytest run and ``flexharness merge`` hand in the same outputs."""
 
     def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[GateResult]:
         """Rebuild this axis's sections of ``doc`` from the document alone and return its own gates.

@@ -14,8 +14,11 @@ from flexharness.rules.aggregate import GateResult
 
 
 def gate_nodeid(controller: Controller, gate: GateResult) -> str:
+    """``FILE::gates/NAME``, with ``[MODEL]`` when the suite ran several models and the gate judges one of them
+    (a gate over all models, fusion across models, has none)."""
     models = {s.planned.model for s in controller.items.values() if s.suite.name == gate.suite}
-    suffix = f"[{model_labels(sorted(models))[gate.model]}]" if len(models) > 1 else ""
+    label = model_labels(sorted(models)).get(gate.model) if len(models) > 1 else None
+    suffix = f"[{label}]" if label else ""
     return f"{controller.suite_file(gate.suite)}::gates/{gate.name}{suffix}"
 
 

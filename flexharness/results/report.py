@@ -62,9 +62,10 @@ def gate_table(doc: dict[str, Any]) -> Table:
 
 
 def labeller(doc: Mapping[str, Any]) -> Callable[[str], str]:
-    """Model labels no two models of the document share (``m1/tiny`` and ``m2/tiny``, not ``tiny`` twice)."""
+    """Model labels no two models of the document share (``m1/tiny`` and ``m2/tiny``, not ``tiny`` twice); a gate
+    over every model (no model of its own: fusion across models) is ``all models``."""
     labels = model_labels(c["model"] for c in doc["cases"])
-    return lambda ref: labels.get(ref) or names.model_label(ref)
+    return lambda ref: labels.get(ref) or names.model_label(ref) or "all models"
 
 
 def summary_lines(doc: dict[str, Any], sections: Sequence[Section] = ()) -> list[str]:

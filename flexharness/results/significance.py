@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -114,15 +114,32 @@ def _measure(case: Mapping[str, Any], found: SeedOutputs | None, settings: Setti
     runs = [found[seed] for seed in seeds]
     if len({run["digest"] for run in runs}) != 1 or any(len(run["labels"]) == 0 for run in runs):
         return None
-    labels = runs[0]["labels"]
-    predictions = np.stack([predictions_from_outputs(np.asarray(run["outputs"])) for run in runs])
-    metrics = tuple(case["metric"].split("+"))
-    interval = stats.case_interval(metrics, labels, predictions, key=runs[0]["digest"],
-                                   seed=settings.seed, n_resamples=settings.resamples,
-                                   confidence=settings.confidence)
-    if check and not math.isclose(interval.estimate, case["score"], rel_tol=1e-6, abs_tol=1e-6):
+    measured = measure_outputs(tuple(case["metric"].split("+")), runs[0]["labels"],
+                               [run["outputs"] for run in runs], runs[0]["digest"], settings)
+    if check and not math.isclose(measured.interval.estimate, case["score"], rel_tol=1e-6, abs_tol=1e-6):
         return None  # the case score is not this metric of these outputs (e.g. a retention ratio)
-    return Measured(interval, runs[0]["digest"], labels, predictions, metrics)
+    return measured
+
+
+def measure_outputs(metrics: tuple[str, ...], labels: np.ndarray, outputs: Sequence[np.ndarray], digest: str,
+                    settings: Settings = Settings()) -> Measured:
+    """The bootstrap interval of the runs' ``outputs`` (one per seed) on the examples ``digest`` names; the
+    same examples under the same settings draw the same resamples, which pairs two measurements."""
+    predictions = np.stack([predictions_from_outputs(np.asarray(found)) for found in outputs])
+    interval = stats.case_interval(metrics, labels, predictions, key=digest, seed=settings.seed,
+                                   n_resamples=settings.resamples, confidence=settings.confidence)
+    return Measured(interval, digest, labels, predictions, metrics)
+
+
+def paired_test(left: Measured, right: Measured, settings: Settings = Settings()
+                ) -> tuple[stats.Comparison, str, float]:
+    """(right − left with its interval, the test's name, its two-sided p-value) on the same examples:
+    McNemar's exact test for accuracy with one run per side, else the paired bootstrap."""
+    found = stats.paired_difference(left.interval, right.interval, confidence=settings.confidence,
+                                    alpha=settings.alpha)
+    if left.metrics == ("accuracy",) and left.predictions.shape[0] == right.predictions.shape[0] == 1:
+        return found, "McNemar exact", stats.mcnemar(left.labels, left.predictions, right.predictions).p_value
+    return found, "paired bootstrap", found.p_value
 
 
 def _interval_json(interval: stats.Interval, settings: Settings) -> dict[str, Any]:
@@ -189,11 +206,7 @@ def _case_row(suite: str, axis: str, name: str, a: str, b: str, measured: Mappin
     left, right = measured.get((suite, a, axis, name)), measured.get((suite, b, axis, name))
     if not left or not right or left.digest != right.digest:
         return None
-    found = stats.paired_difference(left.interval, right.interval, confidence=settings.confidence,
-                                    alpha=settings.alpha)
-    test, p_value = "paired bootstrap", found.p_value
-    if left.metrics == ("accuracy",) and left.predictions.shape[0] == right.predictions.shape[0] == 1:
-        test, p_value = "McNemar exact", stats.mcnemar(left.labels, left.predictions, right.predictions).p_value
+    found, test, p_value = paired_test(left, right, settings)
     return _row(suite, axis, name, a, b, found, test, p_value, len(left.labels))
 
 

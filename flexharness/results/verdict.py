@@ -17,9 +17,13 @@ GATE_FIELDS = ("name", "suite", "model", "passed", "value", "threshold", "messag
 
 
 class Deciding(Protocol):
-    """What an axis adds to the verdict: the top-level lists it owns, rebuilt from the document, and its gates."""
+    """What an axis adds to the verdict: the top-level lists it owns, rebuilt from the document (and from the items'
+    per-example outputs where it needs them), and its gates."""
 
     document_keys: ClassVar[tuple[str, ...]]
+
+    def from_outputs(self, doc: dict[str, Any], outputs: Mapping[significance.CaseKey, significance.SeedOutputs],
+                     settings: significance.Settings) -> None: ...
 
     def finish(self, doc: dict[str, Any], gate_specs: Mapping[str, Mapping[str, Any]]) -> list[agg.GateResult]: ...
 
@@ -48,6 +52,7 @@ def recompute(doc: dict[str, Any], axes: Iterable[Deciding],
     slicing.annotate(doc, outputs or {})
     gates = agg.suite_gates(scores, specs, significance.gate_bounds(doc)) + slicing.gates(doc, specs)
     for axis in axes:
+        axis.from_outputs(doc, outputs or {}, settings)
         gates += axis.finish(doc, specs)
     if doc.get("baseline"):
         reference = base.parse(doc["baseline"], doc["baseline"].get("path", "baseline"))
