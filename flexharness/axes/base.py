@@ -32,14 +32,14 @@ class Store(Protocol):
     """Where an item's runs are found again or computed and kept: the one cached-run path of every axis.
 
     ``run`` returns the stored run of ``planned`` (its record, and as asked its per-example outputs, with the
-    ``output_fields`` the caller reads, and the file of its fine-tuned weights) or computes it with ``compute``
-    and stores it first; ``kept`` is where the weights of a case's plain fine-tune are kept for another item to
-    start from.
+    ``output_fields`` the caller reads, and the file of its fine-tuned weights: the store's own, or
+    ``weights_at`` where the run keeps them itself) or computes it with ``compute`` and stores it first;
+    ``kept`` is where the weights of a case's plain fine-tune are kept for another item to start from.
     """
 
     def run(self, planned: Planned, nodeid: str, compute: Callable[[], dict[str, Any]],
             keyed_as: KeyedAs = KeyedAs(), with_outputs: bool = False, with_weights: bool = False,
-            output_fields: tuple[str, ...] = ()) -> StoredRun: ...
+            output_fields: tuple[str, ...] = (), weights_at: Path | None = None) -> StoredRun: ...
 
     def kept(self, case: Case, model: str, seed: int) -> Kept | None: ...
 

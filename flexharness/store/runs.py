@@ -9,6 +9,7 @@ one process. The axes see this class through the ``Store`` protocol of ``flexhar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable
@@ -49,17 +50,36 @@ class ItemStore:
 
     def run(self, planned: Planned, nodeid: str, compute: Callable[[], dict[str, Any]],
             keyed_as: KeyedAs = KeyedAs(), with_outputs: bool = False, with_weights: bool = False,
-            output_fields: tuple[str, ...] = ()) -> StoredRun:
+            output_fields: tuple[str, ...] = (), weights_at: Path | None = None) -> StoredRun:
         """The stored run when its record (and, as asked, its outputs and weights) are all there; else
         ``compute()``'s, stored first. A computed record may hold ``PER_EXAMPLE`` arrays and, with
         ``with_weights``, the fine-tuned ``STATE``: both are stored apart, never inside the record.
         ``output_fields``: per-example arrays every stored split must hold beside labels and outputs; a run
-        stored without them (by a version that did not keep them) is computed again."""
+        stored without them (by a version that did not keep them) is computed again. ``weights_at``: the run
+        keeps its weights there itself (a ``Kept`` file of its recipe) instead of in the store's file named by
+        its key; a stored run without them is computed again."""
         key, model_print = result_key(planned, self.device, keyed_as)
-        if key is not None and (self.reuse or key in self.computed):
-            found = self._found(key, planned, with_outputs, with_weights, output_fields)
-            if found is not None:
-                return found
+        with self._claimed(key):
+            if key is not None and (self.reuse or key in self.computed):
+                found = self._found(key, planned, with_outputs, self._weights(key, with_weights, weights_at),
+                                    output_fields)
+                if found is not None:
+                    return found
+            return self._computed(planned, nodeid, compute, keyed_as, key, model_print, with_weights, weights_at)
+
+    def _claimed(self, key: str | None) -> contextlib.AbstractContextManager[Any]:
+        """The run's lock while it is looked up and computed: an xdist worker that asks for a run another worker
+        is computing (a fusion item and the tasks item of the same run) waits and finds it, instead of
+        computing it a second time. The operating system drops the lock of a process that dies."""
+        if key is None:
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        return FileLock(str(self.records.directory / f"{key}.lock"))
+
+    def _computed(self, planned: Planned, nodeid: str, compute: Callable[[], dict[str, Any]], keyed_as: KeyedAs,
+                  key: str | None, model_print: str | None, with_weights: bool, weights_at: Path | None) -> StoredRun:
+        """``compute()``'s run, its outputs and weights stored apart and its record under its key."""
         record = {**compute(), "cached": False, "model_fingerprint": model_print}
         if key is None:  # a hub model is in the local hub cache now
             key, record["model_fingerprint"] = result_key(planned, self.device, keyed_as)
@@ -68,7 +88,7 @@ class ItemStore:
         if per_example:
             predictions.save(self.outputs, name, per_example)
             record["outputs"] = name
-        weights = self.weights / f"{name}.safetensors" if with_weights else None
+        weights = self._weights(name, with_weights, weights_at)
         if weights is not None and state is not None:
             save_weights(weights, state)
         if key is not None:
@@ -76,14 +96,17 @@ class ItemStore:
             self.computed.add(key)
         return StoredRun(record, per_example, weights)
 
-    def _found(self, key: str, planned: Planned, with_outputs: bool, with_weights: bool,
+    def _weights(self, name: str, with_weights: bool, weights_at: Path | None) -> Path | None:
+        """Where a run's weights are, when asked: ``weights_at`` where it keeps them itself, else the store's file."""
+        return (weights_at or self.weights / f"{name}.safetensors") if with_weights else None
+
+    def _found(self, key: str, planned: Planned, with_outputs: bool, weights: Path | None,
                output_fields: tuple[str, ...]) -> StoredRun | None:
         record = self.records.get(key, planned)
         if record is None:
             return None
         outputs = predictions.load(self.outputs, record["outputs"], output_fields) \
             if with_outputs and record.get("outputs") else None
-        weights = self.weights / f"{key}.safetensors" if with_weights else None
         if (with_outputs and not outputs) or (weights is not None and not usable(weights, f"run seed {planned.seed}")):
             return None
         return StoredRun({**record, "cached": True}, outputs, weights)
