@@ -159,6 +159,19 @@ def test_deleted_weights_make_the_soup_train_its_runs_again(pytester: pytest.Pyt
     ("fusion: {seeds: 3}", r"fusion.seeds: .*"),
     ("fusion: {}\ngates:\n  fusion: {ood_gain: {min: 0.0}}",
      r"gates.fusion.ood_gain: fusion case 'polarity-ensemble' has no other domain to be scored on"),
+    ("fusion: {held_out: 0, methods: greedy_soup}",
+     r"fusion.methods: greedy_soup chooses runs on rows they were not trained on: with 'held_out: 0' the runs are "
+     r"the tasks runs, .* name another evaluation split of the task with 'choose_on'"),
+    ("fusion: {held_out: 0, across_models: true}", r"fusion.across_models: greedy ensemble selection chooses runs"),
+    ("fusion: {held_out: 0, shared_head: true}", r"fusion.shared_head: with 'held_out: 0' the runs are the tasks "
+                                                  r"runs, whose heads start from their own seeds"),
+    ("fusion: {choose_on: test}", r"fusion.choose_on: the runs are chosen on their held-out rows"),
+    ("fusion: {held_out: 0, choose_on: test}", r"fusion.choose_on: 'test' is not an evaluation split of task "
+                                                r"'polarity' besides the first"),
+    ("fusion: {across_models: false}\ngates:\n  fusion: {across_gain: {min: 0.0}}",
+     r"gates.fusion.across_gain: fusion case 'polarity-ensemble' has 'across_models: false'"),
+    ("fusion: {held_out: 0}\ngates:\n  fusion: {ood_gain: {min: 0.0}}",
+     r"gates.fusion.ood_gain: .*its runs are the tasks runs \('held_out: 0'\), which are not scored on other"),
 ])
 def test_section_errors_name_file_line_and_key(suite_text, tmp_path: Path, section: str, message: str) -> None:
     path = tmp_path / "toy.flex.yaml"
@@ -228,3 +241,71 @@ def test_other_domains_scored_by_runs_ensemble_and_soups_from_stored_outputs(
     copies = [soup.Ingredient(s, runs[0], arrays[0]) for s in (0, 1, 2)]  # one run three times
     splits, _ = soup.ensemble(spec, str(tiny_model), copies)
     assert {n: e["score"] for n, e in splits.items()} == {n: e["score"] for n, e in runs[0]["splits"].items()}
+
+
+SEEDS = TRAIN.replace("seeds: [0]", "seeds: [0, 1]")
+REUSE = "fusion: {task: polarity, held_out: 0, methods: [ensemble, uniform_soup]}\n"
+
+
+def _trained(cache: Path) -> list[dict]:
+    """The stored records of every fine-tune: a record holds training times only where its item trained."""
+    records = [json.loads(path.read_text())["record"] for path in (cache / "flexharness-results").glob("*.json")]
+    return [r for r in records if (r.get("train_seconds") or 0) > 0]
+
+
+def test_fusion_over_the_tasks_runs_fine_tunes_each_task_and_seed_once(pytester: pytest.Pytester, suite_text
+                                                                       ) -> None:
+    pytester.makefile(".flex.yaml", toy=suite_text(TASK + REUSE, SEEDS))
+    pytester.runpytest("--flex-json=out.json").assert_outcomes(passed=2 + 2)
+    doc = _doc(pytester, "out.json")
+    tasks = next(c for c in doc["cases"] if c["axis"] == "tasks")
+    fused = _fused(doc)
+    cache = pytester.path / ".pytest_cache" / "d"
+    assert tasks["cached_items"] == 0 and sorted(r["seed"] for r in _trained(cache)) == [0, 1]
+    assert all(c["trained_runs"] == [] and c["runs_from"] == "tasks" for c in fused.values())   # found, not trained
+    assert fused["ensemble"]["single_scores"] == {seed: run["score"] for seed, run in tasks["per_seed"].items()}
+    assert len(list((cache / "flexharness-weights").glob("*.safetensors"))) == 2   # kept by the tasks items
+    assert fused["uniform_soup"]["used"] == [0, 1] and fused["ensemble"]["held_out_score"] is None
+
+    pytester.runpytest("--cache-clear", "-m", "fusion", "--flex-json=fusion.json").assert_outcomes(passed=2)
+    first = _fused(_doc(pytester, "fusion.json"))
+    assert first["ensemble"]["trained_runs"] + first["uniform_soup"]["trained_runs"] == [0, 1]
+    pytester.runpytest("-m", "tasks", "--flex-json=tasks.json").assert_outcomes(passed=2)
+    later = next(c for c in _doc(pytester, "tasks.json")["cases"] if c["axis"] == "tasks")
+    assert later["cached_items"] == 2 and sorted(r["seed"] for r in _trained(cache)) == [0, 1]
+    assert first["ensemble"]["single_scores"] == {seed: run["score"] for seed, run in later["per_seed"].items()}
+
+
+def test_greedy_soup_over_the_tasks_runs_chooses_on_the_split_it_names(pytester: pytest.Pytester, tiny_model: Path,
+                                                                      tmp_path: Path) -> None:
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", sentiment_rows(n, seed=i))
+             for i, (split, n) in enumerate((("train", 240), ("validation", 60), ("test", 60)))}
+    pytester.makefile(".flex.yaml", toy=f"suite: toy\nmodel: {tiny_model}\n{SEEDS}\ndatasets:\n  reviews:\n"
+                                        f"    files: {{{', '.join(f'{s}: {p}' for s, p in files.items())}}}\n"
+                                        "    label: label\n    eval_split: [test, validation]\n" + TASK +
+                                        "fusion: {task: polarity, held_out: 0, choose_on: validation, "
+                                        "methods: greedy_soup}\n")
+    pytester.runpytest("--flex-json=out.json", "-p", "no:cacheprovider").assert_outcomes(passed=2 + 1)
+    doc = _doc(pytester, "out.json")
+    greedy = _fused(doc)["greedy_soup"]
+    chosen_on = next(c for c in doc["cases"] if c["name"] == "polarity:validation")
+    on_test = next(c for c in doc["cases"] if c["name"] == "polarity:test")
+    assert greedy["choice_split"] == "validation" and greedy["eval_split"] == "test"
+    assert greedy["single_scores"] == {seed: run["score"] for seed, run in on_test["per_seed"].items()}
+    best = max(chosen_on["per_seed"], key=lambda seed: chosen_on["per_seed"][seed]["score"])
+    assert greedy["used"][0] == int(best) and greedy["best_single_held_out"] == chosen_on["per_seed"][best]["score"]
+    assert greedy["held_out_score"] >= greedy["best_single_held_out"]
+
+
+def test_xdist_workers_wait_for_a_run_another_is_fine_tuning(pytester: pytest.Pytester, suite_text) -> None:
+    """An ensemble over the tasks runs keeps no weights, so only the store's lock per key keeps two workers from
+    fine-tuning one (task, seed): every fine-tune is a tasks item that was not cached or a seed a fusion item
+    trained, and there are exactly as many as seeds."""
+    section = "fusion: {task: polarity, held_out: 0, methods: ensemble}\n"
+    pytester.makefile(".flex.yaml", toy=suite_text(TASK + section, SEEDS))
+    pytester.runpytest("-n", "2", "--flex-json=out.json").assert_outcomes(passed=2 + 1)
+    doc = _doc(pytester, "out.json")
+    tasks = next(c for c in doc["cases"] if c["axis"] == "tasks")
+    fine_tunes = [int(s) for s, run in tasks["per_seed"].items() if not run["cached"]] + \
+        _fused(doc)["ensemble"]["trained_runs"]
+    assert sorted(fine_tunes) == [0, 1]

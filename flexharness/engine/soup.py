@@ -6,14 +6,16 @@ deterministic, stratified held-out slice; it is scored on the task's evaluation 
 slice and on the evaluation split of each other domain of the suite (``OTHER_DOMAINS``), keeps
 what its kind's output ensemble reads (``TaskKind.ensemble_arrays``: QA's start and end logits),
 and its weights are kept (safetensors) for the soups. Greedy soup chooses ingredients by their
-score on the slice, never on an evaluation split.
+score on the slice, never on an evaluation split. With ``held_out: 0`` the ingredients are the tasks
+runs (all training rows) and greedy choices are made on another evaluation split of the task
+(``choose_on``, :func:`choice_split`).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,6 +31,7 @@ HELD_OUT = "fusion held-out"   # the split name of the held-out slice in records
 OTHER_DOMAINS = "other_domains"  # case param: the domains (name, dataset, where) the runs are also scored on
 METHODS = ("ensemble", "uniform_soup", "greedy_soup")
 SOUPS = ("uniform_soup", "greedy_soup")
+CHOOSING = ("greedy_soup",)   # methods that choose runs on rows they were not trained on (``choice_split``)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,22 @@ class Ingredient:
 def domain_split(name: str) -> str:
     """The split name of another domain's evaluation split in records and outputs files."""
     return f"domain {name}"
+
+
+def choice_split(case: Case) -> str | None:
+    """The split runs are chosen on: the held-out slice, or with ``held_out: 0`` (the runs are the tasks runs)
+    the evaluation split ``choose_on`` names; None when there is none (then nothing is chosen)."""
+    params = dict(case.params)
+    return HELD_OUT if params["held_out"] else params.get("choose_on")
+
+
+def fusion_data(case: Case) -> data.Prepared:
+    """The rows the runs of a fusion case were scored on: with a held-out slice, :func:`ingredient_data`; with
+    ``held_out: 0``, the task's own (every evaluation split of its dataset, ``task_dataset``)."""
+    params = dict(case.params)
+    if params["held_out"]:
+        return ingredient_data(case, params["held_out"])
+    return runner.prepare(replace(case, dataset=params["task_dataset"]))
 
 
 def ingredient_data(case: Case, fraction: float) -> data.Prepared:
@@ -138,8 +157,7 @@ def ensemble(case: Case, model_ref: str, ingredients: Sequence[Ingredient],
     the mean of their probabilities (or values); for QA the mean of their start and end logits, post-processed
     over each split's windows (tokenized as the runs were: the only reason the data is read here)."""
     kind = kinds.of(case)
-    encoded = dict(runner.case_inputs(case, model_ref, trust_remote_code,
-                                      ingredient_data(case, dict(case.params)["held_out"])).evals
+    encoded = dict(runner.case_inputs(case, model_ref, trust_remote_code, fusion_data(case)).evals
                    ) if kind.ensemble_fields else {}
     splits, per_example = {}, {}
     for split in ingredients[0].arrays:
@@ -158,10 +176,9 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
          trust_remote_code: bool = False) -> tuple[dict[str, Any], dict[str, Any], list[int]]:
     """(splits, per-example arrays, seeds used) of a uniform soup, or of a greedy one (Wortsman et al. 2022,
     Algorithm 1: runs by held-out score, best first; each kept only if the soup's held-out score does not drop)."""
-    fraction = dict(case.params)["held_out"]
-    inputs = runner.case_inputs(case, model_ref, trust_remote_code, ingredient_data(case, fraction))
+    inputs = runner.case_inputs(case, model_ref, trust_remote_code, fusion_data(case))
     device = models.resolve_device(device_option)
-    states = {i.seed: load_weights(i.weights) for i in ingredients}
+    states = {i.seed: load_weights(i.weights) if i.weights else None for i in ingredients}
     damaged = [str(i.weights) for i in ingredients if states[i.seed] is None]
     if damaged:
         raise DataError(f"cannot read the weights of {len(damaged)} run(s) ({damaged[0]}); delete them, or run "
@@ -170,7 +187,7 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
     try:
         def held_out_score(seeds: Sequence[int]) -> float:
             model.load_state_dict(average([states[s] for s in seeds]))
-            held = inputs.evals[1][1]
+            held = dict(inputs.evals)[choice_split(case)]
             outputs = train.predict_outputs(model, held, case.train.eval_batch_size, device, inputs.pad_id,
                                             inputs.regression, kind=inputs.kind)
             return inputs.kind.score(case.metrics, held.labels, outputs)[0]
@@ -189,8 +206,9 @@ def soup(case: Case, model_ref: str, ingredients: Sequence[Ingredient], greedy: 
 def greedy_selection(case: Case, ingredients: Sequence[Ingredient],
                      held_out_score: Callable[[Sequence[int]], float]) -> list[int]:
     """The seeds of the greedy soup: best held-out run first, then each run that does not lower the score."""
-    ranked = sorted(ingredients, key=lambda i: i.score(HELD_OUT), reverse=case.higher_is_better)
-    used, best = [ranked[0].seed], ranked[0].score(HELD_OUT)
+    split = choice_split(case)
+    ranked = sorted(ingredients, key=lambda i: i.score(split), reverse=case.higher_is_better)
+    used, best = [ranked[0].seed], ranked[0].score(split)
     for candidate in ranked[1:]:
         score = held_out_score([*used, candidate.seed])
         if at_least_as_good(case, score, best):
@@ -208,7 +226,7 @@ def fuse(case: Case, model_ref: str, method: str, ingredients: Sequence[Ingredie
     else:
         splits, per_example, used = soup(case, model_ref, ingredients, method == "greedy_soup", device_option,
                                          trust_remote_code)
-    split = ingredients[0].record["eval_split"]
+    split, chosen_on = ingredients[0].record["eval_split"], choice_split(case)
     best_held = max if case.higher_is_better else min
     first = ingredients[0].record
     others = {domain.name: against_singles(case, ingredients, splits, domain_split(domain.name))
@@ -220,9 +238,9 @@ def fuse(case: Case, model_ref: str, method: str, ingredients: Sequence[Ingredie
         "num_labels": first["num_labels"], "splits": splits, **against_singles(case, ingredients, splits, split),
         "used": used, "inference_cost": len(used) if method == "ensemble" else 1,
         **({"ensemble_method": kinds.of(case).ensemble_method} if method == "ensemble" else {}),
-        "held_out_score": splits[HELD_OUT]["score"],
-        "best_single_held_out": best_held(i.score(HELD_OUT) for i in ingredients),
-        "held_out_examples": splits[HELD_OUT]["eval_examples"],
+        **({"held_out_score": splits[chosen_on]["score"],
+            "best_single_held_out": best_held(i.score(chosen_on) for i in ingredients),
+            "held_out_examples": splits[chosen_on]["eval_examples"]} if chosen_on else {}),
         **({"other_domains": others, "ood_gain": float(np.mean([o["gain"] for o in others.values()]))}
            if others else {}),
         "fusion_seconds": round(time.perf_counter() - start, 3), runner.PER_EXAMPLE: per_example,

@@ -8,6 +8,7 @@ pytest-xdist.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ from flexharness.errors import FlexError, SuiteError, Unavailable, first_line
 from flexharness.harness import progress, scaleout, storage
 from flexharness.harness.options import Options, options_of
 from flexharness.store.keys import digest, training_recipe
-from flexharness.suite.reader import check_max_length, expand
+from flexharness.suite.reader import check_max_length, expand, run_seeds
 from flexharness.suite.resources import suite_relative
 from flexharness.suite.spec import Planned, Suite
 from flexharness.suite.yamlio import Located, load_yaml
@@ -90,7 +91,8 @@ def claim_name(names: dict[str, str], suite: Suite) -> None:
 
 def mark_weight_keepers(items: list[pytest.Item]) -> None:
     """Ask an item to keep its fine-tuned weights when another item of the run starts from the same fine-tune
-    (a compression case's dense model is its task's): that item loads them instead of training them again.
+    (a compression case's dense model is its task's; a fusion soup over the tasks runs starts from one per
+    seed): that item loads them instead of training them again.
 
     Only then: a fine-tuned model is as large as the pretrained one, and most items have no taker.
     """
@@ -102,7 +104,7 @@ def mark_weight_keepers(items: list[pytest.Item]) -> None:
     for item in ours:
         start = AXES.get(item.planned.case.axis).starts_from(item.planned.case)
         if start is not None:
-            wanted.add(recipe(start, item.planned))
+            wanted |= {recipe(start, replace(item.planned, seed=seed)) for seed in run_seeds(item.planned)}
     for item in ours:
         trained = AXES.get(item.planned.case.axis).trains(item.planned.case)
         item.keep_weights = trained is not None and recipe(trained, item.planned) in wanted

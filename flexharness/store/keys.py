@@ -29,7 +29,8 @@ ADDED_TRAIN_FIELDS: dict[str, Any] = {
     "lora_target_modules": None, "gradient_checkpointing": False, "devices": 1, "parallel": "ddp",
     "pooling": "auto",
 }
-CHOICE_PARAMS = ("choose",)   # case parameters that choose among records on the controller, never change one
+CHOICE_PARAMS = ("choose", "across_models")   # case parameters that choose among records on the controller,
+                                               # never change one
 ADDED_DATASET_FIELDS: dict[str, Any] = {"kind": "sequence_classification", "columns": ()}
 VERSIONED_PACKAGES = ("flexharness", "torch", "transformers", "datasets")
 

@@ -521,6 +521,11 @@ def _item_seeds(case: Case) -> tuple[int, ...]:
     return case.train.seeds[:1] if dict(case.params).get(COMBINES_SEEDS) else case.train.seeds
 
 
+def run_seeds(planned: Planned) -> tuple[int, ...]:
+    """The seeds of the runs one item uses: every seed of its case when it combines them (fusion), else its own."""
+    return planned.case.train.seeds if dict(planned.case.params).get(COMBINES_SEEDS) else (planned.seed,)
+
+
 def _seed_label(case: Case, seed: int) -> str:
     """``seed0``, or ``seeds0-1-2`` for an item that combines the runs of several seeds."""
     if dict(case.params).get(COMBINES_SEEDS):
