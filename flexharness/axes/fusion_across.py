@@ -74,13 +74,8 @@ def unpack_runs(fields: Mapping[str, Any]) -> dict[str, SplitRuns]:
             split, _, part = bytes.fromhex(name[len(RUNS):]).decode("utf-8", "surrogatepass").partition("\x00")
             parts.setdefault(split, {})[part] = value
     return {split: SplitRuns(found["labels"], str(found["digest"]),
-                             {int(k): v for k, v in sorted(found.items(), key=lambda kv: _seed_order(kv[0]))
-                              if k not in ("labels", "digest")})
+                             {seed: found[str(seed)] for seed in sorted(int(k) for k in found if k.isdigit())})
             for split, found in parts.items() if {"labels", "digest"} <= set(found)}
-
-
-def _seed_order(part: str) -> tuple[int, int]:
-    return (0, int(part)) if part.isdigit() else (1, 0)
 
 
 def section(doc: Mapping[str, Any], outputs: Mapping[CaseKey, SeedOutputs], settings: Settings
