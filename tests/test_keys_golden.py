@@ -4,6 +4,7 @@ say in the commit that every user's cache is recomputed)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,10 @@ PINNED = {
         "86bd0454fdd67b88e0b8a72ccb8c3972547d5948bf422890b848a301b57305b8",
     "weights tasks/sentiment":
         "ba0f85f03563b70b8e4581a201d4334e1ea4d71dd89e67e331869ad61d5c862e",
+    # changed on purpose: a fusion item's key names the runs it combines (FusionAxis.cache_case); its runs'
+    # own keys (below) are unchanged, so a rerun recomputes the fused scores from the stored runs, no fine-tune
     "key fusion/sentiment-ensemble":
-        "3bf4b4e6f464935ef91db2137028e74b5f574e7d0c6f0b4adeaeacefc6a487c9",
+        "0759093790d439bbf258c9efddbd9441a9cc9c2d5ce3f0b0e2541bca4bf34824",
     "key fusion ingredient seed1":
         "9afdca3aa7012ddf33e2a580dc5201b8e78c7a20f7accd6bda1092affd4bea9d",
 }
@@ -80,3 +83,13 @@ def test_keys_are_the_pinned_ones(golden_suite) -> None:
     found["key fusion ingredient seed1"] = cache.result_key(Planned("fusion/sentiment[run-seed1]", recipe, planned.model,
                                                                     1), "cpu", KeyedAs(inputs=other_datasets(recipe)))[0]
     assert found == PINNED
+
+
+def test_a_fusion_item_of_other_runs_has_another_key(golden_suite) -> None:
+    """``runs: [0, 1]`` and ``runs: [0, 1, 2]`` start at the same seed: their items must not share a record."""
+    case = next(c for c in golden_suite.cases if c.axis == "fusion" and c.name == "sentiment-ensemble")
+    more = replace(case, train=replace(case.train, seeds=(0, 1, 2)))
+    model = str(Path(golden_suite.path).parent / "model")
+    axis = AXES.get("fusion")
+    keys = {cache.result_key(Planned("fusion/x[seed0]", c, model, 0), "cpu", axis.keyed_as(c))[0] for c in (case, more)}
+    assert len(keys) == 2

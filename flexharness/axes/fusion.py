@@ -31,6 +31,7 @@ from flexharness.suite.schema import Reader, did_you_mean, fraction
 from flexharness.suite.spec import Case, DatasetSpec, Planned
 
 SECTION_KEYS = ("task", "methods", "runs", "held_out", "shared_head", "choose_on", "across_models", "train")
+COMBINED_RUNS = "combined_runs"   # in an item's key only: the seeds of the runs it combines
 HEAD_SEED = 0   # the head initialisation every ingredient shares under ``shared_head: true``
 RECORD_FIELDS = ("single_scores", "best_single", "mean_single", "gain", "used", "inference_cost", "ensemble_method",
                  "held_out_score", "best_single_held_out", "held_out_examples", "other_domains", "ood_gain",
@@ -80,6 +81,11 @@ class FusionAxis(Axis):
                               line=line, params=(*params[:2], ("method", method), *params[2:],
                                                  *_ensemble_method(task, method))) for method in methods]
         return tuple(cases)
+
+    def cache_case(self, case: Case) -> Case:
+        """The item's key names every run it combines: the key of a case drops its seed list and an item's seed is
+        its first run only, so without this ``runs: 3`` would reuse the record ``runs: 2`` made."""
+        return replace(case, params=(*case.params, (COMBINED_RUNS, tuple(case.train.seeds))))
 
     def check_gates(self, gates: Reader, cases: tuple[Case, ...]) -> None:
         mine = [c for c in cases if c.axis == self.key]

@@ -53,6 +53,8 @@ COMPANIES = (
 )
 GAZETTEER = {**dict.fromkeys(PLACES, "LOC"), **dict.fromkeys(COMPANIES, "ORG")}
 VALIDATION_NAMES = frozenset(sorted(GAZETTEER)[::3])
+LONGEST_FIRST = {first: sorted((n for n in GAZETTEER if n.split()[0] == first), key=lambda n: -len(n.split()))
+                 for first in {n.split()[0] for n in GAZETTEER}}   # a first word -> its names, longest first
 MENTIONS_PER_NAME = {"train": 16, "validation": 10}   # no name fills a split
 HERE = Path(__file__).resolve().parent
 
@@ -147,7 +149,7 @@ def gazetteer_names(text: str) -> list[tuple[str, str, int, int]]:
 
 def name_at(words: list[str], i: int) -> str | None:
     """The longest gazetteer name that starts at word i, or None."""
-    for name in sorted(GAZETTEER, key=lambda n: -len(n.split())):
+    for name in LONGEST_FIRST.get(words[i].removesuffix(POSSESSIVE), ()):
         parts = name.split()
         window = words[i:i + len(parts)]
         if len(window) == len(parts):
