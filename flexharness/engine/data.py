@@ -13,13 +13,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from flexharness.engine import hub
+from flexharness.engine.labels import label_map
 from flexharness.errors import DataError, causes, first_line, short_repr
-from flexharness.rules.metrics import REGRESSION
+from flexharness.rules.metrics import CLASSIFICATION, REGRESSION
 from flexharness.suite.resources import resolve_path
 from flexharness.suite.spec import FILE_FORMATS, DatasetSpec, Filter
 from flexharness.suite.reader import local_hub
@@ -158,31 +159,27 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
             max_train: int | None, max_eval: int | None) -> Prepared:
     """Rows for one case: filtered, labels mapped, eval split chosen or held out, subsampled."""
     source = load_source(spec)
-    if spec.train_split not in source:
-        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
-                        *spec.locate("train_split"))
-    train_rows = _rows(spec, source[spec.train_split], where, spec.train_split)
-    eval_names = _eval_split_names(spec, source)
-    label_names, encode = _label_map(spec, source[spec.train_split], train_rows[1], kind)
+    train_rows = _rows(spec, train_split(spec, source), where, spec.train_split)
+    eval_names = eval_split_names(spec, source)
+    label_names, encode = label_map(spec, source[spec.train_split], train_rows[1], kind)
     train = Examples(train_rows[0], encode(train_rows[1], spec.train_split), train_rows[2])
     evals = []
     for name in eval_names:
         texts, raw, kept = _rows(spec, source[name], where, name)
         evals.append((name, Examples(texts, encode(raw, name), kept)))
-    copies = None
-    if evals:
-        _check_overlap(spec, train, evals)   # splits the user gave; a hold-out made here cannot hold copies
-    else:
-        train, held_out, copies = hold_out(train, spec.eval_fraction, kind)
-        evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
-    train = _subsample(train, max_train, kind)
-    evals = [(name, _subsample(examples, max_eval, kind)) for name, examples in evals]
-    for name, examples in evals:
-        _check_sizes(spec, where, train, examples, label_names, name, max_train)
-    return Prepared(train, tuple(evals), label_names, copies)
+    return split_rows(spec, where, train, evals, label_names, max_train, max_eval,
+                      RowKind(label_kind=kind, per_label=True))
 
 
-def _eval_split_names(spec: DatasetSpec, source: Any) -> tuple[str, ...]:
+def train_split(spec: DatasetSpec, source: Any) -> Any:
+    """The source's training split; a located error that lists the splits it has when there is none."""
+    if spec.train_split not in source:
+        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
+                        *spec.locate("train_split"))
+    return source[spec.train_split]
+
+
+def eval_split_names(spec: DatasetSpec, source: Any) -> tuple[str, ...]:
     """The named evaluation splits, else the first conventional one; empty means 'hold out a fraction of train'."""
     missing = [split for split in spec.eval_splits if split not in source]
     if missing:
@@ -205,14 +202,11 @@ class FilteredSizes:
 def filtered_sizes(spec: DatasetSpec, where: tuple[Filter, ...], kind: str) -> FilteredSizes:
     """How many rows a filter keeps, and how many labels the whole dataset has (1 for regression)."""
     source = load_source(spec)
-    if spec.train_split not in source:
-        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
-                        *spec.locate("train_split"))
-    split = source[spec.train_split]
+    split = train_split(spec, source)
     kept = _rows(spec, split, where, spec.train_split)[1]
-    eval_sizes = [len(_rows(spec, source[name], where, name)[1]) for name in _eval_split_names(spec, source)]
+    eval_sizes = [len(_rows(spec, source[name], where, name)[1]) for name in eval_split_names(spec, source)]
     eval_rows = min(eval_sizes) if eval_sizes else None
-    names, _ = _label_map(spec, split, _rows(spec, split, (), spec.train_split)[1], kind)
+    names, _ = label_map(spec, split, _rows(spec, split, (), spec.train_split)[1], kind)
     return FilteredSizes(len(kept), eval_rows, len(names) if names else 1)
 
 
@@ -267,86 +261,6 @@ def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)
 
 
-def _label_map(spec: DatasetSpec, split: Any, train_labels: list, kind: str):
-    """Label names in a stable order, and a function turning raw labels into ids."""
-    if kind == REGRESSION:
-        def to_float(raw: list, split_name: str) -> np.ndarray:
-            try:
-                return np.asarray(raw, dtype=np.float32)
-            except (TypeError, ValueError):
-                raise DataError(f"split '{split_name}': label column '{spec.label}' is not numeric, but the "
-                                "case's metric is a regression metric; use a classification metric",
-                                *spec.locate("label")) from None
-        return None, to_float
-    feature = split.features.get(spec.label)
-    class_names = getattr(feature, "names", None)
-    train_kind = None if class_names else _check_label_kinds(spec, train_labels, spec.train_split, None)
-    if spec.label_names:
-        names = spec.label_names
-    elif class_names:
-        names = tuple(class_names)
-    else:
-        names = tuple(str(v) for v in sorted(set(train_labels), key=_sort_key))
-    index = {name: i for i, name in enumerate(names)}
-
-    def to_ids(raw: list, split_name: str) -> np.ndarray:
-        if not class_names:
-            _check_label_kinds(spec, raw, split_name, train_kind)
-        keys = [class_names[v] if class_names and isinstance(v, int) and 0 <= v < len(class_names) else str(v)
-                for v in raw]
-        unknown = {k for k in keys if k not in index}
-        if unknown:
-            rows = sum(1 for k in keys if k in unknown)
-            raise DataError(f"split '{split_name}': {len(unknown)} label value{'s' if len(unknown) > 1 else ''} "
-                            f"({rows} rows) never appear in training, which has {len(names)} labels; filter "
-                            "them out with 'where' or list every label in 'label_names'", *spec.locate("label"))
-        return np.asarray([index[k] for k in keys], dtype=np.int64)
-    return names, to_ids
-
-
-def _label_kind(value: Any) -> str:
-    """A CSV column holding ``0`` and ``negative`` is all strings: ``'0'`` still counts as numeric."""
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "numeric"
-    if not isinstance(value, str):
-        return "other"
-    try:
-        float(value)
-    except ValueError:
-        return "text"
-    return "numeric"
-
-
-def _check_label_kinds(spec: DatasetSpec, raw: list, split_name: str, expected: str | None) -> str | None:
-    """One kind of label per dataset: ``0``/``1`` beside ``negative``/``positive`` would be four classes.
-
-    The message gives counts per kind, never the values (docs/security.md).
-    """
-    counts: dict[str, int] = {}
-    for value in raw:
-        kind = _label_kind(value)
-        counts[kind] = counts.get(kind, 0) + 1
-    found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
-    column = f"label column '{spec.label}' of dataset '{spec.name}'"
-    if "other" in counts:
-        raise DataError(f"split '{split_name}': {column} holds values that are not labels ({found}); a label is "
-                        "one text, number or true/false per row", *spec.locate("label"))
-    if len(counts) > 1:
-        raise DataError(f"split '{split_name}': {column} mixes kinds of labels ({found}); they would count as "
-                        "different classes: write every label the same way", *spec.locate("label"))
-    kind = next(iter(counts), None)
-    if expected and kind and kind != expected:
-        raise DataError(f"split '{split_name}': {column} holds {found} labels where training holds {expected} "
-                        "ones; write every label the same way in all splits", *spec.locate("label"))
-    return kind
-
-
-def _sort_key(value: Any) -> tuple:
-    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
-
-
 def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator, stratify: bool) -> np.ndarray:
     """``n`` indices chosen at random, keeping class proportions (largest-remainder rounding)."""
     if n >= len(labels):
@@ -362,11 +276,55 @@ def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator, str
     return np.sort(np.concatenate(chosen))
 
 
-def _subsample(examples: Examples, n: int | None, kind: str) -> Examples:
+def _row_texts(examples: Examples) -> Iterable[tuple[str, ...]]:
+    return zip(*examples.texts)
+
+
+def _labels(examples: Examples) -> np.ndarray:
+    return examples.labels
+
+
+@dataclass(frozen=True)
+class RowKind:
+    """What :func:`split_rows`, the end of preparation every task kind shares, needs to know of a kind's rows.
+
+    ``noun`` names a row in messages; ``strata`` gives one label per row whose shares draws keep (the kind's
+    ``TaskKind.train_labels``), drawn plainly for ``label_kind`` regression (values have no classes); ``texts``
+    gives each row's text, which a hold-out keeps on one side with every row of the same text (a QA context);
+    ``per_label``: a classifier, whose training needs a row per label and two labels."""
+
+    noun: str = "examples"
+    strata: Callable[[Examples], np.ndarray] = _labels
+    label_kind: str = CLASSIFICATION
+    texts: Callable[[Examples], Iterable[tuple[str, ...]]] = _row_texts
+    per_label: bool = False
+
+
+def split_rows(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, evals: list[tuple[str, Examples]],
+               label_names: tuple[str, ...] | None, max_train: int | None, max_eval: int | None,
+               rows: RowKind = RowKind()) -> Prepared:
+    """The end of every kind's preparation: evaluation splits the user named (refused when they copy training
+    rows) or one held out of train here (rows of one text on one side, so it holds no copy), then each
+    subsampled and its size checked. One path, so every kind holds out, samples and checks alike."""
+    copies = None
+    if evals:
+        _check_overlap(spec, train, evals)
+    else:
+        train, held_out, copies = hold_out(train, spec.eval_fraction, rows.label_kind, rows.strata(train),
+                                           rows.texts(train))
+        evals = [(f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out)]
+    train = _subsample(train, max_train, rows)
+    evals = [(name, _subsample(examples, max_eval, rows)) for name, examples in evals]
+    for name, examples in evals:
+        _check_sizes(spec, where, train, examples, name, max_train, rows, label_names)
+    return Prepared(train, tuple(evals), label_names, copies)
+
+
+def _subsample(examples: Examples, n: int | None, rows: RowKind) -> Examples:
     if n is None or n >= len(examples):
         return examples
     rng = np.random.default_rng(DATA_SEED)
-    return examples.take(stratified_indices(examples.labels, n, rng, stratify=kind != REGRESSION))
+    return examples.take(stratified_indices(rows.strata(examples), n, rng, stratify=rows.label_kind != REGRESSION))
 
 
 def text_key(texts: tuple[str, ...]) -> tuple[str, ...]:
@@ -374,18 +332,19 @@ def text_key(texts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(" ".join(text.split()).casefold() for text in texts)
 
 
-def hold_out(examples: Examples, fraction: float, kind: str,
-             labels: np.ndarray | None = None) -> tuple[Examples, Examples, int]:
+def hold_out(examples: Examples, fraction: float, kind: str, labels: np.ndarray | None = None,
+             texts: Iterable[tuple[str, ...]] | None = None) -> tuple[Examples, Examples, int]:
     """(rest, held out, copies): a stratified ``fraction`` held out, every group of rows with one text (after
     :func:`text_key`) on one side, so retweets cannot leak; ``copies`` counts rows repeating another's text.
-    ``labels``: what to stratify on when it is not ``examples.labels`` (a task kind's training labels).
+    ``labels``: what to stratify on when it is not ``examples.labels`` (a task kind's training labels);
+    ``texts``: each row's text when it is not the row's texts (a question's context).
 
     The plain stratified draw over all rows, then each row follows its group's first row: without repeated
     texts this is exactly the plain draw, and with them only the copies move."""
     groups: dict[tuple[str, ...], int] = {}
     leaders = []
     member = np.empty(len(examples), dtype=np.int64)
-    for index, row in enumerate(zip(*examples.texts)):
+    for index, row in enumerate(zip(*examples.texts) if texts is None else texts):
         member[index] = groups.setdefault(text_key(row), len(groups))
         if member[index] == len(leaders):
             leaders.append(index)
@@ -415,21 +374,23 @@ def _check_overlap(spec: DatasetSpec, train: Examples, evals: list[tuple[str, Ex
 
 
 def _check_sizes(spec: DatasetSpec, where: tuple[Filter, ...], train: Examples, evaluation: Examples,
-                 names: tuple[str, ...] | None, eval_name: str, max_train: int | None = None) -> None:
-    """A case needs at least as many training rows as labels (two at least) and one eval row."""
-    need = max(2, len(names) if names else 2)
+                 eval_name: str, max_train: int | None, rows: RowKind, names: tuple[str, ...] | None) -> None:
+    """A case needs two training rows (a classifier: as many as labels, and two labels) and one eval row."""
+    classes = names if rows.per_label else None
+    need = max(2, len(classes) if classes else 2)
+    per_label = " (one per label)" if rows.per_label else ""
     # The fix is usually in the case's 'where' when it has one, else in the dataset itself.
     location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
     if len(train) < need and max_train is not None and len(train) == max_train:
         raise DataError(f"max_train_samples {max_train} (in the suite, or --flex-max-train-samples) keeps fewer "
-                        f"training examples than the {need} a case needs (one per label); raise it", *location)
+                        f"training {rows.noun} than the {need} a case needs{per_label}; raise it", *location)
     if len(train) < need:
-        raise DataError(f"only {len(train)} training examples after filtering (need at least {need}); "
+        raise DataError(f"only {len(train)} training {rows.noun} after filtering (need at least {need}); "
                         "loosen 'where' or add data", *location)
     if len(evaluation) == 0:
         raise DataError(f"the evaluation split '{eval_name}' is empty after filtering; loosen 'where', "
                         "raise 'eval_fraction' or name an 'eval_split'", *location)
-    if names and len(np.unique(train.labels)) < 2:
+    if classes and len(np.unique(train.labels)) < 2:
         raise DataError("training holds a single label; a classifier needs at least two: loosen 'where'", *location)
 
 

@@ -12,7 +12,7 @@ never a value of the data.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -184,36 +184,28 @@ def _integral(value: Any) -> int | None:
     return int(value) if isinstance(value, float) and value.is_integer() else None
 
 
+def answerable(questions: Questions) -> np.ndarray:
+    """One label per question, answerable or not: subsets and hold-outs keep the share of unanswerable ones."""
+    return questions.answerable.astype(np.int64)
+
+
+def _contexts(questions: Questions) -> Iterable[tuple[str]]:
+    """Questions on one context stay on one side of a hold-out: a model trained on a passage is not scored on it."""
+    return ((context,) for context in questions.contexts)
+
+
+QUESTIONS = data.RowKind("questions", strata=answerable, texts=_contexts)
+
+
 def prepare(spec: DatasetSpec, where: tuple[Filter, ...], columns: Columns, settings: Settings,
             max_train: int | None, max_eval: int | None) -> Prepared:
     """A QA case's questions: filtered, evaluation split chosen or held out, subsampled (by question)."""
     source = data.load_source(spec)
-    if spec.train_split not in source:
-        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
-                        *spec.locate("train_split"))
-    train = _split(spec, source[spec.train_split], where, columns, spec.train_split)
+    train = _split(spec, data.train_split(spec, source), where, columns, spec.train_split)
     settings = replace(settings, with_null=not bool(train.answerable.all()))
-    evals = [(name, _split(spec, source[name], where, columns, name)) for name in data._eval_split_names(spec, source)]
-    rng = np.random.default_rng(data.DATA_SEED)
-    if not evals:
-        held = np.sort(rng.permutation(len(train))[:data.hold_out_size(len(train), spec.eval_fraction)])
-        rest = np.setdiff1d(np.arange(len(train)), held)
-        train, evals = train.take(rest), [(f"held-out {spec.eval_fraction:g} of {spec.train_split}", train.take(held))]
-    data._check_overlap(spec, train, evals)
-    train = _subsample(train, max_train)
-    evals = [(name, _subsample(questions, max_eval)) for name, questions in evals]
-    location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
-    if len(train) < 2 or any(len(questions) == 0 for _, questions in evals):
-        raise DataError(f"{len(train)} training questions and {min(len(q) for _, q in evals)} evaluation "
-                        "questions after filtering (need at least 2 and 1); loosen 'where' or add data", *location)
-    train = replace(train, settings=settings)
-    return Prepared(train, tuple((name, replace(q, settings=settings)) for name, q in evals), None)
-
-
-def _subsample(questions: Questions, n: int | None) -> Questions:
-    if n is None or n >= len(questions):
-        return questions
-    return questions.take(np.sort(np.random.default_rng(data.DATA_SEED).permutation(len(questions))[:n]))
+    evals = [(name, replace(_split(spec, source[name], where, columns, name), settings=settings))
+             for name in data.eval_split_names(spec, source)]
+    return data.split_rows(spec, where, replace(train, settings=settings), evals, None, max_train, max_eval, QUESTIONS)
 
 
 def _split(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], columns: Columns, name: str) -> Questions:

@@ -135,7 +135,7 @@ class ExtractiveQA(TaskKind):
         return 2   # a start and an end logit per token
 
     def train_labels(self, examples: qa_data.Questions) -> np.ndarray:
-        return examples.answerable.astype(np.int64)   # subsets keep the share of unanswerable questions
+        return qa_data.answerable(examples)
 
     # ---- batches, loss, outputs ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -146,33 +146,28 @@ def _items(ids: tuple[np.ndarray, ...], types: tuple[np.ndarray, ...] | None, la
     return Encoded(ids, types, per_item, labels, key, pair_lengths, n_choices)
 
 
+def _passage(items: Items) -> Iterable[tuple[str, str]]:
+    """What an item reads whatever its stem: items of one context and choices stay on one side of a hold-out."""
+    return zip(items.texts[0], items.texts[2])
+
+
+ITEMS = data.RowKind("items", texts=_passage)
+
+
 @functools.lru_cache(maxsize=16)
 def _prepare(spec: DatasetSpec, where: tuple[Filter, ...], max_train: int | None, max_eval: int | None
              ) -> data.Prepared:
     columns = dict(spec.columns)
     source = data.load_source(spec)
-    if spec.train_split not in source:
-        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
-                        *spec.locate("train_split"))
-    read = {split: _read(spec, source[split], where, split, columns)
-            for split in (spec.train_split, *data._eval_split_names(spec, source))}
-    train = read.pop(spec.train_split)
-    evals, copies = list(read.items()), None
-    if not evals:
-        train, held_out, copies = data.hold_out(train, spec.eval_fraction, metrics.CLASSIFICATION)
-        evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
+    train_rows, eval_names = data.train_split(spec, source), data.eval_split_names(spec, source)
+    train = _read(spec, train_rows, where, spec.train_split, columns)
+    evals = [(name, _read(spec, source[name], where, name, columns)) for name in eval_names]
     counts = {len(examples.choices[0]) for _, examples in [("train", train), *evals] if len(examples)}
     if len(counts) > 1:
         raise DataError(f"dataset '{spec.name}': splits have different numbers of choices ({len(counts)} numbers); "
                         "every item of a task needs as many choices", *spec.locate("choices"))
-    data._check_overlap(spec, train, evals)
-    train = data._subsample(train, max_train, metrics.CLASSIFICATION)
-    evals = [(name, data._subsample(examples, max_eval, metrics.CLASSIFICATION)) for name, examples in evals]
-    location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
-    if len(train) < 2 or any(len(examples) == 0 for _, examples in evals):
-        raise DataError(f"{len(train)} training items and {min(len(e) for _, e in evals)} evaluation items after "
-                        "filtering (need at least 2 and 1); loosen 'where' or add data", *location)
-    return data.Prepared(train, tuple(evals), tuple(str(i) for i in range(max(counts))), copies)
+    names = tuple(str(i) for i in range(max(counts, default=0)))
+    return data.split_rows(spec, where, train, evals, names, max_train, max_eval, ITEMS)
 
 
 def _read(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], name: str, columns: dict[str, Any]) -> Items:

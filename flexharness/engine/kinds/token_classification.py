@@ -9,7 +9,7 @@ on each word's first sub-word; the stored outputs are the predicted tag codes pe
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -164,34 +164,28 @@ def _columns(spec: DatasetSpec) -> dict[str, Any]:
     return columns
 
 
+def _words(sentences: tagged.TaggedExamples) -> Iterable[tuple[str]]:
+    """A sentence's words without its tags: one sentence tagged two ways stays on one side of a hold-out."""
+    return ((words,) for words in sentences.texts[0])
+
+
+SENTENCES = data.RowKind("sentences", texts=_words)
+
+
 @functools.lru_cache(maxsize=16)
 def _prepare(spec: DatasetSpec, where: tuple[Filter, ...], max_train: int | None, max_eval: int | None
              ) -> data.Prepared:
     columns = _columns(spec)
     source = _source(spec, columns)
-    if spec.train_split not in source:
-        raise DataError(f"no split '{spec.train_split}' (has: {', '.join(source)}); set 'train_split' to one of them",
-                        *spec.locate("train_split"))
-    names = _tag_names(spec, source[spec.train_split], columns)
+    names = _tag_names(spec, data.train_split(spec, source), columns)
     codes, complaint = tagging.parse_tags(names, columns["tag_scheme"])
     if complaint:
         raise DataError(f"dataset '{spec.name}': {complaint}", *spec.locate("tag_scheme"))
     classes = _classes(codes, columns["tag_scheme"])
     read = {split: _sentences(spec, source[split], where, split, columns, names, codes, classes)
-            for split in (spec.train_split, *data._eval_split_names(spec, source))}
+            for split in (spec.train_split, *data.eval_split_names(spec, source))}
     train = read.pop(spec.train_split)
-    evals, copies = list(read.items()), None
-    if not evals:
-        train, held_out, copies = data.hold_out(train, spec.eval_fraction, metrics.CLASSIFICATION)
-        evals.append((f"held-out {spec.eval_fraction:g} of {spec.train_split}", held_out))
-    data._check_overlap(spec, train, evals)
-    train = data._subsample(train, max_train, metrics.CLASSIFICATION)
-    evals = [(name, data._subsample(examples, max_eval, metrics.CLASSIFICATION)) for name, examples in evals]
-    location = (spec.origin, where[0].line, where[0].key) if where else spec.locate()
-    if len(train) < 2 or any(len(examples) == 0 for _, examples in evals):
-        raise DataError(f"{len(train)} training sentences and {min(len(e) for _, e in evals)} evaluation sentences "
-                        "after filtering (need at least 2 and 1); loosen 'where' or add data", *location)
-    return data.Prepared(train, tuple(evals), names, copies)
+    return data.split_rows(spec, where, train, list(read.items()), names, max_train, max_eval, SENTENCES)
 
 
 def _tag_names(spec: DatasetSpec, split: Any, columns: dict[str, Any]) -> tuple[str, ...]:
