@@ -160,8 +160,7 @@ def add_log_options(group: Any, parser: pytest.Parser) -> None:
 def _log_options(config: pytest.Config) -> dict[str, Any]:
     trackers = tuple(dict.fromkeys(config.getoption("flex_log") or config.getini("flex_log")))
     for name in trackers:
-        if name not in TRACKERS:
-            raise pytest.UsageError(f"--flex-log: expected one of {', '.join(TRACKERS)}, got {name!r}")
+        _one_of(name, TRACKERS, "--flex-log")
     return {"log": trackers, "log_dir": _value(config, "log_dir") or DEFAULT_LOG_DIR,
             "energy": bool(_value(config, "energy"))}
 
@@ -211,6 +210,15 @@ def _positive_int(text: Any, option: str) -> int | None:
     return value
 
 
+def _one_of(text: Any, allowed: Iterable[str], option: str) -> str | None:
+    """``text`` when it is one of ``allowed``; None when not given; a usage error naming ``option`` otherwise."""
+    if text in (None, ""):
+        return None
+    if text not in allowed:
+        raise pytest.UsageError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+    return str(text)
+
+
 def _seeds(text: Any) -> tuple[int, ...] | None:
     if text in (None, ""):
         return None
@@ -224,20 +232,9 @@ def _seeds(text: Any) -> tuple[int, ...] | None:
     return tuple(seeds)
 
 
-def _method(text: Any) -> str | None:
-
-    if text in (None, ""):
-        return None
-    if text not in TRAIN_METHODS:
-        raise pytest.UsageError(f"--flex-method: expected one of {', '.join(TRAIN_METHODS)}, got {text!r}")
-    return str(text)
-
-
 def parse(config: pytest.Config, axes: Iterable[Any] = ()) -> Options:
     """Read and check every option; a bad value is a usage error before anything runs."""
-    device = _value(config, "device") or "auto"
-    if device not in DEVICES:
-        raise pytest.UsageError(f"--flex-device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    device = _one_of(_value(config, "device") or "auto", DEVICES, "--flex-device")
     models = tuple(config.getoption("model") or config.getini("flex_models"))
     return Options(
         models=models,
@@ -251,8 +248,8 @@ def parse(config: pytest.Config, axes: Iterable[Any] = ()) -> Options:
         device=device,
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         patterns=tuple(config.getini("flex_suite_patterns")),
-        precision=_precision(_value(config, "precision")),
-        method=_method(_value(config, "method")),
+        precision=_one_of(_value(config, "precision"), PRECISIONS, "--flex-precision"),
+        method=_one_of(_value(config, "method"), TRAIN_METHODS, "--flex-method"),
         devices=_positive_int(_value(config, "devices_per_item"), "--flex-devices-per-item"),
         **_ci_options(config),
         **_statistics_options(config),
@@ -303,14 +300,6 @@ def _seconds(text: Any) -> float:
     if not 0 <= value < float("inf"):
         raise pytest.UsageError(f"--flex-progress: expected 0 or more seconds, got {text!r}")
     return value
-
-
-def _precision(text: Any) -> str | None:
-    if text in (None, ""):
-        return None
-    if text not in PRECISIONS:
-        raise pytest.UsageError(f"--flex-precision: expected one of {', '.join(PRECISIONS)}, got {text!r}")
-    return str(text)
 
 
 def check_outputs(options: Options) -> None:
