@@ -15,7 +15,7 @@ from flexharness.engine import adapt, data, models, train
 from flexharness.errors import SuiteError, TrainingError
 from flexharness.rules import metrics
 from flexharness.suite.spec import Case, DatasetSpec, TrainConfig
-from toy import build_tiny_decoder, sentiment_rows
+from toy import build_tiny_decoder, encoded_split
 
 FAMILIES = ("gpt2", "llama", "qwen2")
 RECIPES = {"full": TrainConfig(epochs=4, learning_rate=3e-3, batch_size=16, warmup_ratio=0.0),
@@ -29,22 +29,12 @@ def decoder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return str(build_tiny_decoder(tmp_path_factory.mktemp(request.param), request.param))
 
 
-def toy_split(ref: str, n: int = 240) -> tuple[data.Encoded, data.Encoded]:
-    rows = sentiment_rows(n, seed=3)
-    labels = np.array([int(r["label"] == "positive") for r in rows])
-    examples = data.Examples((tuple(r["text"] for r in rows),), labels)
-    tokenizer = models.load_tokenizer(ref)
-    cut = n * 2 // 3
-    return (data.encode(examples.take(np.arange(cut)), tokenizer, 32),
-            data.encode(examples.take(np.arange(cut, n)), tokenizer, 32))
-
-
 def test_a_decoder_without_pad_token_pads_with_eos_and_pools_the_last_real_token(decoder: str) -> None:
     tokenizer = models.load_tokenizer(decoder)
     model = models.fresh_model(decoder, 2, 0)
     assert tokenizer.pad_token_id == tokenizer.eos_token_id == model.config.pad_token_id
     assert tokenizer.padding_side == "right"
-    _, eval_set = toy_split(decoder)
+    _, eval_set = encoded_split(decoder, seed=3)
     batched = _logits(model, eval_set, range(len(eval_set.lengths)), tokenizer.pad_token_id)
     alone = torch.cat([_logits(model, eval_set, [i], tokenizer.pad_token_id) for i in range(len(eval_set.lengths))])
     assert len(set(eval_set.lengths.tolist())) > 1  # the batch really is padded
@@ -58,7 +48,7 @@ def _logits(model, encoded: data.Encoded, indices, pad_id: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("method", ["full", "lora", "head"])
 def test_each_method_trains_what_it_says_and_learns(decoder: str, method: str) -> None:
-    train_set, eval_set = toy_split(decoder)
+    train_set, eval_set = encoded_split(decoder, seed=3)
     pad = models.load_tokenizer(decoder).pad_token_id
     model = models.fresh_model(decoder, 2, 0)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -92,7 +82,7 @@ def _lora_size(model, targets: tuple[str, ...], rank: int) -> int:
 def test_int8_works_on_a_lora_model(tiny_model: Path) -> None:
     from flexharness.engine import surgery
 
-    train_set, _ = toy_split(str(tiny_model))
+    train_set, _ = encoded_split(str(tiny_model), seed=3)
     model = models.fresh_model(str(tiny_model), 2, 0)
     train.fine_tune(model, train_set, RECIPES["lora"], 0, "cpu", 0, regression=False)
     quantized = surgery.quantize_int8(model, "cpu")

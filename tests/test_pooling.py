@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from flexharness.store import keys as cache
-from flexharness.engine import adapt, data, models, pooling, train
+from flexharness.engine import adapt, models, pooling, train
 from flexharness.engine.weights import Kept
 from flexharness.rules import metrics
 from flexharness.suite.spec import Case, DatasetSpec, TrainConfig
-from toy import build_tiny_bert, build_tiny_decoder, sentiment_rows
+from toy import build_tiny_bert, build_tiny_decoder, encoded_split
 
 
 @pytest.fixture(scope="module")
@@ -78,23 +78,13 @@ def test_the_key_holds_pooling_only_when_the_model_trains_something_else(tiny_mo
     assert cache.case_fingerprint(_case(pooling="mean")) != cache.case_fingerprint(_case())
 
 
-def _split(ref: str, n: int = 240) -> tuple[data.Encoded, data.Encoded]:
-    rows = sentiment_rows(n, seed=5)
-    labels = np.array([int(r["label"] == "positive") for r in rows])
-    examples = data.Examples((tuple(r["text"] for r in rows),), labels)
-    tokenizer = models.load_tokenizer(ref)
-    cut = n * 2 // 3
-    return (data.encode(examples.take(np.arange(cut)), tokenizer, 32),
-            data.encode(examples.take(np.arange(cut, n)), tokenizer, 32))
-
-
 @pytest.mark.parametrize("mode", ["cls", "mean", "last"])
 def test_a_pooled_head_ignores_padding_and_replaces_the_models_own(tiny_model: Path, mode: str) -> None:
     ref = str(tiny_model)
     model = models.fresh_model(ref, 2, 0, pooling=mode)
     assert adapt.head_modules(model) == ["classifier"] and model.bert.pooler is None
     assert type(model).pooling == mode
-    _, eval_set = _split(ref)
+    _, eval_set = encoded_split(ref, seed=5)
     pad = models.load_tokenizer(ref).pad_token_id
     with torch.inference_mode():
         batched = model(**train.collate(eval_set, np.arange(20), pad, "cpu")).logits
@@ -109,7 +99,7 @@ RECIPE = {"epochs": 4, "learning_rate": 2e-2, "batch_size": 16, "warmup_ratio": 
 @pytest.mark.parametrize("method", ["full", "lora", "head"])
 def test_every_method_trains_the_pooled_head(tiny_model: Path, method: str) -> None:
     ref = str(tiny_model)
-    train_set, eval_set = _split(ref, 400)
+    train_set, eval_set = encoded_split(ref, 400, seed=5)
     pad = models.load_tokenizer(ref).pad_token_id
     model = models.fresh_model(ref, 2, 0, pooling="mean")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -132,7 +122,7 @@ def test_kept_weights_and_int8_work_on_a_pooled_model(tiny_model: Path, tmp_path
     from flexharness.engine import surgery
 
     ref = str(tiny_model)
-    train_set, eval_set = _split(ref)
+    train_set, eval_set = encoded_split(ref, seed=5)
     pad = models.load_tokenizer(ref).pad_token_id
     trained = models.fresh_model(ref, 2, 0, pooling="mean")
     train.fine_tune(trained, train_set, TrainConfig(**RECIPE), 0, "cpu", pad, regression=False)

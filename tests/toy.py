@@ -12,6 +12,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "happy"]
 NEGATIVE = ["bad", "awful", "poor", "sad", "terrible", "boring"]
@@ -224,3 +225,19 @@ def _saved_beside(model: object, source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.index.json"))
     model.save_pretrained(target)
     return target
+
+
+def encoded_split(ref: str, n: int = 240, seed: int = 3) -> tuple[Any, Any]:
+    """(train, evaluation) token ids of ``n`` toy sentiment rows for a model's tokenizer, cut 2:1, at 32 tokens:
+    for tests that call the training loop directly."""
+    import numpy as np
+
+    from flexharness.engine import data, models
+
+    rows = sentiment_rows(n, seed=seed)
+    labels = np.array([int(r["label"] == "positive") for r in rows])
+    examples = data.Examples((tuple(r["text"] for r in rows),), labels)
+    tokenizer = models.load_tokenizer(ref)
+    cut = n * 2 // 3
+    return (data.encode(examples.take(np.arange(cut)), tokenizer, 32),
+            data.encode(examples.take(np.arange(cut, n)), tokenizer, 32))
