@@ -93,6 +93,22 @@ def test_a_pooled_head_ignores_padding_and_replaces_the_models_own(tiny_model: P
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("labels", [2, 1])
+def test_a_pooled_head_gives_the_loss_the_transformers_classifiers_give(tiny_model: Path, labels: int) -> None:
+    """With ``labels`` it returns the loss as HF Trainer expects it: cross-entropy, or MSE for one label."""
+    ref = str(tiny_model)
+    model = models.fresh_model(ref, labels, 0, pooling="mean").eval()
+    _, eval_set = encoded_split(ref, seed=5)
+    batch = train.collate(eval_set, np.arange(8), models.load_tokenizer(ref).pad_token_id, "cpu")
+    target = torch.tensor([0, 1] * 4) if labels == 2 else torch.linspace(-1.0, 1.0, 8)
+    with torch.inference_mode():
+        out = model(**batch, labels=target)
+        assert model(**batch).loss is None
+    expected = (torch.nn.functional.cross_entropy(out.logits, target) if labels == 2
+                else torch.nn.functional.mse_loss(out.logits.squeeze(-1), target))
+    torch.testing.assert_close(out.loss, expected)
+
+
 RECIPE = {"epochs": 4, "learning_rate": 2e-2, "batch_size": 16, "warmup_ratio": 0.0, "pooling": "mean"}
 
 

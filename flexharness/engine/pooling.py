@@ -187,15 +187,23 @@ def _pooled_class(base: type, pooling: str) -> type:
     from transformers.modeling_outputs import SequenceClassifierOutput
 
     def forward(self: Any, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
-                **_unused: Any) -> Any:
+                labels: Any = None, **_unused: Any) -> Any:
+        """Logits; with ``labels`` also the loss (cross-entropy, or mean squared error for one label) as the
+        transformers classifiers give it, so HF Trainer can train this class too."""
+        import torch.nn.functional as F
+
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.base_model(**inputs)[0]
         if attention_mask is None:
             attention_mask = hidden.new_ones(hidden.shape[:2])
-        return SequenceClassifierOutput(logits=self.classifier(self.head_dropout(pool(hidden, attention_mask,
-                                                                                      pooling))))
+        logits = self.classifier(self.head_dropout(pool(hidden, attention_mask, pooling)))
+        loss = None
+        if labels is not None:
+            loss = (F.mse_loss(logits.squeeze(-1).float(), labels.float()) if self.config.num_labels == 1
+                    else F.cross_entropy(logits.float(), labels))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
     return type(f"{pooling.capitalize()}Pooled{base.__name__}", (base,),
                 {"forward": forward, "pooling": pooling, "__module__": __name__})
