@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,32 @@ def test_divergence_names_the_step_and_learning_rate(tiny_model: Path) -> None:
         model.classifier.weight.fill_(float("nan"))
     with pytest.raises(Exception, match=r"training diverged: loss is nan at step 1 .*learning rate"):
         train.fine_tune(model, train_set, RECIPE, 0, "cpu", 0, regression=False)
+
+
+def test_cpu_training_uses_the_fused_adamw_and_keeps_freed_blocks(tiny_model: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both are what made the CPU step faster (docs/speed.md): one AdamW kernel, no page faults per step."""
+    from flexharness.engine import allocator
+
+    model = models.fresh_model(str(tiny_model), 2, 0)
+    optimizer, _ = train._optimizer(model, RECIPE, 10)
+    assert optimizer.defaults["fused"] is True
+    assert not allocator.for_device("cuda")
+    for name, value in (("LD_PRELOAD", "libjemalloc.so.2"), ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1")):
+        with monkeypatch.context() as patched:
+            patched.setenv(name, value)
+            assert allocator.keep_freed_blocks.__wrapped__() is False   # the user's allocator choice stands
+    if platform.libc_ver()[0] == "glibc":
+        assert allocator.keep_freed_blocks.__wrapped__() is True
+
+
+@given(warmup=st.integers(0, 50), extra=st.integers(0, 200))
+@settings(max_examples=40, deadline=None)
+def test_the_schedule_is_transformers_linear_warmup(warmup: int, extra: int) -> None:
+    from transformers import get_linear_schedule_with_warmup
+
+    total = warmup + extra
+    theirs = get_linear_schedule_with_warmup(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                                             warmup, total).lr_lambdas[0]
+    assert [train.linear_warmup(step, warmup, total) for step in range(total + 3)] == \
+        [theirs(step) for step in range(total + 3)]

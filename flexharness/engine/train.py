@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from flexharness.engine import adapt
+from flexharness.engine import adapt, allocator
 from flexharness.engine.data import Encoded
 from flexharness.errors import TrainingError
 from flexharness.rules.metrics import predictions_from_outputs
@@ -179,11 +179,11 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")  # one AdamW kernel a step, as Trainer does; on a CPU 5x the per-tensor loop
 
 
 def _optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     if config.learning_rate > FLOAT32_MAX:   # torch would stop with "RuntimeError: ... without overflow"
         raise TrainingError(f"training diverged: 'learning_rate: {config.learning_rate:g}' is beyond the float32 "
@@ -196,10 +196,21 @@ def _optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, 
         if param.requires_grad:
             (plain if name.endswith(no_decay) else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    fused = {"fused": True} if next(model.parameters()).is_cuda else {}  # one kernel per step, not one per tensor
+    device = next(model.parameters()).device.type
+    fused = {"fused": True} if device in FUSED_ADAMW_DEVICES else {}  # one kernel per step, not one per tensor
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, **fused)
     warmup = int(config.warmup_ratio * total_steps)
-    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(linear_warmup, warmup=warmup,
+                                                                                      total=total_steps))
+
+
+def linear_warmup(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor of transformers' ``get_linear_schedule_with_warmup``: up from 0 over ``warmup``
+    steps, then down to 0 at ``total``. Written here because importing that function costs a run about 1 s
+    (transformers' trainer utilities, and peft with them)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 def loss_of(logits: Any, labels: Any, regression: bool) -> Any:
@@ -238,6 +249,7 @@ def fine_tune(model: Any, data: Encoded, config: TrainConfig, seed: int, device:
     if device == "cuda":  # TF32 for the fp32 parts that autocast leaves in fp32; never under an explicit fp32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     rng = np.random.default_rng(seed)
+    allocator.for_device(device)
     model.to(device).train()
     adapted = adapt.prepare(model, config, device)  # method: full, lora or head
     forward = parallel.wrap(model, device) if parallel else model
@@ -320,6 +332,7 @@ def predict_outputs(model: Any, data: Encoded, batch_size: int, device: str, pad
 
     if kind is not None:
         return kind.gather(data, predict_rows(model, data, batch_size, device, pad_id, precision, kind))
+    allocator.for_device(device)
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     outputs: np.ndarray | None = None
@@ -340,6 +353,7 @@ def predict_rows(model: Any, data: Encoded, batch_size: int, device: str, pad_id
     (before ``kind.gather``: a run an output ensemble combines keeps more of them, ``kind.ensemble_arrays``)."""
     import torch
 
+    allocator.for_device(device)
     model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
     rows: list[Any] = [None] * len(order)
