@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flexharness.axes import AXES
-from flexharness.engine.models import model_identity
+from flexharness.engine.models import cpu_only_torch, model_identity
 from flexharness.files import path_fingerprint
 from flexharness.harness.storage import RESULTS_DIR
 from flexharness.store.keys import canonical_case
@@ -226,3 +226,39 @@ def test_every_local_source_is_in_the_key_by_content(tiny_model: Path, tmp_path:
         before = after  # ... and for no other
     (model / "config.json").write_text((model / "config.json").read_text().replace('"gelu"', '"relu"'))
     assert set(keys().values()).isdisjoint(before.values())  # the model's folder: every case misses
+
+
+def test_a_rerun_from_the_cache_never_imports_torch(pytester: pytest.Pytester, suite_text) -> None:
+    """A warm rerun pays only the harness's own start-up: every record comes from the cache, and with a torch
+    built for the CPU alone the device is known without importing torch (``models.cpu_only_torch``)."""
+    if not cpu_only_torch():
+        pytest.skip("this torch has an accelerator backend: telling whether a GPU is there imports torch")
+    pytester.makefile(".flex.yaml", toy=suite_text(TWO, train=FAST))
+    pytester.makeconftest("import sys\n\ndef pytest_unconfigure(config):\n"
+                          "    open('imported.txt', 'w').write(str('torch' in sys.modules))\n")
+    pytester.runpytest_subprocess("-p", "no:hypothesispytest").assert_outcomes(passed=2)
+    assert (pytester.path / "imported.txt").read_text() == "True"
+    warm = pytester.runpytest_subprocess("-p", "no:hypothesispytest", "--flex-report-dir", "report")
+    warm.assert_outcomes(passed=2)
+    warm.stdout.fnmatch_lines(["2 of 2 items reused from the result cache*"])
+    assert (pytester.path / "imported.txt").read_text() == "False"
+
+
+@pytest.mark.parametrize(("version", "cpu_only"), [
+    ("cuda: Optional[str] = None\nhip: Optional[str] = None\nxpu: Optional[str] = None\n", True),
+    ("cuda: Optional[str] = '12.8'\nhip: Optional[str] = None\nxpu: Optional[str] = None\n", False),
+    ("cuda = None\nhip = '6.3.42131'\nxpu = None\n", False),
+    ("cuda = None\n", False),   # a version.py that does not name every backend proves nothing
+])
+def test_a_cpu_only_torch_is_told_from_its_version_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        version: str, cpu_only: bool) -> None:
+    import importlib.machinery
+    import importlib.util
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "version.py").write_text(version)
+    spec = importlib.machinery.ModuleSpec("torch", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / "torch")]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert cpu_only_torch.__wrapped__() is cpu_only

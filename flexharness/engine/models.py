@@ -234,13 +234,36 @@ def _cached_hub_config(repo_id: str) -> str | None:
 
 
 def resolve_device(option: str) -> str:
-    """``auto`` takes CUDA when present; ``cuda`` without a GPU is an error, not a silent CPU run."""
+    """``auto`` takes CUDA when present; ``cuda`` without a GPU is an error, not a silent CPU run.
+
+    ``auto`` with a torch built for the CPU alone is ``cpu`` without importing torch: a run whose every item
+    comes from the result cache then never pays torch's import (about 2 s)."""
+    if option == "cpu" or (option == "auto" and cpu_only_torch()):
+        return "cpu"
     import torch
 
-    if option == "cpu":
-        return "cpu"
     if torch.cuda.is_available():
         return "cuda"
     if option == "cuda":
         raise ModelLoadError("--flex-device cuda was given but no CUDA device is available; use auto or cpu")
     return "cpu"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_only_torch() -> bool:
+    """True when the installed torch is a Linux or Windows build without CUDA, ROCm or XPU (``torch/version.py``
+    says so), read without importing torch; False whenever that cannot be told for sure."""
+    import importlib.util
+    import re
+    import sys
+
+    if sys.platform == "darwin":   # macOS builds have the MPS backend whatever version.py says
+        return False
+    try:
+        spec = importlib.util.find_spec("torch")
+        folders = list(spec.submodule_search_locations or ()) if spec else []
+        text = (Path(folders[0]) / "version.py").read_text(encoding="utf-8") if folders else ""
+    except (OSError, ImportError, ValueError, UnicodeDecodeError):
+        return False
+    backends = dict(re.findall(r"^(cuda|hip|xpu)\s*(?::[^=]*)?=\s*(.+?)\s*$", text, re.MULTILINE))
+    return set(backends) == {"cuda", "hip", "xpu"} and all(value == "None" for value in backends.values())
