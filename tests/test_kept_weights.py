@@ -152,3 +152,18 @@ def test_the_weights_key_holds_what_changes_the_weights(tmp_path: Path, suite_te
     assert weights_key(filtered, str(tiny_model), 0, "cpu") != key
     renamed = dataclasses.replace(task, suite="other", name="other", line=99, params=(("x", 1),))
     assert weights_key(renamed, str(tiny_model), 0, "cpu") == key
+    for scored_only in ({"max_eval_samples": 7}, {"eval_batch_size": 3}):   # never change what is trained on
+        other = dataclasses.replace(task, train=dataclasses.replace(task.train, **scored_only))
+        assert weights_key(other, str(tiny_model), 0, "cpu") == key, scored_only
+
+
+def test_compression_scoring_fewer_rows_still_loads_the_tasks_fine_tune(pytester: pytest.Pytester, suite_text,
+                                                                       toy_csv: Path) -> None:
+    """A compression section that caps its evaluation rows (as the quickstart does) trains nothing again."""
+    fewer = _suite(toy_csv).replace("  task: polarity\n", "  task: polarity\n  train: {max_eval_samples: 20}\n")
+    pytester.makefile(".flex.yaml", toy=suite_text(fewer, TRAIN))
+    result = _run(pytester, "--junitxml=one.xml")
+    result.assert_outcomes(passed=3)
+    records = _records(pytester.path / "one.xml")
+    assert _fine_tunes(records) == 1
+    assert records["compression/int8[seed0]"]["eval_examples"] == 20 < records["tasks/polarity[seed0]"]["eval_examples"]

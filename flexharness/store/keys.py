@@ -171,13 +171,19 @@ def with_pooling(fields: dict[str, Any], case: Case, model: str) -> dict[str, An
 def training_recipe(case: Case) -> dict[str, Any]:
     """What decides the weights of a case's plain fine-tune: its data and filters, metrics (the head and the
     loss) and train settings, as the result-cache key holds them; not the suite, axis, name or parameters,
-    nor evaluation splits after the first (they are never trained on), so that a compression case's dense
-    model and its task's item share one recipe."""
+    nor evaluation splits after the first, nor the train settings only evaluation reads (none of them changes
+    what is trained on), so that a compression case's dense model and its task's item share one recipe even
+    when the compression section scores fewer rows."""
     dataset = dataclasses.replace(case.dataset, eval_splits=case.dataset.eval_splits[:1])
     fields = canonical_case(dataclasses.replace(case, suite="", axis="", name="", params=(), dataset=dataset))
     for key in ("suite", "axis", "name", "params"):
         fields.pop(key)
+    for key in EVALUATION_ONLY:
+        fields["train"].pop(key, None)
     return fields
+
+
+EVALUATION_ONLY = ("max_eval_samples", "eval_batch_size")   # train settings that decide no weight
 
 
 def weights_key(case: Case, model: str, seed: int, device: str) -> str | None:
