@@ -159,13 +159,14 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
             max_train: int | None, max_eval: int | None) -> Prepared:
     """Rows for one case: filtered, labels mapped, eval split chosen or held out, subsampled."""
     source = load_source(spec)
-    train_rows = _rows(spec, train_split(spec, source), where, spec.train_split)
+    train_split(spec, source)
+    train_rows = _kept_rows(spec, spec.train_split, where)
     eval_names = eval_split_names(spec, source)
     label_names, encode = label_map(spec, source[spec.train_split], train_rows[1], kind)
     train = Examples(train_rows[0], encode(train_rows[1], spec.train_split), train_rows[2])
     evals = []
     for name in eval_names:
-        texts, raw, kept = _rows(spec, source[name], where, name)
+        texts, raw, kept = _kept_rows(spec, name, where)
         evals.append((name, Examples(texts, encode(raw, name), kept)))
     return split_rows(spec, where, train, evals, label_names, max_train, max_eval,
                       RowKind(label_kind=kind, per_label=True))
@@ -203,16 +204,25 @@ def filtered_sizes(spec: DatasetSpec, where: tuple[Filter, ...], kind: str) -> F
     """How many rows a filter keeps, and how many labels the whole dataset has (1 for regression)."""
     source = load_source(spec)
     split = train_split(spec, source)
-    kept = _rows(spec, split, where, spec.train_split)[1]
-    eval_sizes = [len(_rows(spec, source[name], where, name)[1]) for name in eval_split_names(spec, source)]
+    kept = _kept_rows(spec, spec.train_split, where)[1]
+    eval_sizes = [len(_kept_rows(spec, name, where)[1]) for name in eval_split_names(spec, source)]
     eval_rows = min(eval_sizes) if eval_sizes else None
-    names, _ = label_map(spec, split, _rows(spec, split, (), spec.train_split)[1], kind)
+    names, _ = label_map(spec, split, _kept_rows(spec, spec.train_split, ())[1], kind)
     return FilteredSizes(len(kept), eval_rows, len(names) if names else 1)
 
 
 def hold_out_size(n: int, fraction: float) -> int:
     """Rows the hold-out puts into evaluation: at least one when there is any."""
     return min(n, max(1, round(n * fraction)))
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_rows(spec: DatasetSpec, split_name: str, where: tuple[Filter, ...]) -> tuple[tuple, tuple, np.ndarray]:
+    """:func:`_rows` of a source's split, once per process: collection's size checks and every case's
+    preparation filter the same rows (a regular expression over every row of the split), and must agree."""
+    texts, raw, kept = _rows(spec, load_source(spec)[split_name], where, split_name)
+    kept.setflags(write=False)
+    return texts, tuple(raw), kept
 
 
 def _rows(spec: DatasetSpec, split: Any, where: tuple[Filter, ...], split_name: str
