@@ -8,7 +8,11 @@ Prints, each against a reference measured in the same run:
   - a one-case suite (one seed, --train-samples tweets, half as many to evaluate) run cold in a fresh
     folder: its wall time, the training time its results JSON records, and the rest (the overhead:
     start-up, imports, data, tokenization, evaluation, reports); then the same command again, warm
-    (every record from the result cache), as a share of the cold run;
+    (every record from the result cache), as a share of the cold run; and, as the reference, a bare
+    interpreter importing what any run that trains must import (torch, the model's transformers module,
+    datasets), so the overhead beyond those imports is the harness's own. pytest runs with
+    ``-p no:hypothesispytest`` where hypothesis is installed: only the test extra installs it, and its
+    plugin's start-up (about 1.5 s) is no part of a user's run;
   - `pytest --collect-only` on a generated suite of 200 cases, against pytest collecting one
     plain test file (pytest's own start-up), and whether torch was imported;
   - the set-up of one case's model after the first (a deep copy of the in-memory pretrained
@@ -75,15 +79,28 @@ def whole_run(train_samples: int) -> None:
         (root / "one.flex.yaml").write_text(ONE_CASE.format(model=MODEL, train=train_samples,
                                                              eval=max(1, train_samples // 2)))
         command = [sys.executable, "-m", "pytest", "one.flex.yaml", "-q", "--flex-json", "out.json",
-                   "--flex-report-dir", "report"]
+                   "--flex-report-dir", "report", *_without_test_plugins()]
+        imports, _ = _timed([sys.executable, "-c", IMPORTS], root)
         cold, _ = _timed(command, root)
         case = json.loads((root / "out.json").read_text())["cases"][0]
         warm, _ = _timed(command, root)
         cached = json.loads((root / "out.json").read_text())["cases"][0]["cached"]
     training = case["train_seconds"] or 0.0
+    overhead = cold - training
     print(f"one-case suite, cold: {cold:.1f} s, of which training {training:.1f} s; overhead beyond training "
-          f"{cold - training:.1f} s ({(cold - training) / cold:.0%} of the run)")
+          f"{overhead:.1f} s ({overhead / cold:.0%} of the run)")
+    print(f"reference: a bare interpreter importing torch, transformers' BERT and datasets: {imports:.1f} s "
+          f"({imports / overhead:.0%} of the overhead); the overhead beyond those imports: {overhead - imports:.1f} s")
     print(f"the same run warm (cached: {cached}): {warm:.1f} s, {warm / cold:.1%} of the cold run")
+
+
+IMPORTS = "import torch, transformers.models.bert.modeling_bert, datasets"
+
+
+def _without_test_plugins() -> list[str]:
+    import importlib.util
+
+    return ["-p", "no:hypothesispytest"] if importlib.util.find_spec("hypothesis") else []
 
 
 def model_setup(repeats: int = 5) -> None:
