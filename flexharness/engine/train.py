@@ -1,7 +1,9 @@
 """The fine-tuning loop and evaluation, in plain PyTorch.
 
 Dynamic padding and length-grouped batches keep the compute on real tokens;
-evaluation sorts by length and runs under ``inference_mode``. The forward pass
+evaluation sorts by length and runs under ``inference_mode``. AdamW is the fused
+kernel on CPUs too, and a CPU run keeps freed blocks in the heap (``engine.allocator``):
+together a fifth of a CPU step (docs/speed.md). The forward pass
 runs under bf16 autocast on CUDA, and on a CPU with native bf16 instructions when
 the case asks for ``precision: bf16`` (see :func:`resolve_precision`). The loss is
 checked for non-finite values every ``LOSS_CHECK_STEPS`` steps, not on every step,
