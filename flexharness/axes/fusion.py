@@ -93,7 +93,7 @@ class FusionAxis(Axis):
             alone = [c for c in mine if not dict(c.params).get(soup.OTHER_DOMAINS)]
             if alone:
                 why = ("its runs are the tasks runs ('held_out: 0'), which are not scored on other domains"
-                       if dict(alone[0].params)["held_out"] == 0 else "an out-of-domain gain needs a 'domains:' "
+                       if soup.runs_are_task_runs(alone[0]) else "an out-of-domain gain needs a 'domains:' "
                        "section with a domain besides the task's own")
                 raise gates.error("ood_gain", f"fusion case '{alone[0].name}' has no other domain to be scored on: "
                                               f"{why}")
@@ -122,14 +122,14 @@ class FusionAxis(Axis):
     def starts_from(self, case: Case) -> Case | None:
         """With ``held_out: 0`` and a soup, the tasks run of each seed keeps its weights for the soup to average."""
         params = dict(case.params)
-        return task_run_case(case) if params["held_out"] == 0 and params["keep_weights"] else None
+        return task_run_case(case) if soup.runs_are_task_runs(case) and params["keep_weights"] else None
 
     def case_fields(self, case: Case, records: list[dict[str, Any]]) -> dict[str, Any]:
         params = dict(case.params)
         found = records[0] if records else {}
         return {"task": params["task"], "method": params["method"], "runs": list(case.train.seeds),
                 "shared_head": params["shared_head"], "held_out": params["held_out"],
-                "runs_from": "tasks" if params["held_out"] == 0 else "fusion", "choose_on": params.get("choose_on"),
+                "runs_from": "tasks" if soup.runs_are_task_runs(case) else "fusion", "choose_on": params.get("choose_on"),
                 "choice_split": soup.choice_split(case), "across_models": params.get("across_models"),
                 **{key: found.get(key) for key in RECORD_FIELDS}}
 
@@ -166,7 +166,7 @@ def _ingredient(case: Case, model: str, seed: int, keep_weights: bool, store: St
     """The stored run when its record, outputs and (for soups) weights are all there, else a fresh one, stored:
     through the store's one cached-run path, so the items of one section (and with ``held_out: 0`` the tasks
     items) share their runs."""
-    if dict(case.params)["held_out"] == 0:
+    if soup.runs_are_task_runs(case):
         recipe = task_run_case(case)
         planned = Planned(f"tasks/{recipe.name}[seed{seed}]", recipe, model, seed)
         kept = store.kept(recipe, model, seed) if keep_weights else None

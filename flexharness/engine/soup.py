@@ -52,20 +52,24 @@ def domain_split(name: str) -> str:
     return f"domain {name}"
 
 
+def runs_are_task_runs(case: Case) -> bool:
+    """``held_out: 0``: the runs are the tasks axis's own runs of the task's recipe, not runs trained here."""
+    return dict(case.params)["held_out"] == 0
+
+
 def choice_split(case: Case) -> str | None:
     """The split runs are chosen on: the held-out slice, or with ``held_out: 0`` (the runs are the tasks runs)
     the evaluation split ``choose_on`` names; None when there is none (then nothing is chosen)."""
-    params = dict(case.params)
-    return HELD_OUT if params["held_out"] else params.get("choose_on")
+    return dict(case.params).get("choose_on") if runs_are_task_runs(case) else HELD_OUT
 
 
 def fusion_data(case: Case) -> data.Prepared:
     """The rows the runs of a fusion case were scored on: with a held-out slice, :func:`ingredient_data`; with
     ``held_out: 0``, the task's own (every evaluation split of its dataset, ``task_dataset``)."""
     params = dict(case.params)
-    if params["held_out"]:
-        return ingredient_data(case, params["held_out"])
-    return runner.prepare(replace(case, dataset=params["task_dataset"]))
+    if runs_are_task_runs(case):
+        return runner.prepare(replace(case, dataset=params["task_dataset"]))
+    return ingredient_data(case, params["held_out"])
 
 
 def ingredient_data(case: Case, fraction: float) -> data.Prepared:
@@ -91,7 +95,8 @@ def _held_out(spec: DatasetSpec, where: tuple[Filter, ...], kind: str, max_train
     """
     reader = kinds.KINDS.get(task_kind)
     prepared = reader.prepare(spec, where, kind, max_train, max_eval)
-    rest, taken, _ = data.hold_out(prepared.train, fraction, kind, reader.train_labels(prepared.train))
+    rest, taken, _ = data.hold_out(prepared.train, fraction, kind, reader.train_labels(prepared.train),
+                                   reader.hold_out_texts(prepared.train))
     if len(rest) < max(2, prepared.num_labels):
         raise DataError(f"only {len(rest)} training examples are left after holding out {fraction:g} for "
                         "greedy soup; lower 'fusion.held_out' or add data", *spec.locate())
