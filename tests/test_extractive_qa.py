@@ -291,3 +291,24 @@ def test_squad_suite_collects_offline_without_torch(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("--collect-only", "-q")
     result.stdout.fnmatch_lines(["squad.flex.yaml::tasks/squad[[]seed0]", "squad.flex.yaml::tasks/squad_v2[[]seed0]",
                                  "TORCH-ABSENT", "2 tests collected*"])
+
+
+def test_fusions_held_out_slice_keeps_every_context_on_one_side(tmp_path: Path, tiny_model: Path,
+                                                               qa_files: dict[str, Path]) -> None:
+    """As the task's own hold-out does: a run chosen on a passage it was trained on would be chosen on its memory."""
+    from flexharness.axes import load_suite
+    from flexharness.engine import soup
+
+    asked = ("what was good", "which word was good", "name the good word")
+    rows = [dict(row, id=f"{row['id']}-{n}", question=question.replace("good", "bad") if "bad" in row["question"]
+                 else question) for row in qa_rows(60, seed=4) for n, question in enumerate(asked)]
+    files = dict(qa_files, v1=write_jsonl(tmp_path / "shared.jsonl", rows))
+    (tmp_path / "qa.flex.yaml").write_text(suite(tiny_model, files, """tasks:
+  - {name: squad, dataset: v1, metric: squad_f1}
+fusion: {task: squad, methods: [ensemble], runs: [0, 1], held_out: 0.3}
+"""))
+    case = next(c for c in load_suite(tmp_path / "qa.flex.yaml").cases if c.axis == "fusion")
+    prepared = soup.ingredient_data(case, 0.3)
+    held = dict(prepared.evals)[soup.HELD_OUT]
+    assert len(set(held.contexts)) < len(held.contexts)          # contexts with several questions were held out
+    assert not set(held.contexts) & set(prepared.train.contexts)  # and none of them was trained on

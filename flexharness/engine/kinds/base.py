@@ -126,6 +126,11 @@ class TaskKind:
         """One label per row of ``examples`` (sentence, item): what subsampling stratifies and curves count."""
         return examples.labels
 
+    def hold_out_texts(self, examples: Any) -> Any:
+        """Each training row's text as this kind's hold-outs group rows (one group stays on one side): None for
+        the row's own texts; a QA question's context, a choice item's passage, a sentence's words."""
+        return None
+
     def example_labels(self, examples: Any) -> np.ndarray:
         """The labels of ``examples`` as the metrics read them (what ``Encoded.labels`` holds after encoding)."""
         return examples.labels

@@ -137,6 +137,9 @@ class ExtractiveQA(TaskKind):
     def train_labels(self, examples: qa_data.Questions) -> np.ndarray:
         return qa_data.answerable(examples)
 
+    def hold_out_texts(self, examples: qa_data.Questions) -> Any:
+        return qa_data.QUESTIONS.texts(examples)
+
     # ---- batches, loss, outputs ----------------------------------------------------------------------
 
     def host_batch(self, data: qa_spans.Windows, indices: np.ndarray, pad_id: int, pin: bool,

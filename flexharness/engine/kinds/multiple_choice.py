@@ -111,6 +111,9 @@ class MultipleChoice(TaskKind):
     def num_labels(self, prepared: data.Prepared) -> int:
         return 1   # one score per choice; the head is shared by the choices
 
+    def hold_out_texts(self, examples: Items) -> Any:
+        return ITEMS.texts(examples)
+
     def host_batch(self, encoded: Encoded, indices: np.ndarray, pad_id: int, pin: bool,
                    with_labels: bool) -> dict[str, Any]:
         from flexharness.engine import train

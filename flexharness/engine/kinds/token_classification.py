@@ -107,6 +107,9 @@ class TokenClassification(TaskKind):
     def num_labels(self, prepared: data.Prepared) -> int:
         return len(prepared.train.classes)
 
+    def hold_out_texts(self, examples: tagged.TaggedExamples) -> Any:
+        return SENTENCES.texts(examples)
+
     def host_batch(self, encoded: tagged.Windows, indices: np.ndarray, pad_id: int, pin: bool,
                    with_labels: bool) -> dict[str, Any]:
         from flexharness.engine import train
