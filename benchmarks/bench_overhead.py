@@ -90,7 +90,8 @@ def whole_run(train_samples: int) -> None:
     print(f"one-case suite, cold: {cold:.1f} s, of which training {training:.1f} s; overhead beyond training "
           f"{overhead:.1f} s ({overhead / cold:.0%} of the run)")
     print(f"reference: a bare interpreter importing torch, transformers' BERT and datasets: {imports:.1f} s "
-          f"({imports / overhead:.0%} of the overhead); the overhead beyond those imports: {overhead - imports:.1f} s")
+          f"({imports / overhead:.0%} of the overhead); the overhead beyond those imports: "
+          f"{overhead - imports:.1f} s")
     print(f"the same run warm (cached: {cached}): {warm:.1f} s, {warm / cold:.1%} of the cold run")
 
 

@@ -129,7 +129,8 @@ class FusionAxis(Axis):
         found = records[0] if records else {}
         return {"task": params["task"], "method": params["method"], "runs": list(case.train.seeds),
                 "shared_head": params["shared_head"], "held_out": params["held_out"],
-                "runs_from": "tasks" if soup.runs_are_task_runs(case) else "fusion", "choose_on": params.get("choose_on"),
+                "runs_from": "tasks" if soup.runs_are_task_runs(case) else "fusion",
+                "choose_on": params.get("choose_on"),
                 "choice_split": soup.choice_split(case), "across_models": params.get("across_models"),
                 **{key: found.get(key) for key in RECORD_FIELDS}}
 

@@ -199,7 +199,7 @@ def _optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, 
             (plain if name.endswith(no_decay) else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     device = next(model.parameters()).device.type
-    fused = {"fused": True} if device in FUSED_ADAMW_DEVICES else {}  # one kernel per step, not one per tensor
+    fused = {"fused": True} if device in FUSED_ADAMW_DEVICES else {}
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, **fused)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(linear_warmup, warmup=warmup,
