@@ -159,10 +159,10 @@ def prepare(spec: DatasetSpec, where: tuple[Filter, ...], kind: str,
             max_train: int | None, max_eval: int | None) -> Prepared:
     """Rows for one case: filtered, labels mapped, eval split chosen or held out, subsampled."""
     source = load_source(spec)
-    train_split(spec, source)
+    split = train_split(spec, source)
     train_rows = _kept_rows(spec, spec.train_split, where)
     eval_names = eval_split_names(spec, source)
-    label_names, encode = label_map(spec, source[spec.train_split], train_rows[1], kind)
+    label_names, encode = label_map(spec, split, train_rows[1], kind)
     train = Examples(train_rows[0], encode(train_rows[1], spec.train_split), train_rows[2])
     evals = []
     for name in eval_names:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -253,10 +256,6 @@ def resolve_device(option: str) -> str:
 def cpu_only_torch() -> bool:
     """True when the installed torch is a Linux or Windows build without CUDA, ROCm or XPU (``torch/version.py``
     says so), read without importing torch; False whenever that cannot be told for sure."""
-    import importlib.util
-    import re
-    import sys
-
     if sys.platform == "darwin":   # macOS builds have the MPS backend whatever version.py says
         return False
     try:

@@ -168,6 +168,9 @@ def with_pooling(fields: dict[str, Any], case: Case, model: str) -> dict[str, An
     return fields
 
 
+EVALUATION_ONLY = ("max_eval_samples", "eval_batch_size")   # train settings that decide no weight
+
+
 def training_recipe(case: Case) -> dict[str, Any]:
     """What decides the weights of a case's plain fine-tune: its data and filters, metrics (the head and the
     loss) and train settings, as the result-cache key holds them; not the suite, axis, name or parameters,
@@ -182,8 +185,6 @@ def training_recipe(case: Case) -> dict[str, Any]:
         fields["train"].pop(key, None)
     return fields
 
-
-EVALUATION_ONLY = ("max_eval_samples", "eval_batch_size")   # train settings that decide no weight
 
 
 def weights_key(case: Case, model: str, seed: int, device: str) -> str | None:
